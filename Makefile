@@ -1,0 +1,57 @@
+# credits: PGXS build for the credits extension.
+#
+#   make && make install                 build and install into $(PG_CONFIG)'s tree
+#   make installcheck                    pg_regress suites (sql/ + expected/) and
+#                                        isolation specs (test/specs/ + test/expected/)
+#                                        against a running server (PGHOST/PGPORT)
+#   scripts/test                         all of the above plus pgTAP, on a throwaway cluster
+
+EXTENSION = credits
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTENSION).control)
+
+MODULE_big = credits
+OBJS = \
+	src/credits.o \
+	src/debit_trigger.o \
+	src/recharge_decision.o \
+	src/batch_guard.o \
+	src/settle.o \
+	src/plan_cache.o
+
+DATA = $(EXTENSION)--$(EXTVERSION).sql
+
+REGRESS = \
+	install \
+	seed_example \
+	debit \
+	auto_recharge \
+	recharge_worker \
+	idempotency \
+	batch_guard \
+	privileges \
+	verify
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+
+ISOLATION = \
+	spend_last_credits \
+	concurrent_shortfall \
+	idempotency_race \
+	claim_while_extending \
+	claim_disjoint \
+	complete_vs_fail \
+	complete_retry \
+	disable_during_insert \
+	insert_vs_add_credits
+ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+
+PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""
+# -Wextra as the house style asks; PostgreSQL's own headers have unused
+# parameters (bufpage.h) and PG_FUNCTION_ARGS is often unused, so that one
+# warning is off.  Everything else is an error.
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror
+
+EXTRA_CLEAN = results output_iso regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

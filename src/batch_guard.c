@@ -1,0 +1,162 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch_guard.c
+ *	  Triggers that keep what was debited unchangeable: send_batches rows
+ *	  cannot be deleted, truncated or have their debited columns changed,
+ *	  and the ledger is append-only.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/batch_guard.c
+ *
+ * These refuse for every role, the table owner and superusers included:
+ * changing what was debited would break balance = sum(ledger.delta).  A
+ * superuser can still disable the triggers; credits.verify() then shows
+ * what was broken.
+ *
+ * A batch's status and recharge_id move only while settle.c holds
+ * credits_settling_batches up.  An UPDATE that changes nothing (say
+ * ON CONFLICT DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key, to
+ * return the stored row) is let through.
+ *
+ * Locking: none of its own; the UPDATE or DELETE holds the row lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "utils/datum.h"
+#include "utils/rel.h"
+
+#include "credits.h"
+
+static bool ColumnChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
+						  const char *name);
+
+/*
+ * credits_guard_batch
+ *		BEFORE UPDATE OR DELETE row and BEFORE TRUNCATE statement trigger on
+ *		credits.send_batches.
+ */
+PG_FUNCTION_INFO_V1(credits_guard_batch);
+
+Datum
+credits_guard_batch(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	oldtup;
+	HeapTuple	newtup;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_guard_batch: must be fired BEFORE")));
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
+				 errmsg("send batches cannot be truncated"),
+				 errdetail("Every batch was debited; removing batches would break the ledger.")));
+
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_guard_batch: must be fired FOR EACH ROW for UPDATE or DELETE")));
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	oldtup = trigdata->tg_trigtuple;
+
+	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		bool		isnull;
+		Datum		id = heap_getattr(oldtup, SPI_fnumber(desc, "batch_id"), desc, &isnull);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
+				 errmsg("send batches cannot be deleted"),
+				 errdetail("Batch %lld was debited; removing it would break the ledger.",
+						   isnull ? 0LL : (long long) DatumGetInt64(id))));
+	}
+
+	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_guard_batch: unexpected event")));
+
+	newtup = trigdata->tg_newtuple;
+	{
+		static const char *const debited[] = {
+			"batch_id", "account_id", "messages", "channel", "cost",
+			"idempotency_key", "created_at"
+		};
+
+		for (int i = 0; i < (int) lengthof(debited); i++)
+			if (ColumnChanged(oldtup, newtup, desc, debited[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
+						 errmsg("column \"%s\" of a send batch cannot be changed", debited[i]),
+						 errdetail("The batch was priced and debited when it was inserted.")));
+	}
+	if (!credits_settling_batches &&
+		(ColumnChanged(oldtup, newtup, desc, "status") ||
+		 ColumnChanged(oldtup, newtup, desc, "recharge_id")))
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
+				 errmsg("status and recharge_id of a send batch are managed by the extension"),
+				 errhint("They change when a recharge settles: credits.complete_recharge(), credits.fail_recharge(), credits.disable_auto_recharge().")));
+
+	return PointerGetDatum(newtup);
+}
+
+/*
+ * credits_guard_ledger
+ *		BEFORE UPDATE OR DELETE row and BEFORE TRUNCATE statement trigger on
+ *		credits.ledger.
+ */
+PG_FUNCTION_INFO_V1(credits_guard_ledger);
+
+Datum
+credits_guard_ledger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_guard_ledger: must be fired BEFORE")));
+
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_LEDGER_APPEND_ONLY),
+			 errmsg("the credits ledger is append-only"),
+			 errdetail("%s on credits.ledger is refused for every role.",
+					   TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) ? "TRUNCATE" :
+					   TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ? "DELETE" : "UPDATE"),
+			 errhint("Correct a balance with a new entry, e.g. credits.add_credits().")));
+	PG_RETURN_NULL();			/* not reached */
+}
+
+/* Whether column "name" differs between the two row versions. */
+static bool
+ColumnChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc desc, const char *name)
+{
+	int			attnum = SPI_fnumber(desc, name);
+	Form_pg_attribute att;
+	bool		oldnull;
+	bool		newnull;
+	Datum		oldval;
+	Datum		newval;
+
+	if (attnum <= 0)
+		elog(ERROR, "credits: send_batches has no column \"%s\"", name);
+	att = TupleDescAttr(desc, attnum - 1);
+	oldval = heap_getattr(oldtup, attnum, desc, &oldnull);
+	newval = heap_getattr(newtup, attnum, desc, &newnull);
+	if (oldnull || newnull)
+		return oldnull != newnull;
+	return !datum_image_eq(oldval, newval, att->attbyval, att->attlen);
+}

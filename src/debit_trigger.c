@@ -1,0 +1,433 @@
+/*-------------------------------------------------------------------------
+ *
+ * debit_trigger.c
+ *	  BEFORE INSERT row trigger on credits.send_batches: prices the batch,
+ *	  debits it, and opens or grows a pending recharge when auto-recharge
+ *	  says so.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/debit_trigger.c
+ *
+ * Why BEFORE and not AFTER: the batch's cost, status and recharge_id are
+ * decided under the account lock and must be in the stored row and in
+ * RETURNING, which only a BEFORE trigger can arrange.
+ *
+ * The ON CONFLICT trap: a BEFORE ROW trigger also fires for rows that
+ * INSERT ... ON CONFLICT DO NOTHING then skips.  So, once the account lock
+ * is held, the trigger looks for a batch with the same (account_id,
+ * idempotency_key) in a fresh snapshot; if there is one, the row is about
+ * to conflict and is returned priced but undebited (the executor then skips
+ * it, or raises unique_violation for a plain INSERT).  Two sessions sending
+ * the same key cannot both miss each other: both need the same account row
+ * lock, so the second looks only after the first has committed or aborted.
+ * Under REPEATABLE READ the look may miss a batch committed after the
+ * snapshot, but then the executor's own conflict check raises a
+ * serialization failure, so no debit survives either way.
+ *
+ * Locking, always in this order, the same order as every function in
+ * credits--*.sql, so writers of one account cannot deadlock each other:
+ *	  1. the account row, FOR NO KEY UPDATE, held to the end of the
+ *		 transaction: every writer of an account's balance, in_flight,
+ *		 policy or recharges takes it first;
+ *	  2. a pending recharge row, by the UPDATE that grows it.  Workers claim
+ *		 recharges without the account lock, SKIP LOCKED; see
+ *		 PLAN_GROW_PENDING for the race with a claim.
+ * A multi-row INSERT touching several accounts locks them in row order; two
+ * such statements in opposite orders can deadlock, and PostgreSQL then
+ * aborts one of them (README, Troubleshooting).
+ *
+ * The SQL runs as the owner of send_batches (the extension owner), as
+ * ri_triggers.c does for foreign keys: an application needs INSERT on
+ * send_batches only, never rights on accounts, ledger or recharges.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "credits.h"
+#include "plan_cache.h"
+#include "recharge_decision.h"
+
+/* Attribute numbers of the send_batches columns the trigger reads or sets. */
+typedef struct BatchColumns
+{
+	int			batch_id;
+	int			account_id;
+	int			messages;
+	int			channel;
+	int			idempotency_key;
+	int			cost;
+	int			status;
+	int			recharge_id;
+} BatchColumns;
+
+/* What the trigger decided, to be written into the new row. */
+typedef struct BatchOutcome
+{
+	int64		cost;
+	const char *status;
+	bool		has_recharge;
+	int64		recharge_id;
+} BatchOutcome;
+
+static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
+static BatchOutcome DebitBatch(int64 batch_id, int64 account_id, int32 messages,
+							   const char *channel, text *idempotency_key);
+static int64 CoveringRecharge(int64 account_id, int64 batch_id,
+							  int64 balance_seen, const DebitDecision *d,
+							  const RechargePolicy *policy);
+static int64 GetInt8(int row, int col, bool *isnull);
+
+/*
+ * credits_debit_batch
+ *		BEFORE INSERT FOR EACH ROW trigger on credits.send_batches.
+ */
+PG_FUNCTION_INFO_V1(credits_debit_batch);
+
+Datum
+credits_debit_batch(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
+	BatchColumns cols;
+	bool		isnull;
+	Datum		d;
+	int64		batch_id;
+	int64		account_id;
+	int32		messages;
+	char	   *channel;
+	text	   *idempotency_key;
+	BatchOutcome out;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			replace_cols[3];
+	Datum		replace_values[3];
+	bool		replace_nulls[3] = {false, false, false};
+	int			nreplace;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_debit_batch: not called by trigger manager")));
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_debit_batch: must be fired BEFORE INSERT FOR EACH ROW")));
+
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+	tuple = trigdata->tg_trigtuple;
+	LookUpColumns(tupdesc, &cols);
+
+	/* What only the extension may set. */
+	{
+		static const char *const managed[] = {"cost", "status", "recharge_id"};
+		const int	managed_att[] = {cols.cost, cols.status, cols.recharge_id};
+
+		for (int i = 0; i < 3; i++)
+		{
+			if (!heap_attisnull(tuple, managed_att[i], tupdesc))
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_MANAGED_COLUMN),
+						 errmsg("column \"%s\" of send_batches is set by the extension", managed[i]),
+						 errdetail("An application inserts account_id, messages, channel and idempotency_key only."),
+						 errhint("Leave \"%s\" out of the INSERT.", managed[i])));
+		}
+	}
+
+	d = heap_getattr(tuple, cols.account_id, tupdesc, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("account_id of a send batch must not be null")));
+	account_id = DatumGetInt64(d);
+
+	d = heap_getattr(tuple, cols.messages, tupdesc, &isnull);
+	if (isnull || DatumGetInt32(d) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_INVALID_MESSAGES),
+				 errmsg("messages must be a positive number"),
+				 isnull ? errdetail("messages is null.")
+				 : errdetail("messages is %d.", DatumGetInt32(d))));
+	messages = DatumGetInt32(d);
+
+	d = heap_getattr(tuple, cols.channel, tupdesc, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("channel of a send batch must not be null"),
+				 errhint("Leave it out to send by email.")));
+	channel = TextDatumGetCString(d);
+
+	d = heap_getattr(tuple, cols.idempotency_key, tupdesc, &isnull);
+	idempotency_key = isnull ? NULL : DatumGetTextPP(d);
+
+	d = heap_getattr(tuple, cols.batch_id, tupdesc, &isnull);
+	if (isnull)
+		elog(ERROR, "credits_debit_batch: batch_id was not assigned");
+	batch_id = DatumGetInt64(d);
+
+	/* Act as the table owner for the SQL below; see the header comment. */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+
+	out = DebitBatch(batch_id, account_id, messages, channel, idempotency_key);
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	replace_cols[0] = cols.cost;
+	replace_values[0] = Int64GetDatum(out.cost);
+	replace_cols[1] = cols.status;
+	replace_values[1] = CStringGetTextDatum(out.status);
+	nreplace = 2;
+	if (out.has_recharge)
+	{
+		replace_cols[2] = cols.recharge_id;
+		replace_values[2] = Int64GetDatum(out.recharge_id);
+		nreplace = 3;
+	}
+	tuple = heap_modify_tuple_by_cols(tuple, tupdesc, nreplace,
+									  replace_cols, replace_values, replace_nulls);
+	return PointerGetDatum(tuple);
+}
+
+/*
+ * LookUpColumns
+ *		Attribute numbers of send_batches' columns, by name, so that columns a
+ *		DBA adds or drops do not matter.
+ */
+static void
+LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
+{
+	static const char *const names[] = {
+		"batch_id", "account_id", "messages", "channel",
+		"idempotency_key", "cost", "status", "recharge_id"
+	};
+	int		   *slots[] = {
+		&cols->batch_id, &cols->account_id, &cols->messages, &cols->channel,
+		&cols->idempotency_key, &cols->cost, &cols->status, &cols->recharge_id
+	};
+
+	for (int i = 0; i < (int) lengthof(names); i++)
+	{
+		*slots[i] = SPI_fnumber(tupdesc, names[i]);
+		if (*slots[i] <= 0)
+			elog(ERROR, "credits: send_batches has no column \"%s\"", names[i]);
+	}
+}
+
+/*
+ * DebitBatch
+ *		Locks the account, prices the batch, applies the recharge rule and
+ *		writes the debit.  Runs entirely inside one SPI connection.
+ */
+static BatchOutcome
+DebitBatch(int64 batch_id, int64 account_id, int32 messages,
+		   const char *channel, text *idempotency_key)
+{
+	BatchOutcome out = {0, "ready", false, 0};
+	Datum		values[6];
+	char		nulls[6];
+	bool		isnull;
+	int64		balance;
+	int64		in_flight;
+	int64		price;
+	bool		duplicate;
+	RechargePolicy policy;
+	DebitDecision decision;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+
+	/* 1. Lock the account. */
+	values[0] = Int64GetDatum(account_id);
+	CreditsExecPlan(PLAN_LOCK_ACCOUNT, values, NULL, -1);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_UNKNOWN_ACCOUNT),
+				 errmsg("account %lld does not exist", (long long) account_id),
+				 errhint("Open it first with credits.open_account().")));
+	balance = GetInt8(0, 1, &isnull);
+	in_flight = GetInt8(0, 2, &isnull);
+
+	/* 2. Policy, price and duplicate key, seen after the lock. */
+	memset(nulls, ' ', sizeof(nulls));
+	values[1] = CStringGetTextDatum(channel);
+	if (idempotency_key != NULL)
+		values[2] = PointerGetDatum(idempotency_key);
+	else
+		nulls[2] = 'n';
+	CreditsExecPlan(PLAN_BATCH_CONTEXT, values, nulls, 1);
+	{
+		HeapTuple	row = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		v;
+
+		v = SPI_getbinval(row, desc, 1, &isnull);
+		policy.enabled = !isnull && DatumGetBool(v);
+		policy.min_balance = GetInt8(0, 2, &isnull);
+		policy.max_credits = GetInt8(0, 3, &isnull);
+		v = SPI_getbinval(row, desc, 4, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_UNKNOWN_CHANNEL),
+					 errmsg("channel \"%s\" has no price", channel),
+					 errhint("A DBA adds it with INSERT INTO credits.prices (channel, credits_per_message).")));
+		price = DatumGetInt32(v);
+		duplicate = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	}
+
+	if (pg_mul_s64_overflow((int64) messages, price, &out.cost))
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
+				 errmsg("cost of batch is out of range"),
+				 errdetail("%d messages at %lld credits each do not fit in a bigint.",
+						   messages, (long long) price)));
+
+	if (duplicate)
+	{
+		/*
+		 * This row conflicts with a stored batch: the executor will skip it
+		 * (ON CONFLICT DO NOTHING) or reject it (unique_violation).  Debit
+		 * nothing.  It is priced only to pass the NOT NULL checks, which run
+		 * before the conflict check.
+		 */
+		SPI_finish();
+		return out;
+	}
+
+	/* 3. The rule. */
+	decision = CreditsDecideDebit(balance, in_flight, out.cost, &policy);
+	switch (decision.verdict)
+	{
+		case DEBIT_INSUFFICIENT:
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_INSUFFICIENT_CREDITS),
+					 errmsg("insufficient credits in account %lld", (long long) account_id),
+					 errdetail("The balance is %lld and the batch costs %lld (%d messages at %lld).",
+							   (long long) balance, (long long) out.cost,
+							   messages, (long long) price),
+					 errhint("Add credits with credits.add_credits(), or turn on credits.enable_auto_recharge().")));
+			break;
+		case DEBIT_OVER_LIMIT:
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_RECHARGE_LIMIT_EXCEEDED),
+					 errmsg("recharge limit exceeded for account %lld", (long long) account_id),
+					 errdetail("The batch costs %lld and needs a recharge of %lld credits, but max_credits is %lld (balance %lld, in-flight recharges %lld, min_balance %lld).",
+							   (long long) out.cost, (long long) decision.need,
+							   (long long) policy.max_credits, (long long) balance,
+							   (long long) in_flight, (long long) policy.min_balance),
+					 errhint("Send a smaller batch, add credits, or raise max_credits with credits.enable_auto_recharge().")));
+			break;
+		case DEBIT_OUT_OF_RANGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
+					 errmsg("balance of account %lld is out of range", (long long) account_id),
+					 errdetail("The balance is %lld, in-flight recharges %lld and the batch costs %lld.",
+							   (long long) balance, (long long) in_flight,
+							   (long long) out.cost)));
+			break;
+		case DEBIT_PAID:
+		case DEBIT_NEEDS_RECHARGE:
+			break;
+	}
+
+	/* 4. Recharge first (it may add to in_flight), then the debit. */
+	if (decision.verdict == DEBIT_NEEDS_RECHARGE || decision.shortfall)
+	{
+		out.recharge_id = CoveringRecharge(account_id, batch_id, balance,
+										   &decision, &policy);
+		out.has_recharge = decision.shortfall;
+		if (decision.verdict == DEBIT_NEEDS_RECHARGE)
+			in_flight += decision.need;
+	}
+	if (decision.shortfall)
+		out.status = "awaiting_credits";
+
+	values[0] = Int64GetDatum(account_id);
+	values[1] = Int64GetDatum(decision.balance_after);
+	values[2] = Int64GetDatum(in_flight);
+	values[3] = Int64GetDatum(-out.cost);
+	values[4] = Int64GetDatum(batch_id);
+	CreditsExecPlan(PLAN_POST_DEBIT, values, NULL, 1);
+
+	SPI_finish();
+	return out;
+}
+
+/*
+ * CoveringRecharge
+ *		The recharge that covers this debit: for a need, the pending recharge
+ *		it was added to or the one opened for it; with no need (in-flight
+ *		recharges already cover the shortfall), the newest in-flight one.
+ */
+static int64
+CoveringRecharge(int64 account_id, int64 batch_id, int64 balance_seen,
+				 const DebitDecision *d, const RechargePolicy *policy)
+{
+	Datum		values[6];
+	char		nulls[6];
+	bool		isnull;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(account_id);
+
+	if (d->verdict != DEBIT_NEEDS_RECHARGE)
+	{
+		CreditsExecPlan(PLAN_NEWEST_IN_FLIGHT, values, NULL, -1);
+		if (SPI_processed != 1)
+			elog(ERROR, "credits: account %lld is short but has no recharge in flight",
+				 (long long) account_id);
+		return GetInt8(0, 1, &isnull);
+	}
+
+	CreditsExecPlan(PLAN_FIND_PENDING, values, NULL, -1);
+	if (SPI_processed == 1 &&
+		CreditsPendingCanGrow(GetInt8(0, 2, &isnull), d->need, policy->max_credits))
+	{
+		values[0] = Int64GetDatum(GetInt8(0, 1, &isnull));
+		values[1] = Int64GetDatum(d->need);
+		values[2] = Int64GetDatum(policy->max_credits);
+		values[3] = BoolGetDatum(d->shortfall);
+		CreditsExecPlan(PLAN_GROW_PENDING, values, NULL, -1);
+		if (SPI_processed == 1)
+			return GetInt8(0, 1, &isnull);
+		/* claimed by a worker meanwhile: open a new one below */
+	}
+
+	values[0] = Int64GetDatum(account_id);
+	values[1] = Int64GetDatum(d->need);
+	values[2] = CStringGetTextDatum(d->shortfall ? "shortfall" : "threshold");
+	values[3] = Int64GetDatum(batch_id);
+	values[4] = Int64GetDatum(balance_seen);
+	values[5] = Int64GetDatum(policy->max_credits);
+	CreditsExecPlan(PLAN_OPEN_RECHARGE, values, nulls, 1);
+	return GetInt8(0, 1, &isnull);
+}
+
+/* A bigint column of the last SPI result; 0 when null. */
+static int64
+GetInt8(int row, int col, bool *isnull)
+{
+	Datum		v = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+								  col, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(v);
+}

@@ -1,0 +1,174 @@
+/*-------------------------------------------------------------------------
+ *
+ * plan_cache.c
+ *	  The SQL the extension runs through SPI, prepared once per backend.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/plan_cache.c
+ *
+ * As ri_triggers.c does, each statement is prepared on first use with
+ * SPI_prepare() and kept with SPI_keepplan(); the plan cache replans it by
+ * itself after DDL on the tables it reads.  Values always travel as
+ * parameters, never as SQL text.
+ *
+ * Every table is schema-qualified and every operator and function is
+ * spelled OPERATOR(pg_catalog.x) or pg_catalog.f(): the plans are parsed
+ * under the search_path of whichever session first debits a batch, and a
+ * hostile schema placed before pg_catalog must not be able to supply "=".
+ *
+ * Locking: none here.  Callers hold the locks the statements rely on (the
+ * account row lock, see debit_trigger.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+
+#include "plan_cache.h"
+
+#define EQ " OPERATOR(pg_catalog.=) "
+
+typedef struct CreditsPlanSpec
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[6];
+} CreditsPlanSpec;
+
+static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
+	[PLAN_LOCK_ACCOUNT] = {
+		"SELECT a.balance, a.in_flight FROM credits.accounts a"
+		" WHERE a.account_id" EQ "$1 FOR NO KEY UPDATE",
+		1, {INT8OID}
+	},
+
+	/*
+	 * Read after the account lock is held, in a statement of its own so that
+	 * it sees whatever a transaction we waited for committed (a policy
+	 * change, or a batch with the same idempotency key).
+	 */
+	[PLAN_BATCH_CONTEXT] = {
+		"SELECT p.enabled, p.min_balance, p.max_credits, pr.credits_per_message,"
+		"       ($3::pg_catalog.text IS NOT NULL AND EXISTS ("
+		"          SELECT FROM credits.send_batches b"
+		"           WHERE b.account_id" EQ "$1 AND b.idempotency_key" EQ "$3))"
+		"  FROM (VALUES (1)) AS one(x)"
+		"  LEFT JOIN credits.auto_recharge p ON p.account_id" EQ "$1"
+		"  LEFT JOIN credits.prices pr ON pr.channel" EQ "$2",
+		3, {INT8OID, TEXTOID, TEXTOID}
+	},
+	[PLAN_POST_DEBIT] = {
+		"WITH acct AS ("
+		"  UPDATE credits.accounts SET balance = $2, in_flight = $3"
+		"   WHERE account_id" EQ "$1)"
+		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)"
+		" VALUES ($1, $4, $2, 'debit', $5)",
+		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+	},
+	[PLAN_FIND_PENDING] = {
+		"SELECT r.recharge_id, r.credits FROM credits.recharges r"
+		" WHERE r.account_id" EQ "$1 AND r.status" EQ "'pending'"
+		" ORDER BY r.recharge_id DESC LIMIT 1",
+		1, {INT8OID}
+	},
+
+	/*
+	 * The status test matters: a worker may have claimed the recharge since
+	 * we looked.  Under READ COMMITTED the UPDATE then waits for the claim
+	 * and re-checks the row, finds it processing, and changes nothing; the
+	 * caller opens a new recharge instead.  "credits <= max - need" cannot
+	 * overflow where "credits + need <= max" could.
+	 */
+	[PLAN_GROW_PENDING] = {
+		"UPDATE credits.recharges"
+		"   SET credits = credits OPERATOR(pg_catalog.+) $2, max_credits = $3,"
+		"       reason = CASE WHEN $4 THEN 'shortfall' ELSE reason END"
+		" WHERE recharge_id" EQ "$1 AND status" EQ "'pending'"
+		"   AND credits OPERATOR(pg_catalog.<=) ($3 OPERATOR(pg_catalog.-) $2)"
+		" RETURNING recharge_id",
+		4, {INT8OID, INT8OID, INT8OID, BOOLOID}
+	},
+	[PLAN_OPEN_RECHARGE] = {
+		"INSERT INTO credits.recharges"
+		" (account_id, credits, reason, batch_id, balance_seen, max_credits)"
+		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING recharge_id",
+		6, {INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID}
+	},
+	[PLAN_NEWEST_IN_FLIGHT] = {
+		"SELECT r.recharge_id FROM credits.recharges r"
+		" WHERE r.account_id" EQ "$1"
+		"   AND r.status OPERATOR(pg_catalog.=) ANY ('{pending,processing}'::pg_catalog.text[])"
+		" ORDER BY r.recharge_id DESC LIMIT 1",
+		1, {INT8OID}
+	},
+	[PLAN_SETTLE_BATCHES] = {
+		"UPDATE credits.send_batches SET status = $2"
+		" WHERE recharge_id" EQ "$1 AND status" EQ "'awaiting_credits'"
+		" RETURNING batch_id, account_id, cost",
+		2, {INT8OID, TEXTOID}
+	},
+	[PLAN_READ_BALANCE] = {
+		"SELECT a.balance FROM credits.accounts a WHERE a.account_id" EQ "$1",
+		1, {INT8OID}
+	},
+	[PLAN_POST_REFUND] = {
+		"INSERT INTO credits.ledger"
+		" (account_id, delta, balance_after, kind, batch_id, recharge_id)"
+		" VALUES ($1, $2, $3, 'refund', $4, $5)",
+		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+	},
+	[PLAN_SET_BALANCE] = {
+		"UPDATE credits.accounts SET balance = $2 WHERE account_id" EQ "$1",
+		2, {INT8OID, INT8OID}
+	},
+};
+
+static SPIPlanPtr plans[NUM_CREDITS_PLANS];
+
+/*
+ * CreditsGetPlan
+ *		The kept plan for a statement, prepared on first use.  The caller
+ *		must be connected to SPI.
+ */
+SPIPlanPtr
+CreditsGetPlan(CreditsPlanId id)
+{
+	if (plans[id] == NULL)
+	{
+		const CreditsPlanSpec *spec = &plan_specs[id];
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare(spec->sql, spec->nargs, (Oid *) spec->argtypes);
+		if (plan == NULL)
+			elog(ERROR, "credits: SPI_prepare failed for \"%s\": %s",
+				 spec->sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "credits: SPI_keepplan failed");
+		plans[id] = plan;
+	}
+	return plans[id];
+}
+
+/*
+ * CreditsExecPlan
+ *		Runs a kept plan.  "expected" is the number of rows the statement
+ *		must process, or -1 when any number is fine; a mismatch is a bug or
+ *		a broken invariant, never a user error.
+ */
+void
+CreditsExecPlan(CreditsPlanId id, Datum *values, const char *nulls, int expected)
+{
+	int			rc;
+
+	rc = SPI_execute_plan(CreditsGetPlan(id), values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "credits: SPI_execute_plan failed: %s",
+			 SPI_result_code_string(rc));
+	if (expected >= 0 && SPI_processed != (uint64) expected)
+		elog(ERROR, "credits: statement %d processed " UINT64_FORMAT " rows, expected %d",
+			 (int) id, SPI_processed, expected);
+}

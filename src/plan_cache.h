@@ -1,0 +1,39 @@
+/*-------------------------------------------------------------------------
+ *
+ * plan_cache.h
+ *	  SPI plans of the credits extension, prepared once per backend.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/plan_cache.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CREDITS_PLAN_CACHE_H
+#define CREDITS_PLAN_CACHE_H
+
+#include "executor/spi.h"
+
+typedef enum CreditsPlanId
+{
+	PLAN_LOCK_ACCOUNT,			/* $1 account: balance, in_flight; locks */
+	PLAN_BATCH_CONTEXT,			/* $1 account, $2 channel, $3 key: policy,
+								 * price, duplicate? */
+	PLAN_POST_DEBIT,			/* new balance, in_flight, ledger debit row */
+	PLAN_FIND_PENDING,			/* $1 account: newest pending recharge */
+	PLAN_GROW_PENDING,			/* add a need to a pending recharge */
+	PLAN_OPEN_RECHARGE,			/* insert a new pending recharge */
+	PLAN_NEWEST_IN_FLIGHT,		/* $1 account: newest in-flight recharge */
+	PLAN_SETTLE_BATCHES,		/* awaiting batches of a recharge -> status */
+	PLAN_READ_BALANCE,			/* $1 account: balance (caller holds lock) */
+	PLAN_POST_REFUND,			/* ledger refund row */
+	PLAN_SET_BALANCE,			/* accounts.balance := $2 */
+	NUM_CREDITS_PLANS
+} CreditsPlanId;
+
+extern SPIPlanPtr CreditsGetPlan(CreditsPlanId id);
+extern void CreditsExecPlan(CreditsPlanId id, Datum *values, const char *nulls,
+							int expected);
+
+#endif							/* CREDITS_PLAN_CACHE_H */
