@@ -321,7 +321,7 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 			ereport(ERROR,
 					(errcode(ERRCODE_CREDITS_INSUFFICIENT_CREDITS),
 					 errmsg("insufficient credits in account %lld", (long long) account_id),
-					 errdetail("The balance is %lld and the batch costs %lld (%d messages at %lld).",
+					 errdetail("The balance is %lld and the batch costs %lld (%d messages x %lld credits).",
 							   (long long) balance, (long long) out.cost,
 							   messages, (long long) price),
 					 errhint("Add credits with credits.add_credits(), or turn on credits.enable_auto_recharge().")));
