@@ -22,9 +22,9 @@
  * it, or raises unique_violation for a plain INSERT).  Two sessions sending
  * the same key cannot both miss each other: both need the same account row
  * lock, so the second looks only after the first has committed or aborted.
- * Under REPEATABLE READ the look may miss a batch committed after the
- * snapshot, but then the executor's own conflict check raises a
- * serialization failure, so no debit survives either way.
+ * Under REPEATABLE READ the second session never gets that far: the first
+ * updated the account row, so locking it raises a serialization failure
+ * (test/specs/idempotency_race.spec), and no debit survives either way.
  *
  * Locking, always in this order, the same order as every function in
  * credits--*.sql, so writers of one account cannot deadlock each other:

@@ -55,7 +55,7 @@ credits_settle_batches(PG_FUNCTION_ARGS)
 {
 	int64		recharge_id = PG_GETARG_INT64(0);
 	char	   *outcome = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bool		refund;
+	bool		refund = false;
 	Datum		values[5];
 	bool		isnull;
 	uint64		n;
