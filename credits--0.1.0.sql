@@ -67,8 +67,11 @@ COMMENT ON COLUMN credits.send_batches.recharge_id IS
 	'For a batch that took the balance below zero: the recharge that covers it.';
 COMMENT ON COLUMN credits.send_batches.idempotency_key IS
 	'Optional client key; INSERT ... ON CONFLICT (account_id, idempotency_key) DO NOTHING never debits twice.';
--- Settlement finds a recharge's awaiting batches; ready batches stay out of the index.
+-- Settlement finds a recharge's awaiting batches, and an account's newest
+-- awaiting batch; ready batches stay out of both indexes.
 CREATE INDEX send_batches_awaiting_idx ON credits.send_batches (recharge_id)
+	WHERE status = 'awaiting_credits';
+CREATE INDEX send_batches_awaiting_account_idx ON credits.send_batches (account_id, batch_id)
 	WHERE status = 'awaiting_credits';
 
 CREATE TABLE credits.auto_recharge (
@@ -435,17 +438,21 @@ BEGIN
 	END IF;
 	-- SKIP LOCKED: two workers never get the same row, and a recharge that a
 	-- batch is growing right now (row locked) is simply left for later.
+	-- The picked ids are MATERIALIZED: as a plain IN (subquery) the planner
+	-- may re-run the LIMIT ... SKIP LOCKED subquery per outer row and so
+	-- claim more than max_rows.
 	RETURN QUERY
+		WITH picked AS MATERIALIZED (
+			SELECT p.recharge_id FROM credits.recharges p
+			 WHERE p.status = 'pending'
+			 ORDER BY p.recharge_id
+			 LIMIT max_rows
+			 FOR UPDATE SKIP LOCKED)
 		UPDATE credits.recharges AS r
-			SET status = 'processing', claimed_at = pg_catalog.now()
-			WHERE r.recharge_id IN (
-				SELECT p.recharge_id FROM credits.recharges p
-					WHERE p.status = 'pending'
-					ORDER BY p.recharge_id
-					LIMIT max_rows
-					FOR UPDATE SKIP LOCKED)
-			  AND r.status = 'pending'
-			RETURNING r.*;
+		   SET status = 'processing', claimed_at = pg_catalog.now()
+		  FROM picked
+		 WHERE r.recharge_id = picked.recharge_id
+		RETURNING r.*;
 END
 $$;
 COMMENT ON FUNCTION credits.claim_recharges(integer) IS

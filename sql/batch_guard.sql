@@ -23,8 +23,10 @@ UPDATE credits.send_batches SET status = 'failed' WHERE batch_id = :b500;
 \echo :LAST_ERROR_SQLSTATE
 UPDATE credits.send_batches SET recharge_id = 1 WHERE batch_id = :b500;
 \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
 DELETE FROM credits.send_batches WHERE batch_id = :b500;
 \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
 TRUNCATE credits.send_batches;
 \echo :LAST_ERROR_SQLSTATE
 -- an UPDATE that changes nothing is harmless and allowed

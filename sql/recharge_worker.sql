@@ -86,4 +86,30 @@ SELECT recharge_id AS r300b FROM credits.recharges WHERE account_id = 300 AND st
 SELECT count(*) FROM credits.claim_recharges(10);
 SELECT status FROM credits.complete_recharge(:r300b, 'ref-300b');
 SELECT balance, in_flight FROM credits.accounts WHERE account_id = 300;
+
+-- A failed recharge also fails the batches that relied on its credits.
+-- Recharge A (40) is a shortfall of 10 plus a threshold top-up of 30; after
+-- min_balance is lowered, a batch of 20 lives on A's spare credits although
+-- it names the newer pending recharge B.  When A fails, refunding A's own
+-- batch is not enough (balance -25, in flight 5), so that batch fails too.
+SELECT count(*) >= 0 AS cleared FROM credits.claim_recharges(1000);
+SELECT balance FROM credits.open_account(302, 0);
+SELECT enabled FROM credits.enable_auto_recharge(302, 30, 100);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (302, 10);
+SELECT credits AS a_credits FROM credits.claim_recharges(1);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (302, 5);
+SELECT enabled FROM credits.enable_auto_recharge(302, 0, 100);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (302, 20) RETURNING status;
+SELECT credits, status FROM credits.recharges WHERE account_id = 302 ORDER BY recharge_id;
+SELECT status FROM credits.fail_recharge(
+	(SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 302), 'card declined');
+SELECT cost, status FROM credits.send_batches WHERE account_id = 302 ORDER BY batch_id;
+SELECT delta, balance_after, kind FROM credits.ledger WHERE account_id = 302 ORDER BY entry_id;
+SELECT balance, in_flight FROM credits.accounts WHERE account_id = 302;
+-- B still pays for the batch that truly awaits it.
+SELECT count(*) FROM credits.claim_recharges(10);
+SELECT status FROM credits.complete_recharge(
+	(SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 302), 'ref-302');
+SELECT cost, status FROM credits.send_batches WHERE account_id = 302 ORDER BY batch_id;
+SELECT balance, in_flight FROM credits.accounts WHERE account_id = 302;
 SELECT * FROM credits.verify();

@@ -14,6 +14,8 @@ UPDATE credits.accounts SET balance = balance + 5 WHERE account_id = 700;
 INSERT INTO credits.send_batches (account_id, messages, cost, status) VALUES (700, 3, 3, 'ready');
 INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (700, 1, 1, 'grant');
 UPDATE credits.accounts SET in_flight = 7 WHERE account_id = 700;
-SELECT * FROM credits.verify();
+-- (ids depend on the suites before this one, so they are masked)
+SELECT account_id, regexp_replace(problem, '(batch|entry) \d+', '\1 #') AS problem
+  FROM credits.verify();
 ROLLBACK;
 SELECT * FROM credits.verify();

@@ -111,8 +111,23 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		" RETURNING batch_id, account_id, cost",
 		2, {INT8OID, TEXTOID}
 	},
-	[PLAN_READ_BALANCE] = {
-		"SELECT a.balance FROM credits.accounts a WHERE a.account_id" EQ "$1",
+	[PLAN_READ_ACCOUNT] = {
+		"SELECT a.balance, a.in_flight FROM credits.accounts a WHERE a.account_id" EQ "$1",
+		1, {INT8OID}
+	},
+	[PLAN_RECHARGE_ACCOUNT] = {
+		"SELECT r.account_id FROM credits.recharges r WHERE r.recharge_id" EQ "$1",
+		1, {INT8OID}
+	},
+	[PLAN_NEWEST_AWAITING] = {
+		"SELECT b.batch_id, b.cost FROM credits.send_batches b"
+		" WHERE b.account_id" EQ "$1 AND b.status" EQ "'awaiting_credits'"
+		" ORDER BY b.batch_id DESC LIMIT 1",
+		1, {INT8OID}
+	},
+	[PLAN_FAIL_BATCH] = {
+		"UPDATE credits.send_batches SET status = 'failed'"
+		" WHERE batch_id" EQ "$1 AND status" EQ "'awaiting_credits'",
 		1, {INT8OID}
 	},
 	[PLAN_POST_REFUND] = {

@@ -26,7 +26,11 @@ typedef enum CreditsPlanId
 	PLAN_OPEN_RECHARGE,			/* insert a new pending recharge */
 	PLAN_NEWEST_IN_FLIGHT,		/* $1 account: newest in-flight recharge */
 	PLAN_SETTLE_BATCHES,		/* awaiting batches of a recharge -> status */
-	PLAN_READ_BALANCE,			/* $1 account: balance (caller holds lock) */
+	PLAN_READ_ACCOUNT,			/* $1 account: balance, in_flight (caller
+								 * holds the lock) */
+	PLAN_RECHARGE_ACCOUNT,		/* $1 recharge: its account */
+	PLAN_NEWEST_AWAITING,		/* $1 account: newest awaiting batch */
+	PLAN_FAIL_BATCH,			/* $1 batch: awaiting -> failed */
 	PLAN_POST_REFUND,			/* ledger refund row */
 	PLAN_SET_BALANCE,			/* accounts.balance := $2 */
 	NUM_CREDITS_PLANS

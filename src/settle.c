@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * settle.c
- *	  What happens to a recharge's awaiting batches when it settles: ready
- *	  when it succeeded, failed with one refund each when it failed or was
- *	  cancelled.
+ *	  What happens to batches when a recharge settles: its awaiting batches
+ *	  become ready when it succeeded, or failed with one refund each when it
+ *	  failed or was cancelled.
  *
  * Copyright (c) 2026, credits developers
  *
@@ -11,11 +11,22 @@
  *	  src/settle.c
  *
  * Called only from the extension's SECURITY DEFINER functions
- * (complete_recharge, fail_recharge, disable_auto_recharge), which hold the
- * account row lock already; EXECUTE is revoked from PUBLIC.
+ * (complete_recharge, fail_recharge, disable_auto_recharge, ...), which hold
+ * the account row lock and have already taken the recharge out of
+ * accounts.in_flight; EXECUTE is revoked from PUBLIC.
  *
- * It is the only code that changes a stored batch, so it raises
- * credits_settling_batches for the length of its UPDATE: the guard trigger
+ * Batches that relied on a failed recharge.  Auto-recharge pools credits:
+ * a batch that goes below zero is accepted when balance + in-flight
+ * recharges stays at least min_balance, and it names one covering recharge,
+ * but it may in truth be living on the spare credits of another in-flight
+ * recharge (a threshold top-up, say).  So after refunding the failed
+ * recharge's own batches, if balance + in_flight is still negative, the
+ * account's newest awaiting batches are failed and refunded too, one by one,
+ * until it is not.  That keeps "balance + in-flight recharges >= 0" true
+ * whatever fails, so a batch that later turns ready was always paid for.
+ *
+ * This is the only code that changes a stored batch, so it raises
+ * credits_settling_batches around its UPDATEs: the guard trigger
  * (batch_guard.c) refuses any status change made while the flag is down.
  * PG_FINALLY lowers it on error too.
  *
@@ -36,17 +47,23 @@ bool		credits_settling_batches = false;
 typedef struct SettledBatch
 {
 	int64		batch_id;
-	int64		account_id;
 	int64		cost;
 } SettledBatch;
 
+static void ExecAsSettler(CreditsPlanId id, Datum *values, int expected);
+static int64 FirstInt8(int col);
+static void RefundBatch(int64 account_id, int64 recharge_id,
+						const SettledBatch *batch, int64 *balance);
+static int	FailDependentBatches(int64 account_id, int64 recharge_id,
+								 int64 *balance);
 static int	CompareBatchIds(const void *a, const void *b);
 
 /*
  * credits_settle_batches
  *		credits._settle_batches(recharge_id bigint, outcome text) RETURNS int:
  *		moves the recharge's awaiting batches to "outcome" ('ready' or
- *		'failed'), refunding each failed one, and returns how many moved.
+ *		'failed', refunding each failed one) and returns how many batches
+ *		changed, dependents included.
  */
 PG_FUNCTION_INFO_V1(credits_settle_batches);
 
@@ -56,10 +73,12 @@ credits_settle_batches(PG_FUNCTION_ARGS)
 	int64		recharge_id = PG_GETARG_INT64(0);
 	char	   *outcome = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	bool		refund = false;
-	Datum		values[5];
-	bool		isnull;
+	Datum		values[2];
 	uint64		n;
+	int64		account_id;
+	int64		balance;
 	SettledBatch *batches;
+	int			changed;
 
 	if (strcmp(outcome, "ready") == 0)
 		refund = false;
@@ -72,73 +91,137 @@ credits_settle_batches(PG_FUNCTION_ARGS)
 		elog(ERROR, "credits: SPI_connect failed");
 
 	values[0] = Int64GetDatum(recharge_id);
+	CreditsExecPlan(PLAN_RECHARGE_ACCOUNT, values, NULL, 1);
+	account_id = FirstInt8(1);
+
 	values[1] = CStringGetTextDatum(outcome);
+	ExecAsSettler(PLAN_SETTLE_BATCHES, values, -1);
+	n = SPI_processed;
+	changed = (int) n;
+	if (!refund)
+	{
+		SPI_finish();
+		PG_RETURN_INT32(changed);
+	}
+
+	/* Refund in batch order, so the ledger reads the same on every run. */
+	batches = palloc(sizeof(SettledBatch) * (n > 0 ? n : 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		batches[i].batch_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+		if (DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull)) != account_id)
+			elog(ERROR, "credits: recharge " INT64_FORMAT " covers a batch of another account",
+				 recharge_id);
+		batches[i].cost = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
+	}
+	qsort(batches, n, sizeof(SettledBatch), CompareBatchIds);
+
+	values[0] = Int64GetDatum(account_id);
+	CreditsExecPlan(PLAN_READ_ACCOUNT, values, NULL, 1);
+	balance = FirstInt8(1);
+	for (uint64 i = 0; i < n; i++)
+		RefundBatch(account_id, recharge_id, &batches[i], &balance);
+
+	changed += FailDependentBatches(account_id, recharge_id, &balance);
+
+	SPI_finish();
+	PG_RETURN_INT32(changed);
+}
+
+/*
+ * FailDependentBatches
+ *		While balance + in_flight is negative, fail and refund the account's
+ *		newest awaiting batch (see the header comment).  Writes the final
+ *		balance.  Returns how many batches it failed.
+ */
+static int
+FailDependentBatches(int64 account_id, int64 recharge_id, int64 *balance)
+{
+	Datum		values[2];
+	int64		in_flight;
+	int			failed = 0;
+
+	values[0] = Int64GetDatum(account_id);
+	values[1] = Int64GetDatum(*balance);
+	CreditsExecPlan(PLAN_SET_BALANCE, values, NULL, 1);
+	CreditsExecPlan(PLAN_READ_ACCOUNT, values, NULL, 1);
+	in_flight = FirstInt8(2);
+
+	while (*balance + in_flight < 0)
+	{
+		SettledBatch batch;
+
+		values[0] = Int64GetDatum(account_id);
+		CreditsExecPlan(PLAN_NEWEST_AWAITING, values, NULL, -1);
+		if (SPI_processed == 0)
+			break;				/* nothing left to fail; verify() will say */
+		batch.batch_id = FirstInt8(1);
+		batch.cost = FirstInt8(2);
+
+		values[0] = Int64GetDatum(batch.batch_id);
+		ExecAsSettler(PLAN_FAIL_BATCH, values, 1);
+		RefundBatch(account_id, recharge_id, &batch, balance);
+		failed++;
+
+		values[0] = Int64GetDatum(account_id);
+		values[1] = Int64GetDatum(*balance);
+		CreditsExecPlan(PLAN_SET_BALANCE, values, NULL, 1);
+	}
+	return failed;
+}
+
+/* Writes one refund ledger row and advances the running balance. */
+static void
+RefundBatch(int64 account_id, int64 recharge_id, const SettledBatch *batch,
+			int64 *balance)
+{
+	Datum		values[5];
+
+	if (pg_add_s64_overflow(*balance, batch->cost, balance))
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
+				 errmsg("balance of account %lld would overflow", (long long) account_id),
+				 errdetail("Refunding batch %lld of %lld credits does not fit in a bigint.",
+						   (long long) batch->batch_id, (long long) batch->cost)));
+	values[0] = Int64GetDatum(account_id);
+	values[1] = Int64GetDatum(batch->cost);
+	values[2] = Int64GetDatum(*balance);
+	values[3] = Int64GetDatum(batch->batch_id);
+	values[4] = Int64GetDatum(recharge_id);
+	CreditsExecPlan(PLAN_POST_REFUND, values, NULL, 1);
+}
+
+/* Runs a statement that changes batch statuses, with the guard's flag up. */
+static void
+ExecAsSettler(CreditsPlanId id, Datum *values, int expected)
+{
 	credits_settling_batches = true;
 	PG_TRY();
 	{
-		CreditsExecPlan(PLAN_SETTLE_BATCHES, values, NULL, -1);
+		CreditsExecPlan(id, values, NULL, expected);
 	}
 	PG_FINALLY();
 	{
 		credits_settling_batches = false;
 	}
 	PG_END_TRY();
+}
 
-	n = SPI_processed;
-	if (n == 0 || !refund)
-	{
-		SPI_finish();
-		PG_RETURN_INT32((int32) n);
-	}
+/* A bigint column of the first row of the last SPI result. */
+static int64
+FirstInt8(int col)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								  col, &isnull);
 
-	/* Refund in batch order, so the ledger reads the same on every run. */
-	batches = palloc(sizeof(SettledBatch) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		HeapTuple	row = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-
-		batches[i].batch_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-		batches[i].account_id = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
-		batches[i].cost = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
-	}
-	qsort(batches, n, sizeof(SettledBatch), CompareBatchIds);
-
-	/* A recharge belongs to one account, so all its batches do too. */
-	values[0] = Int64GetDatum(batches[0].account_id);
-	CreditsExecPlan(PLAN_READ_BALANCE, values, NULL, 1);
-	{
-		int64		balance = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc,
-														  1, &isnull));
-
-		for (uint64 i = 0; i < n; i++)
-		{
-			if (batches[i].account_id != batches[0].account_id)
-				elog(ERROR, "credits: recharge " INT64_FORMAT " covers batches of two accounts",
-					 recharge_id);
-			if (pg_add_s64_overflow(balance, batches[i].cost, &balance))
-				ereport(ERROR,
-						(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
-						 errmsg("balance of account %lld would overflow",
-								(long long) batches[i].account_id),
-						 errdetail("Refunding batch %lld of %lld credits does not fit in a bigint.",
-								   (long long) batches[i].batch_id,
-								   (long long) batches[i].cost)));
-			values[0] = Int64GetDatum(batches[i].account_id);
-			values[1] = Int64GetDatum(batches[i].cost);
-			values[2] = Int64GetDatum(balance);
-			values[3] = Int64GetDatum(batches[i].batch_id);
-			values[4] = Int64GetDatum(recharge_id);
-			CreditsExecPlan(PLAN_POST_REFUND, values, NULL, 1);
-		}
-		values[0] = Int64GetDatum(batches[0].account_id);
-		values[1] = Int64GetDatum(balance);
-		CreditsExecPlan(PLAN_SET_BALANCE, values, NULL, 1);
-	}
-
-	SPI_finish();
-	PG_RETURN_INT32((int32) n);
+	if (isnull)
+		elog(ERROR, "credits: unexpected null in column %d", col);
+	return DatumGetInt64(v);
 }
 
 static int

@@ -1,0 +1,422 @@
+-- test/pgtap/00_schema.sql: the schema contract of the credits extension.
+--
+-- Tables, columns and types, keys, identity columns, the shipped price, the
+-- public functions with their exact signatures, the triggers, privileges
+-- (nothing for PUBLIC), search_path on SECURITY DEFINER functions, and the
+-- installed version.  Runs in a database where CREATE EXTENSION credits was
+-- done; everything is rolled back.
+
+BEGIN;
+SELECT plan(163);
+
+--------------------------------------------------------------------------------
+-- Extension and schema
+--------------------------------------------------------------------------------
+
+SELECT has_extension('credits', 'extension credits is installed');
+SELECT has_schema('credits', 'schema credits exists');
+SELECT is(
+	(SELECT e.extnamespace::regnamespace::text FROM pg_catalog.pg_extension e
+	  WHERE e.extname = 'credits'),
+	'credits',
+	'extension credits lives in schema credits');
+SELECT is(
+	(SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'credits'),
+	(SELECT a.default_version FROM pg_catalog.pg_available_extensions a
+	  WHERE a.name = 'credits'),
+	'installed version equals credits.control default_version');
+SELECT is(
+	(SELECT e.extrelocatable FROM pg_catalog.pg_extension e WHERE e.extname = 'credits'),
+	false,
+	'extension credits is not relocatable');
+
+SELECT tables_are('credits',
+	ARRAY['accounts', 'prices', 'send_batches', 'auto_recharge', 'recharges', 'ledger'],
+	'schema credits has exactly the six tables');
+
+--------------------------------------------------------------------------------
+-- credits.accounts
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'accounts', 'table credits.accounts exists');
+SELECT has_column('credits', 'accounts', 'account_id', 'accounts.account_id exists');
+SELECT col_type_is('credits', 'accounts', 'account_id', 'bigint', 'accounts.account_id is bigint');
+SELECT col_is_pk('credits', 'accounts', 'account_id', 'accounts.account_id is the primary key');
+SELECT has_column('credits', 'accounts', 'balance', 'accounts.balance exists');
+SELECT col_type_is('credits', 'accounts', 'balance', 'bigint', 'accounts.balance is bigint');
+SELECT col_not_null('credits', 'accounts', 'balance', 'accounts.balance is NOT NULL');
+SELECT has_column('credits', 'accounts', 'in_flight', 'accounts.in_flight exists');
+SELECT col_type_is('credits', 'accounts', 'in_flight', 'bigint', 'accounts.in_flight is bigint');
+SELECT has_column('credits', 'accounts', 'created_at', 'accounts.created_at exists');
+SELECT col_type_is('credits', 'accounts', 'created_at', 'timestamp with time zone',
+	'accounts.created_at is timestamptz');
+
+--------------------------------------------------------------------------------
+-- credits.prices
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'prices', 'table credits.prices exists');
+SELECT has_column('credits', 'prices', 'channel', 'prices.channel exists');
+SELECT col_type_is('credits', 'prices', 'channel', 'text', 'prices.channel is text');
+SELECT col_is_pk('credits', 'prices', 'channel', 'prices.channel is the primary key');
+SELECT has_column('credits', 'prices', 'credits_per_message', 'prices.credits_per_message exists');
+SELECT col_type_is('credits', 'prices', 'credits_per_message', 'integer',
+	'prices.credits_per_message is integer');
+SELECT col_not_null('credits', 'prices', 'credits_per_message',
+	'prices.credits_per_message is NOT NULL');
+SELECT col_has_check('credits', 'prices', 'credits_per_message',
+	'prices.credits_per_message has a CHECK constraint');
+SELECT throws_ok(
+	$$INSERT INTO credits.prices (channel, credits_per_message) VALUES ('regress_zero', 0)$$,
+	'23514', NULL,
+	'prices.credits_per_message CHECK refuses 0');
+SELECT throws_ok(
+	$$INSERT INTO credits.prices (channel, credits_per_message) VALUES ('regress_neg', -1)$$,
+	'23514', NULL,
+	'prices.credits_per_message CHECK refuses a negative price');
+SELECT results_eq(
+	$$SELECT channel, credits_per_message FROM credits.prices ORDER BY channel$$,
+	$$VALUES ('email'::text, 1)$$,
+	'the extension ships exactly the price (''email'', 1)');
+
+--------------------------------------------------------------------------------
+-- credits.send_batches
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'send_batches', 'table credits.send_batches exists');
+SELECT has_column('credits', 'send_batches', 'batch_id', 'send_batches.batch_id exists');
+SELECT col_type_is('credits', 'send_batches', 'batch_id', 'bigint', 'send_batches.batch_id is bigint');
+SELECT col_is_pk('credits', 'send_batches', 'batch_id', 'send_batches.batch_id is the primary key');
+SELECT has_column('credits', 'send_batches', 'account_id', 'send_batches.account_id exists');
+SELECT col_type_is('credits', 'send_batches', 'account_id', 'bigint', 'send_batches.account_id is bigint');
+SELECT col_not_null('credits', 'send_batches', 'account_id', 'send_batches.account_id is NOT NULL');
+SELECT has_column('credits', 'send_batches', 'messages', 'send_batches.messages exists');
+SELECT col_type_is('credits', 'send_batches', 'messages', 'integer', 'send_batches.messages is integer');
+SELECT col_not_null('credits', 'send_batches', 'messages', 'send_batches.messages is NOT NULL');
+SELECT has_column('credits', 'send_batches', 'channel', 'send_batches.channel exists');
+SELECT col_type_is('credits', 'send_batches', 'channel', 'text', 'send_batches.channel is text');
+SELECT col_not_null('credits', 'send_batches', 'channel', 'send_batches.channel is NOT NULL');
+SELECT col_default_is('credits', 'send_batches', 'channel', 'email',
+	'send_batches.channel defaults to ''email''');
+SELECT has_column('credits', 'send_batches', 'idempotency_key', 'send_batches.idempotency_key exists');
+SELECT col_type_is('credits', 'send_batches', 'idempotency_key', 'text',
+	'send_batches.idempotency_key is text');
+SELECT col_is_null('credits', 'send_batches', 'idempotency_key',
+	'send_batches.idempotency_key is nullable');
+SELECT has_column('credits', 'send_batches', 'cost', 'send_batches.cost exists');
+SELECT col_type_is('credits', 'send_batches', 'cost', 'bigint', 'send_batches.cost is bigint');
+SELECT has_column('credits', 'send_batches', 'status', 'send_batches.status exists');
+SELECT col_type_is('credits', 'send_batches', 'status', 'text', 'send_batches.status is text');
+SELECT has_column('credits', 'send_batches', 'recharge_id', 'send_batches.recharge_id exists');
+SELECT col_type_is('credits', 'send_batches', 'recharge_id', 'bigint', 'send_batches.recharge_id is bigint');
+SELECT col_is_null('credits', 'send_batches', 'recharge_id', 'send_batches.recharge_id is nullable');
+SELECT has_column('credits', 'send_batches', 'created_at', 'send_batches.created_at exists');
+SELECT col_type_is('credits', 'send_batches', 'created_at', 'timestamp with time zone',
+	'send_batches.created_at is timestamptz');
+SELECT col_is_unique('credits', 'send_batches', ARRAY['account_id', 'idempotency_key']::name[],
+	'send_batches has UNIQUE (account_id, idempotency_key)');
+
+--------------------------------------------------------------------------------
+-- credits.auto_recharge
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'auto_recharge', 'table credits.auto_recharge exists');
+SELECT has_column('credits', 'auto_recharge', 'account_id', 'auto_recharge.account_id exists');
+SELECT col_type_is('credits', 'auto_recharge', 'account_id', 'bigint', 'auto_recharge.account_id is bigint');
+SELECT col_is_pk('credits', 'auto_recharge', 'account_id', 'auto_recharge.account_id is the primary key');
+SELECT has_column('credits', 'auto_recharge', 'enabled', 'auto_recharge.enabled exists');
+SELECT col_type_is('credits', 'auto_recharge', 'enabled', 'boolean', 'auto_recharge.enabled is boolean');
+SELECT has_column('credits', 'auto_recharge', 'min_balance', 'auto_recharge.min_balance exists');
+SELECT col_type_is('credits', 'auto_recharge', 'min_balance', 'bigint', 'auto_recharge.min_balance is bigint');
+SELECT has_column('credits', 'auto_recharge', 'max_credits', 'auto_recharge.max_credits exists');
+SELECT col_type_is('credits', 'auto_recharge', 'max_credits', 'bigint', 'auto_recharge.max_credits is bigint');
+
+--------------------------------------------------------------------------------
+-- credits.recharges
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'recharges', 'table credits.recharges exists');
+SELECT has_column('credits', 'recharges', 'recharge_id', 'recharges.recharge_id exists');
+SELECT col_type_is('credits', 'recharges', 'recharge_id', 'bigint', 'recharges.recharge_id is bigint');
+SELECT col_is_pk('credits', 'recharges', 'recharge_id', 'recharges.recharge_id is the primary key');
+SELECT has_column('credits', 'recharges', 'account_id', 'recharges.account_id exists');
+SELECT col_type_is('credits', 'recharges', 'account_id', 'bigint', 'recharges.account_id is bigint');
+SELECT has_column('credits', 'recharges', 'credits', 'recharges.credits exists');
+SELECT col_type_is('credits', 'recharges', 'credits', 'bigint', 'recharges.credits is bigint');
+SELECT has_column('credits', 'recharges', 'status', 'recharges.status exists');
+SELECT col_type_is('credits', 'recharges', 'status', 'text', 'recharges.status is text');
+SELECT has_column('credits', 'recharges', 'reason', 'recharges.reason exists');
+SELECT col_type_is('credits', 'recharges', 'reason', 'text', 'recharges.reason is text');
+SELECT has_column('credits', 'recharges', 'batch_id', 'recharges.batch_id exists');
+SELECT col_type_is('credits', 'recharges', 'batch_id', 'bigint', 'recharges.batch_id is bigint');
+SELECT col_is_null('credits', 'recharges', 'batch_id', 'recharges.batch_id is nullable');
+SELECT has_column('credits', 'recharges', 'balance_seen', 'recharges.balance_seen exists');
+SELECT col_type_is('credits', 'recharges', 'balance_seen', 'bigint', 'recharges.balance_seen is bigint');
+SELECT has_column('credits', 'recharges', 'payment_ref', 'recharges.payment_ref exists');
+SELECT col_type_is('credits', 'recharges', 'payment_ref', 'text', 'recharges.payment_ref is text');
+SELECT col_is_unique('credits', 'recharges', 'payment_ref', 'recharges.payment_ref is UNIQUE');
+SELECT has_column('credits', 'recharges', 'created_at', 'recharges.created_at exists');
+SELECT col_type_is('credits', 'recharges', 'created_at', 'timestamp with time zone',
+	'recharges.created_at is timestamptz');
+SELECT has_column('credits', 'recharges', 'claimed_at', 'recharges.claimed_at exists');
+SELECT col_type_is('credits', 'recharges', 'claimed_at', 'timestamp with time zone',
+	'recharges.claimed_at is timestamptz');
+SELECT has_column('credits', 'recharges', 'settled_at', 'recharges.settled_at exists');
+SELECT col_type_is('credits', 'recharges', 'settled_at', 'timestamp with time zone',
+	'recharges.settled_at is timestamptz');
+SELECT has_column('credits', 'recharges', 'failure_reason', 'recharges.failure_reason exists');
+SELECT col_type_is('credits', 'recharges', 'failure_reason', 'text', 'recharges.failure_reason is text');
+
+--------------------------------------------------------------------------------
+-- credits.ledger
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'ledger', 'table credits.ledger exists');
+SELECT has_column('credits', 'ledger', 'entry_id', 'ledger.entry_id exists');
+SELECT col_type_is('credits', 'ledger', 'entry_id', 'bigint', 'ledger.entry_id is bigint');
+SELECT col_is_pk('credits', 'ledger', 'entry_id', 'ledger.entry_id is the primary key');
+SELECT has_column('credits', 'ledger', 'account_id', 'ledger.account_id exists');
+SELECT col_type_is('credits', 'ledger', 'account_id', 'bigint', 'ledger.account_id is bigint');
+SELECT has_column('credits', 'ledger', 'delta', 'ledger.delta exists');
+SELECT col_type_is('credits', 'ledger', 'delta', 'bigint', 'ledger.delta is bigint');
+SELECT has_column('credits', 'ledger', 'balance_after', 'ledger.balance_after exists');
+SELECT col_type_is('credits', 'ledger', 'balance_after', 'bigint', 'ledger.balance_after is bigint');
+SELECT has_column('credits', 'ledger', 'kind', 'ledger.kind exists');
+SELECT col_type_is('credits', 'ledger', 'kind', 'text', 'ledger.kind is text');
+SELECT has_column('credits', 'ledger', 'batch_id', 'ledger.batch_id exists');
+SELECT col_type_is('credits', 'ledger', 'batch_id', 'bigint', 'ledger.batch_id is bigint');
+SELECT has_column('credits', 'ledger', 'recharge_id', 'ledger.recharge_id exists');
+SELECT col_type_is('credits', 'ledger', 'recharge_id', 'bigint', 'ledger.recharge_id is bigint');
+SELECT has_column('credits', 'ledger', 'created_at', 'ledger.created_at exists');
+SELECT col_type_is('credits', 'ledger', 'created_at', 'timestamp with time zone',
+	'ledger.created_at is timestamptz');
+
+--------------------------------------------------------------------------------
+-- Identity columns, and tables pg_dump keeps
+--------------------------------------------------------------------------------
+
+SELECT results_eq(
+	$$SELECT c.relname::text COLLATE "default", a.attname::text COLLATE "default"
+		FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+	   WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'r'
+		 AND a.attidentity IN ('a', 'd') AND NOT a.attisdropped
+	   ORDER BY 1, 2$$,
+	$$VALUES ('ledger', 'entry_id'), ('recharges', 'recharge_id'), ('send_batches', 'batch_id')$$,
+	'batch_id, recharge_id and entry_id are the identity columns');
+
+SELECT set_eq(
+	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_extension e,
+			 unnest(e.extconfig) AS x(oid) JOIN pg_catalog.pg_class c ON c.oid = x.oid
+	   WHERE e.extname = 'credits' AND c.relkind = 'r'$$,
+	ARRAY['credits.accounts', 'credits.prices', 'credits.send_batches',
+		  'credits.auto_recharge', 'credits.recharges', 'credits.ledger'],
+	'all six tables are registered with pg_extension_config_dump');
+
+--------------------------------------------------------------------------------
+-- Statuses and kinds the CHECK constraints allow
+--------------------------------------------------------------------------------
+
+SELECT matches(
+	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
+	  WHERE c.conrelid = 'credits.send_batches'::regclass AND c.contype = 'c'
+		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%status%'),
+	'ready.*awaiting_credits.*failed',
+	'send_batches.status is one of ready, awaiting_credits, failed');
+SELECT matches(
+	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
+	  WHERE c.conrelid = 'credits.recharges'::regclass AND c.contype = 'c'
+		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%status%'),
+	'pending.*processing.*succeeded.*failed.*cancelled',
+	'recharges.status is one of pending, processing, succeeded, failed, cancelled');
+SELECT matches(
+	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
+	  WHERE c.conrelid = 'credits.ledger'::regclass AND c.contype = 'c'
+		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%kind%'),
+	'open.*grant.*debit.*recharge.*refund',
+	'ledger.kind is one of open, grant, debit, recharge, refund');
+
+--------------------------------------------------------------------------------
+-- Public functions: exact signatures and return types
+--------------------------------------------------------------------------------
+
+SELECT has_function('credits', 'open_account', ARRAY['bigint', 'bigint'],
+	'credits.open_account(bigint, bigint) exists');
+SELECT function_returns('credits', 'open_account', ARRAY['bigint', 'bigint'], 'credits.accounts',
+	'credits.open_account returns credits.accounts');
+SELECT has_function('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'],
+	'credits.add_credits(bigint, bigint, text) exists');
+SELECT function_returns('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'], 'bigint',
+	'credits.add_credits returns bigint');
+SELECT has_function('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint'],
+	'credits.enable_auto_recharge(bigint, bigint, bigint) exists');
+SELECT function_returns('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint'],
+	'credits.auto_recharge', 'credits.enable_auto_recharge returns credits.auto_recharge');
+SELECT has_function('credits', 'disable_auto_recharge', ARRAY['bigint'],
+	'credits.disable_auto_recharge(bigint) exists');
+SELECT function_returns('credits', 'disable_auto_recharge', ARRAY['bigint'],
+	'credits.auto_recharge', 'credits.disable_auto_recharge returns credits.auto_recharge');
+SELECT has_function('credits', 'claim_recharges', ARRAY['integer'],
+	'credits.claim_recharges(integer) exists');
+SELECT function_returns('credits', 'claim_recharges', ARRAY['integer'], 'setof credits.recharges',
+	'credits.claim_recharges returns SETOF credits.recharges');
+SELECT has_function('credits', 'complete_recharge', ARRAY['bigint', 'text'],
+	'credits.complete_recharge(bigint, text) exists');
+SELECT function_returns('credits', 'complete_recharge', ARRAY['bigint', 'text'], 'credits.recharges',
+	'credits.complete_recharge returns credits.recharges');
+SELECT has_function('credits', 'fail_recharge', ARRAY['bigint', 'text'],
+	'credits.fail_recharge(bigint, text) exists');
+SELECT function_returns('credits', 'fail_recharge', ARRAY['bigint', 'text'], 'credits.recharges',
+	'credits.fail_recharge returns credits.recharges');
+SELECT has_function('credits', 'verify', ARRAY[]::name[], 'credits.verify() exists');
+SELECT function_returns('credits', 'verify', ARRAY[]::name[], 'setof record',
+	'credits.verify returns a set');
+
+-- Argument names and defaults are part of the interface (named notation).
+SELECT results_eq(
+	$$SELECT p.proname::text COLLATE "default", pg_catalog.pg_get_function_arguments(p.oid),
+			 pg_catalog.pg_get_function_result(p.oid)
+		FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'credits'::regnamespace
+		 AND p.proname IN ('open_account', 'add_credits', 'enable_auto_recharge',
+						   'disable_auto_recharge', 'claim_recharges', 'complete_recharge',
+						   'fail_recharge', 'verify')
+	   ORDER BY 1$$,
+	$$VALUES
+		('add_credits', 'account_id bigint, credits bigint, note text DEFAULT NULL::text', 'bigint'),
+		('claim_recharges', 'max_rows integer DEFAULT 1', 'SETOF credits.recharges'),
+		('complete_recharge', 'recharge_id bigint, payment_ref text', 'credits.recharges'),
+		('disable_auto_recharge', 'account_id bigint', 'credits.auto_recharge'),
+		('enable_auto_recharge', 'account_id bigint, min_balance bigint, max_credits bigint',
+		 'credits.auto_recharge'),
+		('fail_recharge', 'recharge_id bigint, reason text', 'credits.recharges'),
+		('open_account', 'account_id bigint, initial_credits bigint DEFAULT 0', 'credits.accounts'),
+		('verify', '', 'TABLE(account_id bigint, problem text)')$$,
+	'each public function has exactly one overload with the contract''s argument names and defaults');
+
+-- Every public API function runs with its owner's rights.
+SELECT is_definer('credits', 'open_account', ARRAY['bigint', 'bigint'],
+	'credits.open_account is SECURITY DEFINER');
+SELECT is_definer('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'],
+	'credits.add_credits is SECURITY DEFINER');
+SELECT is_definer('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint'],
+	'credits.enable_auto_recharge is SECURITY DEFINER');
+SELECT is_definer('credits', 'disable_auto_recharge', ARRAY['bigint'],
+	'credits.disable_auto_recharge is SECURITY DEFINER');
+SELECT is_definer('credits', 'claim_recharges', ARRAY['integer'],
+	'credits.claim_recharges is SECURITY DEFINER');
+SELECT is_definer('credits', 'complete_recharge', ARRAY['bigint', 'text'],
+	'credits.complete_recharge is SECURITY DEFINER');
+SELECT is_definer('credits', 'fail_recharge', ARRAY['bigint', 'text'],
+	'credits.fail_recharge is SECURITY DEFINER');
+SELECT is_definer('credits', 'verify', ARRAY[]::name[],
+	'credits.verify is SECURITY DEFINER');
+
+-- Every SECURITY DEFINER function pins search_path.
+SELECT isnt_empty(
+	$$SELECT p.oid FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef$$,
+	'schema credits has SECURITY DEFINER functions');
+SELECT is_empty(
+	$$SELECT p.oid::regprocedure::text, p.proconfig
+		FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef
+		 AND (p.proconfig IS NULL
+			  OR NOT p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'])$$,
+	'every SECURITY DEFINER function sets search_path = pg_catalog, pg_temp');
+
+--------------------------------------------------------------------------------
+-- Triggers
+--------------------------------------------------------------------------------
+
+SELECT triggers_are('credits', 'send_batches', ARRAY['credits_debit', 'credits_guard', 'credits_guard_truncate'],
+	'send_batches has exactly the debit and guard triggers');
+SELECT triggers_are('credits', 'ledger', ARRAY['credits_guard', 'credits_guard_truncate'],
+	'ledger has exactly the guard triggers');
+SELECT trigger_is('credits', 'send_batches', 'credits_debit', 'credits', 'debit_batch',
+	'send_batches.credits_debit calls credits.debit_batch()');
+SELECT trigger_is('credits', 'send_batches', 'credits_guard', 'credits', 'guard_batch',
+	'send_batches.credits_guard calls credits.guard_batch()');
+SELECT trigger_is('credits', 'send_batches', 'credits_guard_truncate', 'credits', 'guard_batch',
+	'send_batches.credits_guard_truncate calls credits.guard_batch()');
+SELECT trigger_is('credits', 'ledger', 'credits_guard', 'credits', 'guard_ledger',
+	'ledger.credits_guard calls credits.guard_ledger()');
+SELECT trigger_is('credits', 'ledger', 'credits_guard_truncate', 'credits', 'guard_ledger',
+	'ledger.credits_guard_truncate calls credits.guard_ledger()');
+SELECT results_eq(
+	$$SELECT t.tgrelid::regclass::text, t.tgname::text COLLATE "default",
+			 regexp_replace(pg_catalog.pg_get_triggerdef(t.oid), ' EXECUTE .*$', '')
+		FROM pg_catalog.pg_trigger t
+	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass)
+		 AND NOT t.tgisinternal
+	   ORDER BY 1, 2$$,
+	$$VALUES
+		('credits.ledger', 'credits_guard',
+		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.ledger FOR EACH ROW'),
+		('credits.ledger', 'credits_guard_truncate',
+		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.ledger FOR EACH STATEMENT'),
+		('credits.send_batches', 'credits_debit',
+		 'CREATE TRIGGER credits_debit BEFORE INSERT ON credits.send_batches FOR EACH ROW'),
+		('credits.send_batches', 'credits_guard',
+		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.send_batches FOR EACH ROW'),
+		('credits.send_batches', 'credits_guard_truncate',
+		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.send_batches FOR EACH STATEMENT')$$,
+	'triggers fire BEFORE, per row for INSERT/UPDATE/DELETE and per statement for TRUNCATE');
+SELECT is_empty(
+	$$SELECT t.tgname FROM pg_catalog.pg_trigger t
+	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass)
+		 AND NOT t.tgisinternal AND t.tgenabled <> 'O'$$,
+	'the credits triggers are enabled');
+
+--------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC
+--------------------------------------------------------------------------------
+
+SELECT ok(NOT pg_catalog.has_schema_privilege('public', 'credits', 'CREATE'),
+	'PUBLIC cannot create objects in schema credits');
+SELECT is_empty(
+	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+	   WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		 AND pg_catalog.has_table_privilege('public', c.oid,
+				'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')$$,
+	'PUBLIC has no privilege on any table of schema credits');
+SELECT is_empty(
+	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+	   WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		 AND pg_catalog.has_any_column_privilege('public', c.oid,
+				'SELECT, INSERT, UPDATE, REFERENCES')$$,
+	'PUBLIC has no privilege on any column of schema credits');
+SELECT is_empty(
+	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+	   WHERE c.relnamespace = 'credits'::regnamespace
+		 AND CASE WHEN c.relkind = 'S'
+				  THEN pg_catalog.has_sequence_privilege('public', c.oid, 'USAGE, SELECT, UPDATE')
+				  ELSE false END$$,
+	'PUBLIC has no privilege on any sequence of schema credits');
+SELECT is_empty(
+	$$SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'credits'::regnamespace
+		 AND pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')$$,
+	'PUBLIC cannot execute any function of schema credits');
+SELECT is_empty(
+	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_class c,
+			 pg_catalog.aclexplode(c.relacl) x
+	   WHERE c.relnamespace = 'credits'::regnamespace AND x.grantee = 0
+	  UNION ALL
+	  SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p,
+			 pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) x
+	   WHERE p.pronamespace = 'credits'::regnamespace AND x.grantee = 0$$,
+	'no ACL in schema credits names PUBLIC');
+SELECT table_privs_are('credits', 'accounts', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.accounts');
+SELECT table_privs_are('credits', 'send_batches', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.send_batches');
+SELECT table_privs_are('credits', 'ledger', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.ledger');
+SELECT function_privs_are('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.add_credits');
+SELECT function_privs_are('credits', 'complete_recharge', ARRAY['bigint', 'text'], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.complete_recharge');
+
+SELECT * FROM finish();
+ROLLBACK;
