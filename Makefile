@@ -29,6 +29,8 @@ REGRESS = \
 	idempotency \
 	batch_guard \
 	privileges \
+	policy_limits \
+	reports \
 	verify
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
@@ -55,3 +57,7 @@ EXTRA_CLEAN = results output_iso regression.diffs regression.out
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks header dependencies only in builds configured with
+# --enable-depend; rebuild every object when any of our headers changes.
+$(OBJS): $(wildcard src/*.h)

@@ -79,16 +79,27 @@ CREATE TABLE credits.auto_recharge (
 	enabled		boolean NOT NULL,
 	min_balance	bigint NOT NULL CHECK (min_balance >= 0),
 	max_credits	bigint NOT NULL CHECK (max_credits > 0),
+	target_balance bigint CHECK (target_balance >= min_balance),
+	monthly_limit bigint CHECK (monthly_limit > 0),
+	payment_failures integer NOT NULL DEFAULT 0,
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	disabled_at	timestamptz,
-	disabled_reason text
+	disabled_reason text CHECK (disabled_reason IN ('disabled_by_user', 'payment_failed'))
 );
 COMMENT ON TABLE credits.auto_recharge IS
-	'Automatic recharge policy per account. Changed only through credits.enable_auto_recharge and credits.disable_auto_recharge.';
+	'Automatic recharge policy per account. Changed only through credits.enable_auto_recharge and credits.disable_auto_recharge (and the payment-failure rule).';
 COMMENT ON COLUMN credits.auto_recharge.min_balance IS
 	'After a debit, balance + in-flight recharges is topped up to at least this.';
 COMMENT ON COLUMN credits.auto_recharge.max_credits IS
 	'The most credits one recharge may buy.';
+COMMENT ON COLUMN credits.auto_recharge.target_balance IS
+	'When a recharge is needed, buy enough to bring balance + in-flight up to this (within max_credits and the monthly limit), not just to min_balance. NULL: buy the need only.';
+COMMENT ON COLUMN credits.auto_recharge.monthly_limit IS
+	'Hard cap: pending + processing + succeeded recharges opened in one calendar month (UTC) never exceed it. NULL: no cap.';
+COMMENT ON COLUMN credits.auto_recharge.payment_failures IS
+	'Consecutive failed recharges; reset by a success. At credits.max_payment_failures auto-recharge turns itself off.';
+COMMENT ON COLUMN credits.auto_recharge.disabled_reason IS
+	'Why auto-recharge is off: disabled_by_user, or payment_failed (turned off by the payment-failure rule).';
 
 CREATE TABLE credits.recharges (
 	recharge_id	bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -99,6 +110,7 @@ CREATE TABLE credits.recharges (
 	reason		text NOT NULL CHECK (reason IN ('shortfall', 'threshold')),
 	batch_id	bigint,
 	balance_seen bigint,
+	need		bigint NOT NULL CHECK (need > 0),
 	max_credits	bigint NOT NULL,
 	payment_ref	text UNIQUE,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -112,6 +124,8 @@ COMMENT ON TABLE credits.recharges IS
 COMMENT ON COLUMN credits.recharges.batch_id IS 'The batch that opened this recharge.';
 COMMENT ON COLUMN credits.recharges.balance_seen IS
 	'The balance that batch found before its debit.';
+COMMENT ON COLUMN credits.recharges.need IS
+	'What that batch needed (min_balance - available); credits can be more (a target top-up, or needs added by later batches).';
 COMMENT ON COLUMN credits.recharges.max_credits IS
 	'The policy''s max_credits when the recharge was opened or last grown: credits never exceed it.';
 COMMENT ON COLUMN credits.recharges.payment_ref IS
@@ -119,6 +133,8 @@ COMMENT ON COLUMN credits.recharges.payment_ref IS
 -- The trigger's "pending or newest in-flight recharge of this account" look-ups.
 CREATE INDEX recharges_in_flight_idx ON credits.recharges (account_id, recharge_id)
 	WHERE status IN ('pending', 'processing');
+-- The monthly limit sums an account's recharges of the month.
+CREATE INDEX recharges_account_month_idx ON credits.recharges (account_id, created_at);
 -- claim_recharges takes the oldest pending recharges first.
 CREATE INDEX recharges_pending_idx ON credits.recharges (recharge_id)
 	WHERE status = 'pending';
@@ -197,6 +213,13 @@ CREATE FUNCTION credits._settle_batches(recharge_id bigint, outcome text)
 	AS 'MODULE_PATHNAME', 'credits_settle_batches';
 COMMENT ON FUNCTION credits._settle_batches(bigint, text) IS
 	'Internal: moves the awaiting batches of a settled recharge to ready, or to failed with one refund ledger row each. The caller holds the account lock.';
+
+-- The extension's settings, read through C so that reading them loads the
+-- library (and so defines the GUCs) first.
+CREATE FUNCTION credits._max_payment_failures() RETURNS integer
+	LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'credits_max_payment_failures';
+CREATE FUNCTION credits._recharge_expiry_seconds() RETURNS integer
+	LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'credits_recharge_expiry_seconds';
 
 -- Locks the account row (the first lock every writer takes) and returns it.
 CREATE FUNCTION credits._lock_account(p_account_id bigint)
@@ -343,7 +366,9 @@ COMMENT ON FUNCTION credits.add_credits(bigint, bigint, text) IS
 -- Auto-recharge policy
 --------------------------------------------------------------------------------
 
-CREATE FUNCTION credits.enable_auto_recharge(account_id bigint, min_balance bigint, max_credits bigint)
+CREATE FUNCTION credits.enable_auto_recharge(account_id bigint, min_balance bigint, max_credits bigint,
+											 target_balance bigint DEFAULT NULL,
+											 monthly_limit bigint DEFAULT NULL)
 	RETURNS credits.auto_recharge
 	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
@@ -355,19 +380,27 @@ BEGIN
 		RAISE EXCEPTION 'min_balance and max_credits must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF min_balance < 0 OR max_credits <= 0 THEN
+	IF min_balance < 0 OR max_credits <= 0
+	   OR target_balance < min_balance OR monthly_limit <= 0 THEN
 		RAISE EXCEPTION 'invalid auto-recharge policy'
 			USING ERRCODE = 'CR013',
-				  DETAIL = format('min_balance is %s and max_credits is %s.', min_balance, max_credits),
-				  HINT = 'min_balance must be zero or more and max_credits more than zero.';
+				  DETAIL = format('min_balance is %s, max_credits %s, target_balance %s, monthly_limit %s.',
+								  min_balance, max_credits,
+								  coalesce(target_balance::text, 'null'), coalesce(monthly_limit::text, 'null')),
+				  HINT = 'min_balance must be zero or more, max_credits more than zero, target_balance (if set) at least min_balance, monthly_limit (if set) more than zero.';
 	END IF;
 	PERFORM credits._lock_account(enable_auto_recharge.account_id);
-	INSERT INTO credits.auto_recharge AS p (account_id, enabled, min_balance, max_credits)
-		VALUES (enable_auto_recharge.account_id, true, min_balance, max_credits)
+	INSERT INTO credits.auto_recharge AS p
+		(account_id, enabled, min_balance, max_credits, target_balance, monthly_limit)
+		VALUES (enable_auto_recharge.account_id, true, min_balance, max_credits,
+				target_balance, monthly_limit)
 		ON CONFLICT ON CONSTRAINT auto_recharge_pkey DO UPDATE
 			SET enabled = true,
 				min_balance = excluded.min_balance,
 				max_credits = excluded.max_credits,
+				target_balance = excluded.target_balance,
+				monthly_limit = excluded.monthly_limit,
+				payment_failures = 0,
 				updated_at = pg_catalog.now(),
 				disabled_at = NULL,
 				disabled_reason = NULL
@@ -375,50 +408,121 @@ BEGIN
 	RETURN policy;
 END
 $$;
-COMMENT ON FUNCTION credits.enable_auto_recharge(bigint, bigint, bigint) IS
-	'Creates or updates the account''s auto-recharge policy and turns it on. Never opens a recharge by itself.';
+COMMENT ON FUNCTION credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint) IS
+	'Creates or updates the account''s auto-recharge policy and turns it on (also after an automatic turn-off). Never opens a recharge by itself.';
+
+-- Cancels one pending recharge and fails its batches; the caller holds the
+-- account lock and has locked the recharge row.
+CREATE FUNCTION credits._cancel_recharge(p_recharge_id bigint, p_reason text)
+	RETURNS void
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r credits.recharges;
+BEGIN
+	UPDATE credits.recharges AS rc
+		SET status = 'cancelled',
+			settled_at = pg_catalog.now(),
+			failure_reason = p_reason
+		WHERE rc.recharge_id = p_recharge_id AND rc.status = 'pending'
+		RETURNING rc.* INTO r;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	UPDATE credits.accounts SET in_flight = in_flight - r.credits
+		WHERE account_id = r.account_id;
+	PERFORM credits._settle_batches(r.recharge_id, 'failed');
+END
+$$;
+
+-- Turns auto-recharge off for a reason and cancels what no worker has
+-- claimed; the caller holds the account lock.  Processing recharges finish.
+CREATE FUNCTION credits._turn_off(p_account_id bigint, p_reason text)
+	RETURNS credits.auto_recharge
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	policy credits.auto_recharge;
+	rid bigint;
+BEGIN
+	UPDATE credits.auto_recharge AS p
+		SET enabled = false,
+			updated_at = pg_catalog.now(),
+			disabled_at = pg_catalog.now(),
+			disabled_reason = p_reason
+		WHERE p.account_id = p_account_id AND p.enabled
+		RETURNING p.* INTO policy;
+	IF NOT FOUND THEN
+		-- Already off (or never set): nothing to cancel.
+		SELECT * INTO policy FROM credits.auto_recharge p WHERE p.account_id = p_account_id;
+		RETURN policy;
+	END IF;
+	FOR rid IN
+		SELECT rc.recharge_id FROM credits.recharges rc
+		 WHERE rc.account_id = p_account_id AND rc.status = 'pending'
+		 ORDER BY rc.recharge_id
+		   FOR UPDATE
+	LOOP
+		PERFORM credits._cancel_recharge(rid,
+			CASE p_reason WHEN 'payment_failed' THEN 'auto-recharge turned off after payment failures'
+						  ELSE 'auto-recharge disabled' END);
+	END LOOP;
+	RETURN policy;
+END
+$$;
 
 CREATE FUNCTION credits.disable_auto_recharge(account_id bigint)
 	RETURNS credits.auto_recharge
 	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	acct credits.accounts;
-	policy credits.auto_recharge;
-	r record;
 BEGIN
-	acct := credits._lock_account(disable_auto_recharge.account_id);
-	UPDATE credits.auto_recharge AS p
-		SET enabled = false,
-			updated_at = pg_catalog.now(),
-			disabled_at = pg_catalog.now(),
-			disabled_reason = 'disabled by user'
-		WHERE p.account_id = acct.account_id AND p.enabled
-		RETURNING p.* INTO policy;
-	IF NOT FOUND THEN
-		-- Already off (or never set): nothing to cancel.
-		SELECT * INTO policy FROM credits.auto_recharge p WHERE p.account_id = acct.account_id;
-		RETURN policy;
-	END IF;
-	-- Cancel what no worker has claimed yet; processing recharges finish normally.
-	FOR r IN
-		UPDATE credits.recharges AS rc
-			SET status = 'cancelled',
-				settled_at = pg_catalog.now(),
-				failure_reason = 'auto-recharge disabled'
-			WHERE rc.account_id = acct.account_id AND rc.status = 'pending'
-			RETURNING rc.recharge_id, rc.credits
-	LOOP
-		UPDATE credits.accounts SET in_flight = in_flight - r.credits
-			WHERE accounts.account_id = acct.account_id;
-		PERFORM credits._settle_batches(r.recharge_id, 'failed');
-	END LOOP;
-	RETURN policy;
+	PERFORM credits._lock_account(disable_auto_recharge.account_id);
+	RETURN credits._turn_off(disable_auto_recharge.account_id, 'disabled_by_user');
 END
 $$;
 COMMENT ON FUNCTION credits.disable_auto_recharge(bigint) IS
 	'Turns auto-recharge off, cancels the account''s pending recharges and fails their awaiting batches with refunds. Processing recharges are left to finish.';
+
+CREATE FUNCTION credits.expire_recharges()
+	RETURNS integer
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	expiry_secs integer := credits._recharge_expiry_seconds();
+	expiry interval := pg_catalog.make_interval(secs => expiry_secs);
+	c record;
+	expired integer := 0;
+BEGIN
+	IF expiry = '0'::interval THEN
+		RETURN 0;				-- credits.recharge_expiry = 0: never expire
+	END IF;
+	FOR c IN
+		SELECT rc.recharge_id, rc.account_id FROM credits.recharges rc
+		 WHERE rc.status = 'pending' AND rc.created_at < pg_catalog.now() - expiry
+		 ORDER BY rc.account_id, rc.recharge_id
+	LOOP
+		-- Lock in the global order, then look again: a worker may have
+		-- claimed it meanwhile.
+		PERFORM credits._lock_account(c.account_id);
+		PERFORM FROM credits.recharges rc
+		  WHERE rc.recharge_id = c.recharge_id AND rc.status = 'pending'
+			AND rc.created_at < pg_catalog.now() - expiry
+		  FOR UPDATE;
+		IF FOUND THEN
+			PERFORM credits._cancel_recharge(c.recharge_id,
+				format('expired: pending longer than credits.recharge_expiry (%s s)', expiry_secs));
+			expired := expired + 1;
+		END IF;
+	END LOOP;
+	RETURN expired;
+END
+$$;
+COMMENT ON FUNCTION credits.expire_recharges() IS
+	'Cancels pending recharges older than credits.recharge_expiry and fails their batches with refunds; returns how many. Run it periodically (cron, pg_cron).';
 
 --------------------------------------------------------------------------------
 -- Payment workers
@@ -505,6 +609,9 @@ BEGIN
 		RETURNING rc.* INTO r;
 	PERFORM credits._post(acct, r.credits, 'recharge', NULL, r.recharge_id, NULL, -r.credits);
 	PERFORM credits._settle_batches(r.recharge_id, 'ready');
+	-- A success ends a run of payment failures.
+	UPDATE credits.auto_recharge AS p SET payment_failures = 0
+		WHERE p.account_id = r.account_id AND p.payment_failures <> 0;
 	RETURN r;
 END
 $$;
@@ -518,6 +625,7 @@ CREATE FUNCTION credits.fail_recharge(recharge_id bigint, reason text)
 AS $$
 DECLARE
 	r credits.recharges;
+	failures integer;
 BEGIN
 	IF reason IS NULL THEN
 		RAISE EXCEPTION 'reason must not be null'
@@ -544,6 +652,17 @@ BEGIN
 	UPDATE credits.accounts SET in_flight = in_flight - r.credits
 		WHERE account_id = r.account_id;
 	PERFORM credits._settle_batches(r.recharge_id, 'failed');
+	-- After credits.max_payment_failures failures in a row, auto-recharge
+	-- turns itself off (and stays off until enable_auto_recharge is called):
+	-- no retry storms on a dead card.
+	UPDATE credits.auto_recharge AS p SET payment_failures = p.payment_failures + 1
+		WHERE p.account_id = r.account_id
+		RETURNING p.payment_failures INTO failures;
+	IF failures >= credits._max_payment_failures()
+	   AND (SELECT p.enabled FROM credits.auto_recharge p WHERE p.account_id = r.account_id) THEN
+		PERFORM credits._turn_off(r.account_id, 'payment_failed');
+		PERFORM pg_catalog.pg_notify('credits_auto_recharge_disabled', r.account_id::text);
+	END IF;
 	RETURN r;
 END
 $$;
@@ -635,6 +754,115 @@ AS $$
 $$;
 COMMENT ON FUNCTION credits.verify() IS
 	'Checks every invariant of the extension; returns one row per problem, none on a healthy database.';
+
+--------------------------------------------------------------------------------
+-- Reports: plain views; a reporting role needs SELECT on them and nothing
+-- else (views run with their owner's rights).  Days and months are UTC.
+--------------------------------------------------------------------------------
+
+CREATE VIEW credits.account_overview AS
+SELECT a.account_id,
+	   a.balance,
+	   a.in_flight,
+	   a.balance + a.in_flight AS available,
+	   CASE WHEN p.account_id IS NULL THEN 'never set'
+			WHEN p.enabled THEN 'on'
+			ELSE 'off (' || p.disabled_reason || ')' END AS auto_recharge,
+	   p.min_balance,
+	   p.max_credits,
+	   p.target_balance,
+	   p.monthly_limit,
+	   coalesce(m.bought, 0) AS bought_this_month,
+	   coalesce(m.committed, 0) AS committed_this_month,
+	   p.monthly_limit - coalesce(m.committed, 0) AS monthly_room,
+	   p.payment_failures,
+	   p.disabled_at,
+	   p.disabled_reason
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge p ON p.account_id = a.account_id
+  LEFT JOIN LATERAL (
+	SELECT sum(r.credits) FILTER (WHERE r.status = 'succeeded') AS bought,
+		   sum(r.credits) AS committed
+	  FROM credits.recharges r
+	 WHERE r.account_id = a.account_id
+	   AND r.status IN ('pending', 'processing', 'succeeded')
+	   AND r.created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+  ) m ON true;
+COMMENT ON VIEW credits.account_overview IS
+	'One row per account: balance, in-flight recharges, auto-recharge settings and state (and why it is off), and this month''s (UTC) recharges against the monthly limit. committed_this_month counts pending + processing + succeeded, as the limit does; bought_this_month only succeeded.';
+
+CREATE VIEW credits.recharge_history AS
+SELECT r.recharge_id,
+	   r.account_id,
+	   r.status,
+	   r.reason,
+	   r.batch_id,
+	   b.messages AS batch_messages,
+	   b.channel AS batch_channel,
+	   b.cost AS batch_cost,
+	   r.balance_seen,
+	   r.need,
+	   r.credits,
+	   r.credits - r.need AS beyond_need,
+	   r.max_credits,
+	   (SELECT count(*) FROM credits.send_batches ab WHERE ab.recharge_id = r.recharge_id) AS batches_covered,
+	   r.payment_ref,
+	   r.failure_reason,
+	   r.created_at,
+	   r.claimed_at,
+	   r.settled_at,
+	   r.claimed_at - r.created_at AS wait_for_worker,
+	   r.settled_at - coalesce(r.claimed_at, r.created_at) AS time_to_settle
+  FROM credits.recharges r
+  LEFT JOIN credits.send_batches b ON b.batch_id = r.batch_id;
+COMMENT ON VIEW credits.recharge_history IS
+	'Every recharge explained: the batch that opened it (size, channel, cost), the balance it saw, its need, what was bought (beyond_need: target top-up and later batches'' needs), the cap, how many batches it covered, its outcome and timings.';
+
+CREATE VIEW credits.usage_daily AS
+WITH batches AS (
+	SELECT b.account_id, b.channel,
+		   (b.created_at AT TIME ZONE 'UTC')::date AS day,
+		   count(*) AS batches,
+		   count(*) FILTER (WHERE b.status = 'failed') AS failed_batches,
+		   coalesce(sum(b.messages) FILTER (WHERE b.status <> 'failed'), 0) AS messages,
+		   sum(b.cost) AS credits_debited,
+		   coalesce(sum(b.cost) FILTER (WHERE b.status = 'failed'), 0) AS credits_refunded
+	  FROM credits.send_batches b
+	 GROUP BY 1, 2, 3),
+bought AS (
+	SELECT r.account_id, coalesce(b.channel, 'email') AS channel,
+		   (r.settled_at AT TIME ZONE 'UTC')::date AS day,
+		   sum(r.credits) AS credits_bought,
+		   count(*) AS recharges
+	  FROM credits.recharges r
+	  LEFT JOIN credits.send_batches b ON b.batch_id = r.batch_id
+	 WHERE r.status = 'succeeded'
+	 GROUP BY 1, 2, 3)
+SELECT day, account_id, channel,
+	   coalesce(batches.batches, 0) AS batches,
+	   coalesce(batches.failed_batches, 0) AS failed_batches,
+	   coalesce(batches.messages, 0) AS messages,
+	   coalesce(batches.credits_debited, 0) AS credits_debited,
+	   coalesce(batches.credits_refunded, 0) AS credits_refunded,
+	   coalesce(bought.recharges, 0) AS recharges,
+	   coalesce(bought.credits_bought, 0) AS credits_bought
+  FROM batches FULL JOIN bought USING (account_id, channel, day);
+COMMENT ON VIEW credits.usage_daily IS
+	'Per UTC day, account and channel: batches, messages sent (failed batches excluded), credits debited and refunded, and credits bought by auto-recharge (succeeded recharges on the day they settled, under the channel of the batch that opened them).';
+
+CREATE VIEW credits.usage_monthly AS
+SELECT date_trunc('month', day)::date AS month, account_id, channel,
+	   sum(batches)::bigint AS batches,
+	   sum(failed_batches)::bigint AS failed_batches,
+	   sum(messages)::bigint AS messages,
+	   sum(credits_debited)::bigint AS credits_debited,
+	   sum(credits_refunded)::bigint AS credits_refunded,
+	   sum(recharges)::bigint AS recharges,
+	   sum(credits_bought)::bigint AS credits_bought
+  FROM credits.usage_daily
+ GROUP BY 1, 2, 3;
+COMMENT ON VIEW credits.usage_monthly IS
+	'credits.usage_daily summed per UTC calendar month.';
 
 --------------------------------------------------------------------------------
 -- Privileges: nothing that moves credits or changes policy is open to PUBLIC.

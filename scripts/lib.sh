@@ -72,4 +72,4 @@ start_cluster() {
 }
 
 # psql with the throwaway cluster's settings, stopping on the first error.
-pg() { "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }
+pg() { "$PG_BIN/psql" -X -P pager=off -v ON_ERROR_STOP=1 -q "$@"; }

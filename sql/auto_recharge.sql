@@ -96,9 +96,9 @@ SELECT * FROM regress_totals(200);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (200, 1);
 \echo :LAST_ERROR_SQLSTATE
 -- Disabling an account that never had a policy returns null; unknown account fails.
-SELECT credits.disable_auto_recharge(202) IS NOT NULL AS had_policy;
+SELECT (credits.disable_auto_recharge(202)).account_id IS NOT NULL AS had_policy;
 SELECT balance FROM credits.open_account(203, 5);
-SELECT credits.disable_auto_recharge(203) IS NULL AS no_policy;
+SELECT (credits.disable_auto_recharge(203)).account_id IS NULL AS no_policy;
 SELECT credits.disable_auto_recharge(299);
 \echo :LAST_ERROR_SQLSTATE
 -- Re-enabling clears the disabled marks and opens nothing by itself.

@@ -22,7 +22,8 @@ GRANT SELECT ON credits.recharges TO regress_worker;
 GRANT USAGE ON SCHEMA credits TO regress_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_admin;
 GRANT EXECUTE ON FUNCTION credits.open_account(bigint, bigint), credits.add_credits(bigint, bigint, text),
-	credits.enable_auto_recharge(bigint, bigint, bigint), credits.disable_auto_recharge(bigint),
+	credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint), credits.disable_auto_recharge(bigint),
+	credits.expire_recharges(),
 	credits.verify() TO regress_admin;
 -- reporting
 GRANT USAGE ON SCHEMA credits TO regress_reporting;

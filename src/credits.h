@@ -36,6 +36,11 @@
 #define ERRCODE_CREDITS_INVALID_AMOUNT			MAKE_SQLSTATE('C','R','0','1','4')
 #define ERRCODE_CREDITS_RECHARGE_NOT_CLAIMED		MAKE_SQLSTATE('C','R','0','1','5')
 #define ERRCODE_CREDITS_PAYMENT_REF_IN_USE		MAKE_SQLSTATE('C','R','0','1','7')
+#define ERRCODE_CREDITS_MONTHLY_LIMIT_EXCEEDED	MAKE_SQLSTATE('C','R','0','1','8')
+
+/* GUCs (credits.c) */
+extern int	CreditsMaxPaymentFailures;
+extern int	CreditsRechargeExpiry;
 
 /*
  * True only while credits._settle_batches() rewrites batch statuses; the

@@ -48,6 +48,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "executor/spi.h"
@@ -84,9 +85,12 @@ typedef struct BatchOutcome
 static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
 static BatchOutcome DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 							   const char *channel, text *idempotency_key);
+static int64 MonthlyRoom(int64 account_id, const DebitDecision *d,
+						 const RechargePolicy *policy);
 static int64 CoveringRecharge(int64 account_id, int64 batch_id,
 							  int64 balance_seen, const DebitDecision *d,
-							  const RechargePolicy *policy);
+							  int64 amount, const RechargePolicy *policy,
+							  int64 *bought);
 static int64 GetInt8(int row, int col, bool *isnull);
 
 /*
@@ -284,6 +288,10 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		policy.enabled = !isnull && DatumGetBool(v);
 		policy.min_balance = GetInt8(0, 2, &isnull);
 		policy.max_credits = GetInt8(0, 3, &isnull);
+		policy.target_balance = GetInt8(0, 5, &isnull);
+		policy.has_target = !isnull;
+		policy.monthly_limit = GetInt8(0, 6, &isnull);
+		policy.has_monthly_limit = !isnull;
 		v = SPI_getbinval(row, desc, 4, &isnull);
 		if (isnull)
 			ereport(ERROR,
@@ -291,7 +299,7 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 					 errmsg("channel \"%s\" has no price", channel),
 					 errhint("A DBA adds it with INSERT INTO credits.prices (channel, credits_per_message).")));
 		price = DatumGetInt32(v);
-		duplicate = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+		duplicate = DatumGetBool(SPI_getbinval(row, desc, 7, &isnull));
 	}
 
 	if (pg_mul_s64_overflow((int64) messages, price, &out.cost))
@@ -352,11 +360,18 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 	/* 4. Recharge first (it may add to in_flight), then the debit. */
 	if (decision.verdict == DEBIT_NEEDS_RECHARGE || decision.shortfall)
 	{
-		out.recharge_id = CoveringRecharge(account_id, batch_id, balance,
-										   &decision, &policy);
-		out.has_recharge = decision.shortfall;
+		int64		amount = 0;
+
 		if (decision.verdict == DEBIT_NEEDS_RECHARGE)
-			in_flight += decision.need;
+		{
+			amount = CreditsRechargeAmount(&decision, in_flight, &policy);
+			if (policy.has_monthly_limit)
+				amount = Min(amount, MonthlyRoom(account_id, &decision, &policy));
+		}
+		out.recharge_id = CoveringRecharge(account_id, batch_id, balance,
+										   &decision, amount, &policy, &amount);
+		out.has_recharge = decision.shortfall;
+		in_flight += amount;
 	}
 	if (decision.shortfall)
 		out.status = "awaiting_credits";
@@ -373,22 +388,57 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 }
 
 /*
+ * MonthlyRoom
+ *		What auto-recharge may still buy this calendar month (UTC); refuses
+ *		the batch when even its need does not fit.  The account lock makes
+ *		the count exact: every recharge is opened or grown under it.
+ */
+static int64
+MonthlyRoom(int64 account_id, const DebitDecision *d, const RechargePolicy *policy)
+{
+	Datum		values[1];
+	bool		isnull;
+	int64		used;
+	int64		room;
+
+	values[0] = Int64GetDatum(account_id);
+	CreditsExecPlan(PLAN_MONTH_USED, values, NULL, 1);
+	used = GetInt8(0, 1, &isnull);
+	room = CreditsMonthlyRoom(policy->monthly_limit, used);
+	if (d->need > room)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_MONTHLY_LIMIT_EXCEEDED),
+				 errmsg("monthly recharge limit exceeded for account %lld", (long long) account_id),
+				 errdetail("The batch needs a recharge of %lld credits, but auto-recharge has bought or is buying %lld of the monthly limit of %lld this month (UTC), leaving %lld.",
+						   (long long) d->need, (long long) used,
+						   (long long) policy->monthly_limit, (long long) room),
+				 errhint("Add credits with credits.add_credits(), or raise monthly_limit with credits.enable_auto_recharge().")));
+	return room;
+}
+
+/*
  * CoveringRecharge
- *		The recharge that covers this debit: for a need, the pending recharge
- *		it was added to or the one opened for it; with no need (in-flight
- *		recharges already cover the shortfall), the newest in-flight one.
+ *		Buys up to "amount" credits for this debit, sets *bought to what it
+ *		really bought (growing a pending recharge may buy less, never less
+ *		than the need), and returns the recharge that covers the debit: the
+ *		pending recharge it grew, or the one it opened; with no need
+ *		(in-flight recharges already cover the shortfall), the newest
+ *		in-flight one.
  */
 static int64
 CoveringRecharge(int64 account_id, int64 batch_id, int64 balance_seen,
-				 const DebitDecision *d, const RechargePolicy *policy)
+				 const DebitDecision *d, int64 amount, const RechargePolicy *policy,
+				 int64 *bought)
 {
-	Datum		values[6];
-	char		nulls[6];
+	int64		recharge_id;
+	Datum		values[7];
+	char		nulls[7];
 	bool		isnull;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(account_id);
 
+	*bought = 0;
 	if (d->verdict != DEBIT_NEEDS_RECHARGE)
 	{
 		CreditsExecPlan(PLAN_NEWEST_IN_FLIGHT, values, NULL, -1);
@@ -399,27 +449,53 @@ CoveringRecharge(int64 account_id, int64 batch_id, int64 balance_seen,
 	}
 
 	CreditsExecPlan(PLAN_FIND_PENDING, values, NULL, -1);
+
+	/*
+	 * Grow the newest pending recharge if the need fits under max_credits;
+	 * with a monthly limit, only one opened this month, so that every
+	 * recharge counts against the month it was opened in.
+	 */
 	if (SPI_processed == 1 &&
-		CreditsPendingCanGrow(GetInt8(0, 2, &isnull), d->need, policy->max_credits))
+		(!policy->has_monthly_limit ||
+		 DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull))))
 	{
-		values[0] = Int64GetDatum(GetInt8(0, 1, &isnull));
-		values[1] = Int64GetDatum(d->need);
-		values[2] = Int64GetDatum(policy->max_credits);
-		values[3] = BoolGetDatum(d->shortfall);
-		CreditsExecPlan(PLAN_GROW_PENDING, values, NULL, -1);
-		if (SPI_processed == 1)
-			return GetInt8(0, 1, &isnull);
-		/* claimed by a worker meanwhile: open a new one below */
+		int64		growth = CreditsPendingGrowth(GetInt8(0, 2, &isnull), d->need,
+												  amount, policy->max_credits);
+
+		if (growth > 0)
+		{
+			values[0] = Int64GetDatum(GetInt8(0, 1, &isnull));
+			values[1] = Int64GetDatum(growth);
+			values[2] = Int64GetDatum(policy->max_credits);
+			values[3] = BoolGetDatum(d->shortfall);
+			CreditsExecPlan(PLAN_GROW_PENDING, values, NULL, -1);
+			if (SPI_processed == 1)
+			{
+				*bought = growth;
+				return GetInt8(0, 1, &isnull);
+			}
+			/* claimed by a worker meanwhile: open a new one below */
+		}
 	}
 
 	values[0] = Int64GetDatum(account_id);
-	values[1] = Int64GetDatum(d->need);
+	values[1] = Int64GetDatum(amount);
 	values[2] = CStringGetTextDatum(d->shortfall ? "shortfall" : "threshold");
 	values[3] = Int64GetDatum(batch_id);
 	values[4] = Int64GetDatum(balance_seen);
 	values[5] = Int64GetDatum(policy->max_credits);
+	values[6] = Int64GetDatum(d->need);
 	CreditsExecPlan(PLAN_OPEN_RECHARGE, values, nulls, 1);
-	return GetInt8(0, 1, &isnull);
+	recharge_id = GetInt8(0, 1, &isnull);
+	*bought = amount;
+
+	/*
+	 * Wake the payment workers: once per opened recharge, never per debit,
+	 * since NOTIFY takes a database-wide lock at commit.  Delivered only if
+	 * the transaction commits.
+	 */
+	Async_Notify("credits_recharge", psprintf(INT64_FORMAT, recharge_id));
+	return recharge_id;
 }
 
 /* A bigint column of the last SPI result; 0 when null. */

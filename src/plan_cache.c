@@ -32,11 +32,15 @@
 
 #define EQ " OPERATOR(pg_catalog.=) "
 
+/* The first instant of the current calendar month, in UTC. */
+#define MONTH_START \
+	"(pg_catalog.date_trunc('month', pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
 typedef struct CreditsPlanSpec
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[6];
+	Oid			argtypes[8];
 } CreditsPlanSpec;
 
 static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
@@ -53,6 +57,7 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 	 */
 	[PLAN_BATCH_CONTEXT] = {
 		"SELECT p.enabled, p.min_balance, p.max_credits, pr.credits_per_message,"
+		"       p.target_balance, p.monthly_limit,"
 		"       ($3::pg_catalog.text IS NOT NULL AND EXISTS ("
 		"          SELECT FROM credits.send_batches b"
 		"           WHERE b.account_id" EQ "$1 AND b.idempotency_key" EQ "$3))"
@@ -70,7 +75,9 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
 	},
 	[PLAN_FIND_PENDING] = {
-		"SELECT r.recharge_id, r.credits FROM credits.recharges r"
+		"SELECT r.recharge_id, r.credits,"
+		"       r.created_at OPERATOR(pg_catalog.>=) " MONTH_START
+		"  FROM credits.recharges r"
 		" WHERE r.account_id" EQ "$1 AND r.status" EQ "'pending'"
 		" ORDER BY r.recharge_id DESC LIMIT 1",
 		1, {INT8OID}
@@ -94,9 +101,22 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 	},
 	[PLAN_OPEN_RECHARGE] = {
 		"INSERT INTO credits.recharges"
-		" (account_id, credits, reason, batch_id, balance_seen, max_credits)"
-		" VALUES ($1, $2, $3, $4, $5, $6) RETURNING recharge_id",
-		6, {INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID}
+		" (account_id, credits, reason, batch_id, balance_seen, max_credits, need)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING recharge_id",
+		7, {INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID}
+	},
+
+	/*
+	 * What counts against the monthly limit: pending, processing and
+	 * succeeded recharges opened this month.  Read under the account lock,
+	 * which every opener of a recharge holds, so it cannot be overtaken.
+	 */
+	[PLAN_MONTH_USED] = {
+		"SELECT pg_catalog.sum(r.credits)::pg_catalog.int8 FROM credits.recharges r"
+		" WHERE r.account_id" EQ "$1"
+		"   AND r.status OPERATOR(pg_catalog.=) ANY ('{pending,processing,succeeded}'::pg_catalog.text[])"
+		"   AND r.created_at OPERATOR(pg_catalog.>=) " MONTH_START,
+		1, {INT8OID}
 	},
 	[PLAN_NEWEST_IN_FLIGHT] = {
 		"SELECT r.recharge_id FROM credits.recharges r"

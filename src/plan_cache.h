@@ -21,9 +21,11 @@ typedef enum CreditsPlanId
 	PLAN_BATCH_CONTEXT,			/* $1 account, $2 channel, $3 key: policy,
 								 * price, duplicate? */
 	PLAN_POST_DEBIT,			/* new balance, in_flight, ledger debit row */
-	PLAN_FIND_PENDING,			/* $1 account: newest pending recharge */
+	PLAN_FIND_PENDING,			/* $1 account: newest pending recharge, and
+								 * whether it was opened this month */
 	PLAN_GROW_PENDING,			/* add a need to a pending recharge */
 	PLAN_OPEN_RECHARGE,			/* insert a new pending recharge */
+	PLAN_MONTH_USED,			/* $1 account: recharges counted this month */
 	PLAN_NEWEST_IN_FLIGHT,		/* $1 account: newest in-flight recharge */
 	PLAN_SETTLE_BATCHES,		/* awaiting batches of a recharge -> status */
 	PLAN_READ_ACCOUNT,			/* $1 account: balance, in_flight (caller

@@ -18,6 +18,11 @@
  *	  recharge (need <= max_credits) or the batch is refused;
  *	- a batch that takes the balance below zero awaits credits.
  *
+ *	- how much to buy: the need, or with a target_balance enough to bring
+ *	  available up to the target, but never more than max_credits and never
+ *	  less than the need; with a monthly_limit, never more than what the
+ *	  month has left, and if the need itself does not fit, nothing.
+ *
  * Pure arithmetic on values the caller read under the account row lock, so
  * it holds no lock and touches no table; every sum is overflow-checked.
  *
@@ -75,12 +80,51 @@ CreditsDecideDebit(int64 balance, int64 in_flight, int64 cost,
 }
 
 /*
- * CreditsPendingCanGrow
- *		Whether a pending recharge of "pending_credits" can take "need" more
- *		and stay within max_credits.
+ * CreditsRechargeAmount
+ *		How many credits to buy for a DEBIT_NEEDS_RECHARGE decision, before
+ *		the monthly limit: the need, or up to the target within max_credits.
  */
-bool
-CreditsPendingCanGrow(int64 pending_credits, int64 need, int64 max_credits)
+int64
+CreditsRechargeAmount(const DebitDecision *d, int64 in_flight,
+					  const RechargePolicy *policy)
 {
-	return need <= max_credits && pending_credits <= max_credits - need;
+	int64		available;
+	int64		top_up;
+
+	Assert(d->verdict == DEBIT_NEEDS_RECHARGE);
+	if (!policy->has_target)
+		return d->need;
+
+	/* cannot overflow: CreditsDecideDebit computed both already */
+	available = d->balance_after + in_flight;
+	if (pg_sub_s64_overflow(policy->target_balance, available, &top_up))
+		top_up = PG_INT64_MAX;
+	return Max(d->need, Min(top_up, policy->max_credits));
+}
+
+/*
+ * CreditsMonthlyRoom
+ *		What auto-recharge may still buy this month; never negative.
+ */
+int64
+CreditsMonthlyRoom(int64 monthly_limit, int64 used_this_month)
+{
+	return used_this_month >= monthly_limit ? 0 : monthly_limit - used_this_month;
+}
+
+/*
+ * CreditsPendingGrowth
+ *		How much a pending recharge of "pending_credits" should grow to serve
+ *		a need (buying up to "amount"), or 0 when even the need does not fit
+ *		under max_credits and a new recharge must be opened instead.
+ */
+int64
+CreditsPendingGrowth(int64 pending_credits, int64 need, int64 amount,
+					 int64 max_credits)
+{
+	int64		room = pending_credits >= max_credits ? 0 : max_credits - pending_credits;
+
+	if (room < need)
+		return 0;
+	return Min(amount, room);
 }

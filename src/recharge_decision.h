@@ -19,6 +19,10 @@ typedef struct RechargePolicy
 	bool		enabled;		/* false also when no policy row exists */
 	int64		min_balance;
 	int64		max_credits;
+	bool		has_target;
+	int64		target_balance; /* >= min_balance */
+	bool		has_monthly_limit;
+	int64		monthly_limit;
 } RechargePolicy;
 
 /* What a debit of "cost" credits does to an account. */
@@ -45,7 +49,10 @@ typedef struct DebitDecision
 extern DebitDecision CreditsDecideDebit(int64 balance, int64 in_flight,
 										int64 cost,
 										const RechargePolicy *policy);
-extern bool CreditsPendingCanGrow(int64 pending_credits, int64 need,
-								  int64 max_credits);
+extern int64 CreditsRechargeAmount(const DebitDecision *d, int64 in_flight,
+								   const RechargePolicy *policy);
+extern int64 CreditsMonthlyRoom(int64 monthly_limit, int64 used_this_month);
+extern int64 CreditsPendingGrowth(int64 pending_credits, int64 need,
+								  int64 amount, int64 max_credits);
 
 #endif							/* CREDITS_RECHARGE_DECISION_H */

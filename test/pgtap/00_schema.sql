@@ -248,9 +248,9 @@ SELECT has_function('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'],
 	'credits.add_credits(bigint, bigint, text) exists');
 SELECT function_returns('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'], 'bigint',
 	'credits.add_credits returns bigint');
-SELECT has_function('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint'],
-	'credits.enable_auto_recharge(bigint, bigint, bigint) exists');
-SELECT function_returns('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint'],
+SELECT has_function('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint', 'bigint', 'bigint'],
+	'credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint) exists');
+SELECT function_returns('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint', 'bigint', 'bigint'],
 	'credits.auto_recharge', 'credits.enable_auto_recharge returns credits.auto_recharge');
 SELECT has_function('credits', 'disable_auto_recharge', ARRAY['bigint'],
 	'credits.disable_auto_recharge(bigint) exists');
@@ -287,7 +287,7 @@ SELECT results_eq(
 		('claim_recharges', 'max_rows integer DEFAULT 1', 'SETOF credits.recharges'),
 		('complete_recharge', 'recharge_id bigint, payment_ref text', 'credits.recharges'),
 		('disable_auto_recharge', 'account_id bigint', 'credits.auto_recharge'),
-		('enable_auto_recharge', 'account_id bigint, min_balance bigint, max_credits bigint',
+		('enable_auto_recharge', 'account_id bigint, min_balance bigint, max_credits bigint, target_balance bigint DEFAULT NULL::bigint, monthly_limit bigint DEFAULT NULL::bigint',
 		 'credits.auto_recharge'),
 		('fail_recharge', 'recharge_id bigint, reason text', 'credits.recharges'),
 		('open_account', 'account_id bigint, initial_credits bigint DEFAULT 0', 'credits.accounts'),
@@ -299,7 +299,7 @@ SELECT is_definer('credits', 'open_account', ARRAY['bigint', 'bigint'],
 	'credits.open_account is SECURITY DEFINER');
 SELECT is_definer('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'],
 	'credits.add_credits is SECURITY DEFINER');
-SELECT is_definer('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint'],
+SELECT is_definer('credits', 'enable_auto_recharge', ARRAY['bigint', 'bigint', 'bigint', 'bigint', 'bigint'],
 	'credits.enable_auto_recharge is SECURITY DEFINER');
 SELECT is_definer('credits', 'disable_auto_recharge', ARRAY['bigint'],
 	'credits.disable_auto_recharge is SECURITY DEFINER');

@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# test/worker/run.sh: the credits-worker test suite.
+#
+# Builds and installs the extension, starts a throwaway cluster (its own run
+# directory and port, so it can run beside scripts/test and scripts/demo),
+# builds worker/credits-worker, and runs it against the cluster with fake
+# charge commands:
+#
+#   usage        --help, bad options, no server at start
+#   basic        --once settles every recharge with the printed references
+#   declines     exit 1 + stderr fails the recharge, batches refunded
+#   outcomes     empty stdout, silent exit, killed, long and invalid stderr
+#   two-workers  200 recharges, two workers: each charged exactly once
+#   restart      server killed mid-charge and restarted; the same worker
+#                reconnects, records the charge in hand, settles new work
+#   sigterm      exits 0 promptly after the recharge in hand; idle too
+#   leftovers    --once -q settles what sigterm left pending, silently
+#   double-term  a second signal leaves unstarted claims, exit 3
+#   notify       with a 60 s poll interval, a NOTIFY wakes the worker
+#
+# Prints "ok - NAME" or "not ok - NAME" per case, then "N passed, N failed",
+# and exits non-zero on any failure.  Port: CREDITS_WORKER_PORT (54343).
+# Worker logs are kept in the printed directory when a case fails.
+set -uo pipefail
+
+CREDITS_PURPOSE=worker
+CREDITS_PORT=${CREDITS_WORKER_PORT:-54343}
+CREDITS_RUN_DIR=/tmp/credits-worker
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"
+cd "$REPO_ROOT"
+
+W="$REPO_ROOT/worker/credits-worker"
+T=$(mktemp -d /tmp/credits-worker-test.XXXXXX)
+WORKER_PIDS=()
+passed=0
+failed=0
+why=""
+
+cleanup() {
+	local p
+	for p in "${WORKER_PIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	stop_cluster
+	if [ "$failed" -eq 0 ]; then rm -rf "$T"; else echo "# worker logs kept in $T"; fi
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- helpers
+
+q() { pg -At -c "$1" 2>/dev/null; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	s=${s##*) }
+	[ "${s%% *}" != Z ]
+}
+
+# wait_sql SQL SECONDS: until SQL returns t.
+wait_sql() {
+	local deadline=$(($(now_ms) + $2 * 1000))
+	while [ "$(q "$1")" != t ]; do
+		[ "$(now_ms)" -ge "$deadline" ] && return 1
+		sleep 0.1
+	done
+}
+
+# wait_lines FILE N SECONDS: until FILE has at least N lines.
+wait_lines() {
+	local deadline=$(($(now_ms) + $3 * 1000))
+	while [ "$(wc -l <"$1" 2>/dev/null || echo 0)" -lt "$2" ]; do
+		[ "$(now_ms)" -ge "$deadline" ] && return 1
+		sleep 0.05
+	done
+}
+
+# wait_exit PID SECONDS: sets EXIT_CODE; fails if still running after SECONDS.
+wait_exit() {
+	local deadline=$(($(now_ms) + $2 * 1000))
+	while alive "$1"; do
+		[ "$(now_ms)" -ge "$deadline" ] && return 1
+		sleep 0.05
+	done
+	wait "$1"
+	EXIT_CODE=$?
+}
+
+# start_worker LOG ARGS...: runs the worker in the background; sets PID.
+start_worker() {
+	local log=$1
+	shift
+	"$W" "$@" >>"$T/$log" 2>&1 &
+	PID=$!
+	WORKER_PIDS+=("$PID")
+}
+
+# accounts FIRST LAST: open them empty with auto-recharge on.
+accounts() {
+	q "SELECT count(credits.open_account(a, 0)) FROM generate_series($1, $2) a" >/dev/null &&
+		q "SELECT count(credits.enable_auto_recharge(a, 0, 100000)) FROM generate_series($1, $2) a" >/dev/null
+}
+
+# batches FIRST LAST MESSAGES: one batch per account, debited below zero.
+batches() {
+	q "INSERT INTO credits.send_batches (account_id, messages)
+	   SELECT a, $3 FROM generate_series($1, $2) a" >/dev/null
+}
+
+# unsettled FIRST LAST: recharges of those accounts not settled yet.
+unsettled() {
+	q "SELECT count(*) FROM credits.recharges
+	   WHERE account_id BETWEEN $1 AND $2 AND status IN ('pending', 'processing')"
+}
+
+settled_sql() {
+	echo "SELECT count(*) > 0 AND count(*) FILTER (WHERE status IN ('pending', 'processing')) = 0
+	      FROM credits.recharges WHERE account_id BETWEEN $1 AND $2"
+}
+
+# no_duplicates FILE: no recharge id charged twice.
+no_duplicates() {
+	[ -z "$(sort "$1" | uniq -d)" ]
+}
+
+verify_ok() {
+	[ "$(q 'SELECT count(*) FROM credits.verify()')" = 0 ]
+}
+
+run_case() {
+	local name=$1
+	shift
+	why=""
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "ok - $name"
+	else
+		failed=$((failed + 1))
+		echo "not ok - $name"
+		[ -n "$why" ] && echo "#   $why"
+	fi
+}
+
+fail() {
+	why=$1
+	return 1
+}
+
+# ---------------------------------------------------------- charge commands
+
+# Logs the recharge id, optionally sleeps, prints a reference naming the
+# recharge, the account and the credits, so the test can check all three
+# reached the command.
+cat >"$T/charge-ok.sh" <<'EOF'
+#!/bin/sh
+printf '%s\n' "$CREDITS_RECHARGE_ID" >>"$CHARGE_LOG"
+if [ -n "${CHARGE_SLEEP:-}" ]; then sleep "$CHARGE_SLEEP"; fi
+printf 'ch_%s_%s_%s\n' "$CREDITS_RECHARGE_ID" "$CREDITS_ACCOUNT_ID" "$CREDITS_CREDITS"
+EOF
+
+# Declines odd accounts with a message on stderr.
+cat >"$T/charge-decline.sh" <<'EOF'
+#!/bin/sh
+printf '%s\n' "$CREDITS_RECHARGE_ID" >>"$CHARGE_LOG"
+if [ $((CREDITS_ACCOUNT_ID % 2)) -eq 1 ]; then
+	printf '  card declined for account %s  \n' "$CREDITS_ACCOUNT_ID" >&2
+	exit 1
+fi
+printf 'ch_%s\n' "$CREDITS_RECHARGE_ID"
+EOF
+
+# One way of ending per account.
+cat >"$T/charge-outcomes.sh" <<'EOF'
+#!/bin/sh
+printf '%s\n' "$CREDITS_RECHARGE_ID" >>"$CHARGE_LOG"
+case $CREDITS_ACCOUNT_ID in
+2100) printf '  ref-%s  \nsecond line\n' "$CREDITS_RECHARGE_ID"; echo "a warning" >&2 ;;
+2101) exit 0 ;;
+2102) exit 3 ;;
+2103) kill -9 $$ ;;
+2104) head -c 5000 /dev/zero | tr '\0' x >&2; exit 1 ;;
+2105) printf '\377bad\000byte\n' >&2; exit 1 ;;
+2106) head -c 999 /dev/zero | tr '\0' y >&2; printf '\303\251zzz' >&2; exit 1 ;;
+esac
+EOF
+chmod +x "$T"/charge-*.sh
+
+# ------------------------------------------------------------------- cases
+
+case_usage() {
+	grep -q -- '--poll-interval' <<<"$("$W" --help)" || fail "--help" || return 1
+	grep -q '^credits-worker' <<<"$("$W" --version)" || fail "--version" || return 1
+	"$W" >/dev/null 2>&1
+	[ $? -eq 1 ] || fail "no -c: expected exit 1" || return 1
+	"$W" -c true -b 0 >/dev/null 2>&1
+	[ $? -eq 1 ] || fail "-b 0: expected exit 1" || return 1
+	"$W" -c true --bogus >/dev/null 2>&1
+	[ $? -eq 1 ] || fail "--bogus: expected exit 1" || return 1
+	"$W" -c true -d "host=$T/nosocket port=1 dbname=postgres" >"$T/usage.log" 2>&1
+	[ $? -eq 2 ] || fail "no server: expected exit 2" || return 1
+	grep -q 'could not connect' "$T/usage.log" || fail "no 'could not connect' line" || return 1
+}
+
+case_basic() {
+	accounts 1000 1019 && batches 1000 1019 100 && batches 1000 1019 50 || fail "setup" || return 1
+	# Two batches per account grew one pending recharge of 150 each.
+	[ "$(unsettled 1000 1019)" = 20 ] || fail "expected 20 pending recharges, got $(unsettled 1000 1019)" || return 1
+	CHARGE_LOG=$T/basic.charges "$W" --once -b 7 -c "$T/charge-ok.sh" >"$T/basic.log" 2>&1
+	local rc=$?
+	[ $rc -eq 0 ] || fail "--once exited $rc" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 1000 AND 1019
+	        AND status = 'succeeded' AND credits = 150
+	        AND payment_ref = format('ch_%s_%s_%s', recharge_id, account_id, credits)")" = 20 ] ||
+		fail "not all 20 recharges succeeded with the printed reference" || return 1
+	[ "$(q "SELECT count(*) FROM credits.send_batches WHERE account_id BETWEEN 1000 AND 1019 AND status <> 'ready'")" = 0 ] ||
+		fail "batches not ready" || return 1
+	[ "$(q "SELECT count(*) FROM credits.accounts WHERE account_id BETWEEN 1000 AND 1019 AND (balance, in_flight) <> (0, 0)")" = 0 ] ||
+		fail "balances not back to 0" || return 1
+	[ "$(grep -c ': succeeded ref=ch_' "$T/basic.log")" = 20 ] || fail "expected 20 'succeeded' log lines" || return 1
+	[ "$(wc -l <"$T/basic.charges")" = 20 ] && no_duplicates "$T/basic.charges" || fail "charge log" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_declines() {
+	accounts 2000 2009 && batches 2000 2009 100 || fail "setup" || return 1
+	CHARGE_LOG=$T/declines.charges "$W" --once -c "$T/charge-decline.sh" >"$T/declines.log" 2>&1
+	local rc=$?
+	[ $rc -eq 0 ] || fail "--once exited $rc" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 2000 AND 2009 AND account_id % 2 = 1
+	        AND status = 'failed' AND failure_reason = format('card declined for account %s', account_id)")" = 5 ] ||
+		fail "declined recharges: $(q "SELECT string_agg(status || ':' || coalesce(failure_reason, ''), ', ')
+		      FROM credits.recharges WHERE account_id BETWEEN 2000 AND 2009 AND account_id % 2 = 1")" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 2000 AND 2009 AND account_id % 2 = 0
+	        AND status = 'succeeded' AND payment_ref = 'ch_' || recharge_id")" = 5 ] ||
+		fail "accepted recharges not succeeded" || return 1
+	[ "$(q "SELECT count(*) FROM credits.send_batches WHERE account_id BETWEEN 2000 AND 2009
+	        AND status = CASE WHEN account_id % 2 = 1 THEN 'failed' ELSE 'ready' END")" = 10 ] ||
+		fail "batch statuses" || return 1
+	[ "$(q "SELECT count(*) FROM credits.ledger WHERE account_id BETWEEN 2000 AND 2009 AND kind = 'refund' AND delta = 100")" = 5 ] ||
+		fail "expected 5 refunds of 100" || return 1
+	[ "$(grep -c ': failed: card declined for account' "$T/declines.log")" = 5 ] || fail "expected 5 'failed' log lines" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_outcomes() {
+	accounts 2100 2106 && batches 2100 2106 10 || fail "setup" || return 1
+	CHARGE_LOG=$T/outcomes.charges "$W" --once -c "exec $T/charge-outcomes.sh" >"$T/outcomes.log" 2>&1
+	local rc=$?
+	[ $rc -eq 0 ] || fail "--once exited $rc" || return 1
+	local got
+	got=$(q "SELECT string_agg(account_id || ' ' || status || ' ' || coalesce(payment_ref, '') || '|' ||
+	                 CASE WHEN octet_length(failure_reason) > 100
+	                      THEN octet_length(failure_reason)::text || ' bytes ending ' || right(failure_reason, 3)
+	                      ELSE coalesce(failure_reason, '') END, E'\n' ORDER BY account_id)
+	         FROM credits.recharges WHERE account_id BETWEEN 2100 AND 2106")
+	local id2100
+	id2100=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 2100")
+	local want="2100 succeeded ref-$id2100|
+2101 failed |charge command printed no payment reference
+2102 failed |charge command exited with status 3
+2103 failed |charge command was killed by signal 9
+2104 failed |1000 bytes ending xxx
+2105 failed |?bad?byte
+2106 failed |999 bytes ending yyy"
+	[ "$got" = "$want" ] || fail "got: $(echo "$got" | tr '\n' ';')" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_two_workers() {
+	local log=$T/two.charges p1 p2
+	: >"$log"
+	accounts 3000 3199 || fail "setup" || return 1
+	CHARGE_LOG=$log CHARGE_SLEEP=0.01 start_worker two-1.log -i 0.5 -b 10 -c "$T/charge-ok.sh"
+	p1=$PID
+	CHARGE_LOG=$log CHARGE_SLEEP=0.01 start_worker two-2.log -i 0.5 -b 10 -c "$T/charge-ok.sh"
+	p2=$PID
+	# Four waves of 50 while both run.
+	local wave
+	for wave in 0 1 2 3; do
+		batches $((3000 + wave * 50)) $((3049 + wave * 50)) 100 || fail "inserting wave $wave" || return 1
+		sleep 0.3
+	done
+	wait_sql "$(settled_sql 3000 3199)" 60 || fail "not settled after 60 s: $(unsettled 3000 3199) left" || return 1
+	kill -TERM "$p1" "$p2"
+	wait_exit "$p1" 10 && [ "$EXIT_CODE" = 0 ] || fail "worker 1 did not stop with 0" || return 1
+	wait_exit "$p2" 10 && [ "$EXIT_CODE" = 0 ] || fail "worker 2 did not stop with 0" || return 1
+	local n
+	n=$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 3000 AND 3199")
+	[ "$n" = 200 ] || fail "expected 200 recharges, found $n" || return 1
+	no_duplicates "$log" || fail "charged twice: $(sort "$log" | uniq -d | head -5 | tr '\n' ' ')" || return 1
+	[ "$(wc -l <"$log")" = 200 ] || fail "expected 200 charges, logged $(wc -l <"$log")" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 3000 AND 3199
+	        AND status = 'succeeded' AND payment_ref = format('ch_%s_%s_%s', recharge_id, account_id, credits)")" = 200 ] ||
+		fail "not all succeeded with their reference" || return 1
+	local s1 s2
+	s1=$(grep -c ': succeeded ' "$T/two-1.log")
+	s2=$(grep -c ': succeeded ' "$T/two-2.log")
+	[ $((s1 + s2)) = 200 ] || fail "log lines: $s1 + $s2 <> 200" || return 1
+	[ "$s1" -gt 0 ] && [ "$s2" -gt 0 ] || fail "one worker did all the work ($s1 / $s2)" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_restart() {
+	local log=$T/restart.charges p
+	: >"$log"
+	accounts 4000 4011 && accounts 4100 4105 && accounts 4200 4205 || fail "setup" || return 1
+	CHARGE_LOG=$log CHARGE_SLEEP=0.5 start_worker restart.log -i 1 -b 5 -c "$T/charge-ok.sh"
+	p=$PID
+	batches 4000 4011 100 || fail "setup batches" || return 1
+	# Kill the server while the third charge runs: its outcome is recorded
+	# after the restart, by the same process, without charging again.
+	wait_lines "$log" 3 20 || fail "worker did not start charging" || return 1
+	as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -m immediate -w stop >/dev/null 2>&1 ||
+		fail "pg_ctl stop" || return 1
+	sleep 2
+	alive "$p" || fail "worker exited while the server was down" || return 1
+	as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -l "$CREDITS_RUN_DIR/server.log" -w start >/dev/null ||
+		fail "pg_ctl start" || return 1
+	wait_sql "$(settled_sql 4000 4011)" 30 || fail "first wave not settled: $(unsettled 4000 4011) left" || return 1
+	# More work after the restart, for the same process.
+	batches 4100 4105 100 || fail "batches after the restart" || return 1
+	wait_sql "$(settled_sql 4100 4105)" 20 || fail "second wave not settled: $(unsettled 4100 4105) left" || return 1
+	# Now a fast restart while it idles.
+	as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -l "$CREDITS_RUN_DIR/server.log" -m fast -w restart >/dev/null ||
+		fail "pg_ctl restart" || return 1
+	batches 4200 4205 100 || fail "batches after the second restart" || return 1
+	wait_sql "$(settled_sql 4200 4205)" 20 || fail "third wave not settled: $(unsettled 4200 4205) left" || return 1
+	alive "$p" || fail "worker is gone" || return 1
+	[ "$(grep -c 'connection lost' "$T/restart.log")" -ge 2 ] || fail "expected two 'connection lost' lines" || return 1
+	no_duplicates "$log" || fail "charged twice: $(sort "$log" | uniq -d | tr '\n' ' ')" || return 1
+	[ "$(wc -l <"$log")" = 24 ] || fail "expected 24 charges, logged $(wc -l <"$log")" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 4000 AND 4299
+	        AND status = 'succeeded' AND payment_ref = format('ch_%s_%s_%s', recharge_id, account_id, credits)")" = 24 ] ||
+		fail "not all 24 succeeded with their reference" || return 1
+	kill -TERM "$p"
+	wait_exit "$p" 10 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_sigterm() {
+	local log=$T/sigterm.charges p t0 elapsed id
+	: >"$log"
+	# Idle with a long poll interval: the signal ends the wait at once.
+	start_worker sigterm-idle.log -i 60 -c "$T/charge-ok.sh"
+	p=$PID
+	wait_lines "$T/sigterm-idle.log" 2 10 || fail "idle worker did not start" || return 1
+	sleep 0.5
+	t0=$(now_ms)
+	kill -TERM "$p"
+	wait_exit "$p" 5 || fail "idle worker still running 5 s after SIGTERM" || return 1
+	elapsed=$(($(now_ms) - t0))
+	[ "$EXIT_CODE" = 0 ] && [ "$elapsed" -le 1000 ] ||
+		fail "idle worker: exit $EXIT_CODE after $elapsed ms" || return 1
+
+	accounts 5000 5002 || fail "setup" || return 1
+	CHARGE_LOG=$log CHARGE_SLEEP=2 start_worker sigterm.log -i 1 -b 1 -c "$T/charge-ok.sh"
+	p=$PID
+	batches 5000 5002 100 || fail "setup batches" || return 1
+	wait_lines "$log" 1 10 || fail "worker did not start charging" || return 1
+	t0=$(now_ms)
+	kill -TERM "$p"
+	wait_exit "$p" 6 || fail "still running 6 s after SIGTERM" || return 1
+	elapsed=$(($(now_ms) - t0))
+	[ "$EXIT_CODE" = 0 ] || fail "exit status $EXIT_CODE" || return 1
+	[ "$elapsed" -le 4000 ] || fail "took $elapsed ms to stop" || return 1
+	id=$(head -1 "$log")
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = succeeded ] ||
+		fail "the recharge in hand ($id) was not recorded" || return 1
+	[ "$(wc -l <"$log")" = 1 ] || fail "charged more than the one in hand" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 5000 AND 5002 AND status = 'pending'")" = 2 ] ||
+		fail "the other two should still be pending" || return 1
+	grep -q ': stopped$' "$T/sigterm.log" || fail "no 'stopped' log line" || return 1
+
+	verify_ok || fail "verify() reports problems"
+}
+
+case_double_term() {
+	local log=$T/double.charges p
+	: >"$log"
+	accounts 5100 5102 || fail "setup" || return 1
+	batches 5100 5102 100 || fail "setup batches" || return 1
+	CHARGE_LOG=$log CHARGE_SLEEP=1 start_worker double.log -i 1 -b 3 -c "$T/charge-ok.sh"
+	p=$PID
+	wait_lines "$log" 1 10 || fail "worker did not start charging" || return 1
+	kill -TERM "$p"
+	sleep 0.2
+	kill -TERM "$p"
+	wait_exit "$p" 5 || fail "still running 5 s after two signals" || return 1
+	[ "$EXIT_CODE" = 3 ] || fail "exit status $EXIT_CODE, expected 3" || return 1
+	[ "$(wc -l <"$log")" = 1 ] || fail "charged more than the one in hand" || return 1
+	[ "$(q "SELECT string_agg(status, ',' ORDER BY recharge_id) FROM credits.recharges
+	        WHERE account_id BETWEEN 5100 AND 5102")" = "succeeded,processing,processing" ] ||
+		fail "expected succeeded,processing,processing" || return 1
+	[ "$(grep -c 'left in processing' "$T/double.log")" = 2 ] || fail "the two left behind are not logged" || return 1
+	# Clean up as an operator would: those two were never charged.
+	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged: worker stopped'))
+	   FROM credits.recharges WHERE account_id BETWEEN 5100 AND 5102 AND status = 'processing'" >/dev/null
+	verify_ok || fail "verify() reports problems"
+}
+
+case_leftovers() {
+	# The two recharges case_sigterm left pending: --once settles them.
+	CHARGE_LOG=$T/leftovers.charges "$W" --once -q -c "$T/charge-ok.sh" >"$T/leftovers.log" 2>&1
+	local rc=$?
+	[ $rc -eq 0 ] || fail "--once exited $rc" || return 1
+	[ "$(unsettled 0 999999)" = 0 ] || fail "still unsettled: $(unsettled 0 999999)" || return 1
+	[ "$(wc -l <"$T/leftovers.charges")" = 2 ] || fail "expected 2 charges" || return 1
+	[ ! -s "$T/leftovers.log" ] || fail "--quiet logged: $(head -1 "$T/leftovers.log")" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_notify() {
+	local log=$T/notify.charges p id t0 elapsed
+	: >"$log"
+	accounts 6000 6000 || fail "setup" || return 1
+	CHARGE_LOG=$log start_worker notify.log -i 60 -c "$T/charge-ok.sh"
+	p=$PID
+	# Let it connect, claim nothing and settle into its 60 s wait.
+	wait_lines "$T/notify.log" 2 10 || fail "worker did not connect" || return 1
+	sleep 1
+	batches 6000 6000 100 || fail "setup batches" || return 1
+	id=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 6000")
+	t0=$(now_ms)
+	q "NOTIFY credits_recharge, '$id'" >/dev/null
+	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $id" 3 ||
+		fail "not settled 3 s after the NOTIFY" || return 1
+	elapsed=$(($(now_ms) - t0))
+	kill -TERM "$p"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
+	echo "#   settled $elapsed ms after the NOTIFY"
+	verify_ok || fail "verify() reports problems"
+}
+
+# -------------------------------------------------------------------- run
+
+ensure_packages || exit 1
+build_and_install || { echo "not ok - build and install the extension"; echo "0 passed, 1 failed"; exit 1; }
+start_cluster || { echo "not ok - start the cluster"; echo "0 passed, 1 failed"; exit 1; }
+say "building the worker"
+if make -C "$REPO_ROOT" -s -f worker/Makefile.inc PG_CONFIG="$PG_BIN/pg_config" worker/credits-worker; then
+	echo "ok - build worker/credits-worker (-Wall -Wextra -Werror)"
+	passed=$((passed + 1))
+else
+	echo "not ok - build worker/credits-worker"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+pg -c "CREATE EXTENSION credits" || { echo "not ok - CREATE EXTENSION"; exit 1; }
+
+say "worker cases"
+run_case "usage: --help, bad options (exit 1), no server at start (exit 2)" case_usage
+run_case "basic: --once settles 20 recharges with the printed references" case_basic
+run_case "declines: exit 1 fails the recharge with stderr as reason, batches refunded" case_declines
+run_case "outcomes: no reference, silent exit, signal, long and invalid stderr" case_outcomes
+run_case "two workers, 200 recharges: each charged exactly once" case_two_workers
+run_case "restart: server killed mid-charge, same worker reconnects and settles" case_restart
+run_case "sigterm: exit 0 promptly after the recharge in hand; at once when idle" case_sigterm
+run_case "leftovers: --once -q settles what is pending, logs nothing" case_leftovers
+run_case "double sigterm: unstarted claims left and logged, exit 3" case_double_term
+run_case "notify: a NOTIFY wakes a worker polling every 60 s" case_notify
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
