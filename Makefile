@@ -43,7 +43,9 @@ ISOLATION = \
 	complete_vs_fail \
 	complete_retry \
 	disable_during_insert \
-	insert_vs_add_credits
+	insert_vs_add_credits \
+	monthly_limit_race \
+	recharge_notify
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""

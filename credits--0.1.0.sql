@@ -112,6 +112,7 @@ CREATE TABLE credits.recharges (
 	balance_seen bigint,
 	need		bigint NOT NULL CHECK (need > 0),
 	max_credits	bigint NOT NULL,
+	claimed_credits bigint,
 	payment_ref	text UNIQUE,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	claimed_at	timestamptz,
@@ -128,6 +129,8 @@ COMMENT ON COLUMN credits.recharges.need IS
 	'What that batch needed (min_balance - available); credits can be more (a target top-up, or needs added by later batches).';
 COMMENT ON COLUMN credits.recharges.max_credits IS
 	'The policy''s max_credits when the recharge was opened or last grown: credits never exceed it.';
+COMMENT ON COLUMN credits.recharges.claimed_credits IS
+	'credits as the worker read them when it claimed the recharge; verify() checks they never changed since.';
 COMMENT ON COLUMN credits.recharges.payment_ref IS
 	'The payment reference given to credits.complete_recharge; unique.';
 -- The trigger's "pending or newest in-flight recharge of this account" look-ups.
@@ -553,7 +556,7 @@ BEGIN
 			 LIMIT max_rows
 			 FOR UPDATE SKIP LOCKED)
 		UPDATE credits.recharges AS r
-		   SET status = 'processing', claimed_at = pg_catalog.now()
+		   SET status = 'processing', claimed_at = pg_catalog.now(), claimed_credits = r.credits
 		  FROM picked
 		 WHERE r.recharge_id = picked.recharge_id
 		RETURNING r.*;
@@ -750,6 +753,12 @@ AS $$
 		   format('recharge %s of %s credits exceeds max_credits %s', r.recharge_id, r.credits, r.max_credits)
 	  FROM credits.recharges r
 	 WHERE r.credits > r.max_credits
+	UNION ALL
+	-- 10. a claimed recharge's amount never changed after the claim
+	SELECT r.account_id,
+		   format('recharge %s was claimed at %s credits but is now %s', r.recharge_id, r.claimed_credits, r.credits)
+	  FROM credits.recharges r
+	 WHERE r.claimed_at IS NOT NULL AND r.claimed_credits IS DISTINCT FROM r.credits
 	ORDER BY 1, 2
 $$;
 COMMENT ON FUNCTION credits.verify() IS
