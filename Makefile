@@ -16,7 +16,8 @@ OBJS = \
 	src/recharge_decision.o \
 	src/batch_guard.o \
 	src/settle.o \
-	src/plan_cache.o
+	src/plan_cache.o \
+	src/debit_state.o
 
 DATA = $(EXTENSION)--$(EXTVERSION).sql
 
@@ -31,6 +32,7 @@ REGRESS = \
 	privileges \
 	policy_limits \
 	reports \
+	bulk \
 	verify
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
@@ -55,6 +57,9 @@ PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror
 
 EXTRA_CLEAN = results output_iso regression.diffs regression.out
+
+# The payment worker program (libpq), installed into PostgreSQL's bindir.
+include worker/Makefile.inc
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

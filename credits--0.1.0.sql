@@ -195,8 +195,15 @@ CREATE FUNCTION credits.guard_ledger() RETURNS trigger
 COMMENT ON FUNCTION credits.guard_ledger() IS
 	'Keeps credits.ledger append-only: refuses UPDATE, DELETE and TRUNCATE for every role.';
 
+CREATE FUNCTION credits.flush_debits() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'credits_flush_debits';
+COMMENT ON FUNCTION credits.flush_debits() IS
+	'AFTER INSERT statement trigger on send_batches: writes the account rows and ledger rows of the statement''s debits in bulk.';
+
 CREATE TRIGGER credits_debit BEFORE INSERT ON credits.send_batches
 	FOR EACH ROW EXECUTE FUNCTION credits.debit_batch();
+CREATE TRIGGER credits_flush AFTER INSERT ON credits.send_batches
+	FOR EACH STATEMENT EXECUTE FUNCTION credits.flush_debits();
 CREATE TRIGGER credits_guard BEFORE UPDATE OR DELETE ON credits.send_batches
 	FOR EACH ROW EXECUTE FUNCTION credits.guard_batch();
 CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.send_batches
@@ -224,6 +231,12 @@ CREATE FUNCTION credits._max_payment_failures() RETURNS integer
 CREATE FUNCTION credits._recharge_expiry_seconds() RETURNS integer
 	LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'credits_recharge_expiry_seconds';
 
+-- Writes the current statement's pending debits (debit_state.c) so that the
+-- account row is up to date before a function locks it.
+CREATE FUNCTION credits._flush_debits(account_id bigint) RETURNS void
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'credits_flush_pending';
+
 -- Locks the account row (the first lock every writer takes) and returns it.
 CREATE FUNCTION credits._lock_account(p_account_id bigint)
 	RETURNS credits.accounts
@@ -237,6 +250,7 @@ BEGIN
 		RAISE EXCEPTION 'account_id must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	PERFORM credits._flush_debits(p_account_id);
 	SELECT * INTO acct FROM credits.accounts
 		WHERE account_id = p_account_id FOR NO KEY UPDATE;
 	IF NOT FOUND THEN
@@ -783,7 +797,7 @@ SELECT a.account_id,
 	   p.monthly_limit,
 	   coalesce(m.bought, 0) AS bought_this_month,
 	   coalesce(m.committed, 0) AS committed_this_month,
-	   p.monthly_limit - coalesce(m.committed, 0) AS monthly_room,
+	   greatest(p.monthly_limit - coalesce(m.committed, 0), 0) AS monthly_room,
 	   p.payment_failures,
 	   p.disabled_at,
 	   p.disabled_reason

@@ -34,6 +34,7 @@
 
 #include "compat.h"
 #include "credits.h"
+#include "debit_state.h"
 
 CREDITS_MODULE_MAGIC;
 
@@ -73,6 +74,8 @@ _PG_init(void)
 							NULL);
 
 	MarkGUCPrefixReserved("credits");
+
+	CreditsDebitStateInit();
 }
 
 /*

@@ -37,6 +37,7 @@
 #define ERRCODE_CREDITS_RECHARGE_NOT_CLAIMED		MAKE_SQLSTATE('C','R','0','1','5')
 #define ERRCODE_CREDITS_PAYMENT_REF_IN_USE		MAKE_SQLSTATE('C','R','0','1','7')
 #define ERRCODE_CREDITS_MONTHLY_LIMIT_EXCEEDED	MAKE_SQLSTATE('C','R','0','1','8')
+#define ERRCODE_CREDITS_NESTED_DEBIT				MAKE_SQLSTATE('C','R','0','1','9')
 
 /* GUCs (credits.c) */
 extern int	CreditsMaxPaymentFailures;

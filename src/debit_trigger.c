@@ -57,6 +57,7 @@
 #include "utils/rel.h"
 
 #include "credits.h"
+#include "debit_state.h"
 #include "plan_cache.h"
 #include "recharge_decision.h"
 
@@ -85,6 +86,13 @@ typedef struct BatchOutcome
 static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
 static BatchOutcome DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 							   const char *channel, text *idempotency_key);
+static void ConnectSPI(bool *connected);
+static CachedAccount *LockAccount(int64 account_id, const char *channel,
+								  text *idempotency_key, int32 *price,
+								  bool *duplicate);
+static int32 LookUpPrice(const char *channel);
+static bool IsDuplicate(int64 account_id, text *idempotency_key);
+static void UnknownChannel(const char *channel) pg_attribute_noreturn();
 static int64 MonthlyRoom(int64 account_id, const DebitDecision *d,
 						 const RechargePolicy *policy);
 static int64 CoveringRecharge(int64 account_id, int64 batch_id,
@@ -239,75 +247,50 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 
 /*
  * DebitBatch
- *		Locks the account, prices the batch, applies the recharge rule and
- *		writes the debit.  Runs entirely inside one SPI connection.
+ *		Prices the batch, applies the recharge rule against the account's
+ *		running balance and queues the debit (debit_state.c writes it at the
+ *		end of the statement).  SQL runs only for what this statement has not
+ *		seen yet: the account (locked and read once), a channel's price, a
+ *		duplicate key, and recharges.
  */
 static BatchOutcome
 DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		   const char *channel, text *idempotency_key)
 {
 	BatchOutcome out = {0, "ready", false, 0};
-	Datum		values[6];
-	char		nulls[6];
-	bool		isnull;
+	bool		connected = false;
+	CachedAccount *account;
+	int32		price;
+	bool		duplicate = false;
 	int64		balance;
-	int64		in_flight;
-	int64		price;
-	bool		duplicate;
-	RechargePolicy policy;
 	DebitDecision decision;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "credits: SPI_connect failed");
-
-	/* 1. Lock the account. */
-	values[0] = Int64GetDatum(account_id);
-	CreditsExecPlan(PLAN_LOCK_ACCOUNT, values, NULL, -1);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_CREDITS_UNKNOWN_ACCOUNT),
-				 errmsg("account %lld does not exist", (long long) account_id),
-				 errhint("Open it first with credits.open_account().")));
-	balance = GetInt8(0, 1, &isnull);
-	in_flight = GetInt8(0, 2, &isnull);
-
-	/* 2. Policy, price and duplicate key, seen after the lock. */
-	memset(nulls, ' ', sizeof(nulls));
-	values[1] = CStringGetTextDatum(channel);
-	if (idempotency_key != NULL)
-		values[2] = PointerGetDatum(idempotency_key);
-	else
-		nulls[2] = 'n';
-	CreditsExecPlan(PLAN_BATCH_CONTEXT, values, nulls, 1);
+	account = CreditsFindAccount(account_id);
+	if (account == NULL)
 	{
-		HeapTuple	row = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		Datum		v;
-
-		v = SPI_getbinval(row, desc, 1, &isnull);
-		policy.enabled = !isnull && DatumGetBool(v);
-		policy.min_balance = GetInt8(0, 2, &isnull);
-		policy.max_credits = GetInt8(0, 3, &isnull);
-		policy.target_balance = GetInt8(0, 5, &isnull);
-		policy.has_target = !isnull;
-		policy.monthly_limit = GetInt8(0, 6, &isnull);
-		policy.has_monthly_limit = !isnull;
-		v = SPI_getbinval(row, desc, 4, &isnull);
-		if (isnull)
-			ereport(ERROR,
-					(errcode(ERRCODE_CREDITS_UNKNOWN_CHANNEL),
-					 errmsg("channel \"%s\" has no price", channel),
-					 errhint("A DBA adds it with INSERT INTO credits.prices (channel, credits_per_message).")));
-		price = DatumGetInt32(v);
-		duplicate = DatumGetBool(SPI_getbinval(row, desc, 7, &isnull));
+		ConnectSPI(&connected);
+		account = LockAccount(account_id, channel, idempotency_key, &price, &duplicate);
+	}
+	else
+	{
+		if (!CreditsCachedPrice(channel, &price))
+		{
+			ConnectSPI(&connected);
+			price = LookUpPrice(channel);
+		}
+		if (idempotency_key != NULL)
+		{
+			ConnectSPI(&connected);
+			duplicate = IsDuplicate(account_id, idempotency_key);
+		}
 	}
 
-	if (pg_mul_s64_overflow((int64) messages, price, &out.cost))
+	if (pg_mul_s64_overflow((int64) messages, (int64) price, &out.cost))
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
 				 errmsg("cost of batch is out of range"),
-				 errdetail("%d messages at %lld credits each do not fit in a bigint.",
-						   messages, (long long) price)));
+				 errdetail("%d messages at %d credits each do not fit in a bigint.",
+						   messages, price)));
 
 	if (duplicate)
 	{
@@ -317,21 +300,23 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		 * nothing.  It is priced only to pass the NOT NULL checks, which run
 		 * before the conflict check.
 		 */
-		SPI_finish();
+		if (connected)
+			SPI_finish();
 		return out;
 	}
 
-	/* 3. The rule. */
-	decision = CreditsDecideDebit(balance, in_flight, out.cost, &policy);
+	/* The rule, against the running balance. */
+	balance = account->balance;
+	decision = CreditsDecideDebit(balance, account->in_flight, out.cost, &account->policy);
 	switch (decision.verdict)
 	{
 		case DEBIT_INSUFFICIENT:
 			ereport(ERROR,
 					(errcode(ERRCODE_CREDITS_INSUFFICIENT_CREDITS),
 					 errmsg("insufficient credits in account %lld", (long long) account_id),
-					 errdetail("The balance is %lld and the batch costs %lld (%d messages x %lld credits).",
+					 errdetail("The balance is %lld and the batch costs %lld (%d messages x %d credits).",
 							   (long long) balance, (long long) out.cost,
-							   messages, (long long) price),
+							   messages, price),
 					 errhint("Add credits with credits.add_credits(), or turn on credits.enable_auto_recharge().")));
 			break;
 		case DEBIT_OVER_LIMIT:
@@ -340,8 +325,9 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 					 errmsg("recharge limit exceeded for account %lld", (long long) account_id),
 					 errdetail("The batch costs %lld and needs a recharge of %lld credits, but max_credits is %lld (balance %lld, in-flight recharges %lld, min_balance %lld).",
 							   (long long) out.cost, (long long) decision.need,
-							   (long long) policy.max_credits, (long long) balance,
-							   (long long) in_flight, (long long) policy.min_balance),
+							   (long long) account->policy.max_credits, (long long) balance,
+							   (long long) account->in_flight,
+							   (long long) account->policy.min_balance),
 					 errhint("Send a smaller batch, add credits, or raise max_credits with credits.enable_auto_recharge().")));
 			break;
 		case DEBIT_OUT_OF_RANGE:
@@ -349,7 +335,7 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 					(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
 					 errmsg("balance of account %lld is out of range", (long long) account_id),
 					 errdetail("The balance is %lld, in-flight recharges %lld and the batch costs %lld.",
-							   (long long) balance, (long long) in_flight,
+							   (long long) balance, (long long) account->in_flight,
 							   (long long) out.cost)));
 			break;
 		case DEBIT_PAID:
@@ -357,34 +343,136 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 			break;
 	}
 
-	/* 4. Recharge first (it may add to in_flight), then the debit. */
+	/* Recharge first (it may add to in_flight), then the debit. */
 	if (decision.verdict == DEBIT_NEEDS_RECHARGE || decision.shortfall)
 	{
 		int64		amount = 0;
 
+		ConnectSPI(&connected);
 		if (decision.verdict == DEBIT_NEEDS_RECHARGE)
 		{
-			amount = CreditsRechargeAmount(&decision, in_flight, &policy);
-			if (policy.has_monthly_limit)
-				amount = Min(amount, MonthlyRoom(account_id, &decision, &policy));
+			amount = CreditsRechargeAmount(&decision, account->in_flight, &account->policy);
+			if (account->policy.has_monthly_limit)
+				amount = Min(amount, MonthlyRoom(account_id, &decision, &account->policy));
 		}
 		out.recharge_id = CoveringRecharge(account_id, batch_id, balance,
-										   &decision, amount, &policy, &amount);
+										   &decision, amount, &account->policy, &amount);
 		out.has_recharge = decision.shortfall;
-		in_flight += amount;
+		account->in_flight += amount;
 	}
 	if (decision.shortfall)
 		out.status = "awaiting_credits";
 
-	values[0] = Int64GetDatum(account_id);
-	values[1] = Int64GetDatum(decision.balance_after);
-	values[2] = Int64GetDatum(in_flight);
-	values[3] = Int64GetDatum(-out.cost);
-	values[4] = Int64GetDatum(batch_id);
-	CreditsExecPlan(PLAN_POST_DEBIT, values, NULL, 1);
+	CreditsQueueDebit(account, -out.cost, batch_id);
 
-	SPI_finish();
+	if (connected)
+		SPI_finish();
 	return out;
+}
+
+/* Connects to SPI once per trigger call, when first needed. */
+static void
+ConnectSPI(bool *connected)
+{
+	if (*connected)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	*connected = true;
+}
+
+/*
+ * LockAccount
+ *		Locks and reads an account the statement has not seen, with its
+ *		policy and the batch's price and duplicate check, and caches it.
+ */
+static CachedAccount *
+LockAccount(int64 account_id, const char *channel, text *idempotency_key,
+			int32 *price, bool *duplicate)
+{
+	CachedAccount account;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		v;
+
+	/* 1. The lock. */
+	values[0] = Int64GetDatum(account_id);
+	CreditsExecPlan(PLAN_LOCK_ACCOUNT, values, NULL, -1);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_UNKNOWN_ACCOUNT),
+				 errmsg("account %lld does not exist", (long long) account_id),
+				 errhint("Open it first with credits.open_account().")));
+	account.account_id = account_id;
+	account.balance = GetInt8(0, 1, &isnull);
+	account.in_flight = GetInt8(0, 2, &isnull);
+
+	/* 2. Policy, price and duplicate key, seen after the lock. */
+	values[1] = CStringGetTextDatum(channel);
+	if (idempotency_key != NULL)
+		values[2] = PointerGetDatum(idempotency_key);
+	else
+		nulls[2] = 'n';
+	CreditsExecPlan(PLAN_BATCH_CONTEXT, values, nulls, 1);
+	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	account.policy.enabled = !isnull && DatumGetBool(v);
+	account.policy.min_balance = GetInt8(0, 2, &isnull);
+	account.policy.max_credits = GetInt8(0, 3, &isnull);
+	account.policy.target_balance = GetInt8(0, 5, &isnull);
+	account.policy.has_target = !isnull;
+	account.policy.monthly_limit = GetInt8(0, 6, &isnull);
+	account.policy.has_monthly_limit = !isnull;
+	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+	if (isnull)
+		UnknownChannel(channel);
+	*price = DatumGetInt32(v);
+	*duplicate = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 7, &isnull));
+	CreditsCachePrice(channel, *price);
+	return CreditsRememberAccount(&account);
+}
+
+/* A channel's price, read and cached for the rest of the statement. */
+static int32
+LookUpPrice(const char *channel)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		v;
+	int32		price;
+
+	values[0] = CStringGetTextDatum(channel);
+	CreditsExecPlan(PLAN_PRICE, values, NULL, -1);
+	if (SPI_processed == 0)
+		UnknownChannel(channel);
+	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	price = DatumGetInt32(v);
+	CreditsCachePrice(channel, price);
+	return price;
+}
+
+/* Whether a batch with this key is stored (or inserted earlier here). */
+static bool
+IsDuplicate(int64 account_id, text *idempotency_key)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = Int64GetDatum(account_id);
+	values[1] = PointerGetDatum(idempotency_key);
+	CreditsExecPlan(PLAN_DUPLICATE, values, NULL, 1);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull));
+}
+
+static void
+UnknownChannel(const char *channel)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_UNKNOWN_CHANNEL),
+			 errmsg("channel \"%s\" has no price", channel),
+			 errhint("A DBA adds it with INSERT INTO credits.prices (channel, credits_per_message).")));
 }
 
 /*

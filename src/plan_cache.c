@@ -66,13 +66,34 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		"  LEFT JOIN credits.prices pr ON pr.channel" EQ "$2",
 		3, {INT8OID, TEXTOID, TEXTOID}
 	},
-	[PLAN_POST_DEBIT] = {
+	[PLAN_PRICE] = {
+		"SELECT pr.credits_per_message FROM credits.prices pr WHERE pr.channel" EQ "$1",
+		1, {TEXTOID}
+	},
+	[PLAN_DUPLICATE] = {
+		"SELECT EXISTS (SELECT FROM credits.send_batches b"
+		"                WHERE b.account_id" EQ "$1 AND b.idempotency_key" EQ "$2)",
+		2, {INT8OID, TEXTOID}
+	},
+
+	/*
+	 * One statement writes what a statement debited: the account rows
+	 * (running balance and in_flight), and the ledger rows in the order the
+	 * debits happened, so entry_id order is debit order.
+	 */
+	[PLAN_WRITE_DEBITS] = {
 		"WITH acct AS ("
-		"  UPDATE credits.accounts SET balance = $2, in_flight = $3"
-		"   WHERE account_id" EQ "$1)"
+		"  UPDATE credits.accounts a SET balance = u.balance, in_flight = u.in_flight"
+		"    FROM ROWS FROM (pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
+		"         AS u(account_id, balance, in_flight)"
+		"   WHERE a.account_id" EQ "u.account_id)"
 		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)"
-		" VALUES ($1, $4, $2, 'debit', $5)",
-		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+		" SELECT u.account_id, u.delta, u.balance_after, 'debit', u.batch_id"
+		"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"                   pg_catalog.unnest($3), pg_catalog.unnest($4))"
+		"        AS u(account_id, delta, balance_after, batch_id)",
+		7, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
 	},
 	[PLAN_FIND_PENDING] = {
 		"SELECT r.recharge_id, r.credits,"

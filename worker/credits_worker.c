@@ -516,6 +516,14 @@ DropConnection(const char *when)
 	conn = NULL;
 }
 
+/* Server notices and errors that arrive outside a query go to the log. */
+static void
+NoticeToLog(void *arg, const char *message)
+{
+	(void) arg;
+	LogError("server: %s", message);
+}
+
 /*
  * One connection attempt, non-blocking so that a stop signal at stop_level
  * can cut it short.  On success sets conn and LISTENs.  The application
@@ -538,6 +546,7 @@ ConnectOnce(int stop_level, int64_t deadline)
 		LogError("could not connect: out of memory");
 		return false;
 	}
+	PQsetNoticeProcessor(c, NoticeToLog, NULL);
 	while (PQstatus(c) != CONNECTION_BAD &&
 		   state != PGRES_POLLING_OK && state != PGRES_POLLING_FAILED)
 	{
@@ -584,13 +593,13 @@ static bool
 ConnectAtStart(void)
 {
 	int			backoff = BACKOFF_MIN_MS;
-	int			try;
+	int			attempt;
 
-	for (try = 1; try <= START_CONNECT_TRIES; try++)
+	for (attempt = 1; attempt <= START_CONNECT_TRIES; attempt++)
 	{
 		if (ConnectOnce(1, NowMs() + CONNECT_TIMEOUT_MS))
 			return true;
-		if (try == START_CONNECT_TRIES || !SleepMs(backoff, 1))
+		if (attempt == START_CONNECT_TRIES || !SleepMs(backoff, 1))
 			break;
 		backoff *= 2;
 	}
@@ -779,6 +788,7 @@ RunCharge(const Recharge *r, Outcome *o)
 	bool		err_open = true;
 	bool		exited = false;
 	int			status = 0;
+	int64_t		drain_end = 0;
 	pid_t		pid;
 	char	   *text;
 
@@ -824,13 +834,18 @@ RunCharge(const Recharge *r, Outcome *o)
 				out_open = ReadAvailable(outpipe[0], out, &outlen);
 			if (pfd[1].revents)
 				err_open = ReadAvailable(errpipe[0], err, &errlen);
-			continue;
 		}
-		if (exited)
-			break;				/* exited, and a background child holds the
-								 * pipes */
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			exited = true;
+		if (!exited)
+		{
+			if (waitpid(pid, &status, WNOHANG) == pid)
+			{
+				exited = true;
+				drain_end = NowMs() + 1000;
+			}
+		}
+		else if (rc == 0 || NowMs() >= drain_end)
+			break;				/* it exited; what holds the pipes now is
+								 * something it left in the background */
 	}
 	while (!exited)
 	{
@@ -901,8 +916,8 @@ close_pipes:
  */
 
 /*
- * Claims up to --batch recharges in one autocommitted statement.  Returns
- * the result (the caller clears it), or NULL after an error: conn is then
+ * Claims up to --batch recharges in one autocommitted statement, to be
+ * charged oldest first.  Returns the result (the caller clears it), or NULL after an error: conn is then
  * NULL when the connection was lost.
  */
 static PGresult *
@@ -917,7 +932,7 @@ Claim(void)
 	woken = false;
 	res = PQexecParams(conn,
 					   "SELECT recharge_id, account_id, credits"
-					   " FROM credits.claim_recharges($1)",
+					   " FROM credits.claim_recharges($1) ORDER BY recharge_id",
 					   1, NULL, params, NULL, NULL, 0);
 	DrainNotifies();
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQnfields(res) == 3)

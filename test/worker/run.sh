@@ -17,10 +17,13 @@
 #   leftovers    --once -q settles what sigterm left pending, silently
 #   double-term  a second signal leaves unstarted claims, exit 3
 #   notify       with a 60 s poll interval, a NOTIFY wakes the worker
+#   term-outage  SIGTERM with a charge in hand and the server down: records
+#                it if the server returns within 10 s, else exit 3 + the SQL
 #
 # Prints "ok - NAME" or "not ok - NAME" per case, then "N passed, N failed",
 # and exits non-zero on any failure.  Port: CREDITS_WORKER_PORT (54343).
-# Worker logs are kept in the printed directory when a case fails.
+# Worker logs are kept in the printed directory when a case fails, or
+# always with CREDITS_WORKER_KEEP=1.
 set -uo pipefail
 
 CREDITS_PURPOSE=worker
@@ -29,7 +32,8 @@ CREDITS_RUN_DIR=/tmp/credits-worker
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"
 cd "$REPO_ROOT"
 
-W="$REPO_ROOT/worker/credits-worker"
+# CREDITS_WORKER_BIN tests another build (an installed one, a sanitizer build).
+W=${CREDITS_WORKER_BIN:-$REPO_ROOT/worker/credits-worker}
 T=$(mktemp -d /tmp/credits-worker-test.XXXXXX)
 WORKER_PIDS=()
 passed=0
@@ -42,7 +46,7 @@ cleanup() {
 		kill -KILL "$p" 2>/dev/null
 	done
 	stop_cluster
-	if [ "$failed" -eq 0 ]; then rm -rf "$T"; else echo "# worker logs kept in $T"; fi
+	if [ "$failed" -eq 0 ] && [ -z "${CREDITS_WORKER_KEEP:-}" ]; then rm -rf "$T"; else echo "# worker logs kept in $T"; fi
 }
 trap cleanup EXIT
 
@@ -390,9 +394,12 @@ case_double_term() {
 	wait_exit "$p" 5 || fail "still running 5 s after two signals" || return 1
 	[ "$EXIT_CODE" = 3 ] || fail "exit status $EXIT_CODE, expected 3" || return 1
 	[ "$(wc -l <"$log")" = 1 ] || fail "charged more than the one in hand" || return 1
+	# Claimed oldest first, charged in that order: the first one is in hand.
 	[ "$(q "SELECT string_agg(status, ',' ORDER BY recharge_id) FROM credits.recharges
 	        WHERE account_id BETWEEN 5100 AND 5102")" = "succeeded,processing,processing" ] ||
 		fail "expected succeeded,processing,processing" || return 1
+	[ "$(q "SELECT min(recharge_id) FROM credits.recharges WHERE account_id BETWEEN 5100 AND 5102")" = "$(cat "$log")" ] ||
+		fail "charged $(cat "$log"), not the oldest" || return 1
 	[ "$(grep -c 'left in processing' "$T/double.log")" = 2 ] || fail "the two left behind are not logged" || return 1
 	# Clean up as an operator would: those two were never charged.
 	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged: worker stopped'))
@@ -412,24 +419,91 @@ case_leftovers() {
 }
 
 case_notify() {
-	local log=$T/notify.charges p id t0 elapsed
+	local log=$T/notify.charges p id t0 elapsed lock
 	: >"$log"
-	accounts 6000 6000 || fail "setup" || return 1
-	CHARGE_LOG=$log start_worker notify.log -i 60 -c "$T/charge-ok.sh"
-	p=$PID
-	# Let it connect, claim nothing and settle into its 60 s wait.
-	wait_lines "$T/notify.log" 2 10 || fail "worker did not connect" || return 1
-	sleep 1
+	accounts 6000 6001 || fail "setup" || return 1
+	# A recharge that is pending before the worker starts (so the
+	# extension's own NOTIFY, if any, is gone) and row-locked while it
+	# starts, so its first claim skips it.  Only our NOTIFY can wake it.
 	batches 6000 6000 100 || fail "setup batches" || return 1
 	id=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 6000")
+	pg -c "BEGIN; SELECT 1 FROM credits.recharges WHERE recharge_id = $id FOR UPDATE;
+	       SELECT pg_sleep(2); COMMIT;" >/dev/null 2>&1 &
+	lock=$!
+	wait_sql "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'" 5 ||
+		fail "lock holder did not start" || return 1
+	CHARGE_LOG=$log start_worker notify.log -i 60 -c "$T/charge-ok.sh"
+	p=$PID
+	wait_lines "$T/notify.log" 2 10 || fail "worker did not connect" || return 1
+	sleep 0.5
+	wait "$lock"
+	sleep 0.5
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = pending ] ||
+		fail "recharge $id was claimed before any NOTIFY" || return 1
 	t0=$(now_ms)
 	q "NOTIFY credits_recharge, '$id'" >/dev/null
 	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $id" 3 ||
 		fail "not settled 3 s after the NOTIFY" || return 1
 	elapsed=$(($(now_ms) - t0))
+	echo "#   settled $elapsed ms after the NOTIFY"
+
+	# A new batch followed by a NOTIFY, as the extension sends it.
+	batches 6001 6001 100 || fail "second batch" || return 1
+	id=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 6001")
+	q "NOTIFY credits_recharge, '$id'" >/dev/null
+	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $id" 3 ||
+		fail "new batch not settled 3 s after the NOTIFY" || return 1
 	kill -TERM "$p"
 	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
-	echo "#   settled $elapsed ms after the NOTIFY"
+	verify_ok || fail "verify() reports problems"
+}
+
+server_stop() { as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -m immediate -w stop >/dev/null 2>&1; }
+server_start() { as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -l "$CREDITS_RUN_DIR/server.log" -w start >/dev/null; }
+
+case_term_outage() {
+	local log=$T/outage.charges p id t0 elapsed sql
+	: >"$log"
+	accounts 7000 7001 || fail "setup" || return 1
+	# SIGTERM while the server is down and a charge is in hand: the worker
+	# keeps trying to record it; the server is back within the grace period.
+	CHARGE_LOG=$log CHARGE_SLEEP=1 start_worker outage-1.log -i 1 -b 1 -c "$T/charge-ok.sh"
+	p=$PID
+	batches 7000 7000 100 || fail "setup batches" || return 1
+	wait_lines "$log" 1 10 || fail "worker did not start charging" || return 1
+	server_stop || fail "pg_ctl stop" || return 1
+	kill -TERM "$p"
+	sleep 2
+	server_start || fail "pg_ctl start" || return 1
+	wait_exit "$p" 15 || fail "still running 15 s after SIGTERM" || return 1
+	[ "$EXIT_CODE" = 0 ] || fail "exit status $EXIT_CODE, expected 0" || return 1
+	[ "$(q "SELECT status FROM credits.recharges WHERE account_id = 7000")" = succeeded ] ||
+		fail "the charge in hand was not recorded after the restart" || return 1
+
+	# The server stays down: after the grace period the worker gives up,
+	# logs the SQL that records the charge, and exits 3.
+	: >"$log"
+	CHARGE_LOG=$log CHARGE_SLEEP=1 start_worker outage-2.log -i 1 -b 1 -c "$T/charge-ok.sh"
+	p=$PID
+	batches 7001 7001 100 || fail "setup batches" || return 1
+	id=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 7001")
+	wait_lines "$log" 1 10 || fail "worker did not start charging" || return 1
+	server_stop || fail "pg_ctl stop" || return 1
+	t0=$(now_ms)
+	kill -TERM "$p"
+	wait_exit "$p" 20 || fail "still running 20 s after SIGTERM" || return 1
+	elapsed=$(($(now_ms) - t0))
+	server_start || fail "pg_ctl start" || return 1
+	[ "$EXIT_CODE" = 3 ] || fail "exit status $EXIT_CODE, expected 3" || return 1
+	[ "$elapsed" -ge 8000 ] || fail "gave up after $elapsed ms, before the grace period" || return 1
+	sql=$(sed -n "s/.*NOT RECORDED (stopped); record it with: //p" "$T/outage-2.log")
+	[ "$sql" = "SELECT credits.complete_recharge($id, 'ch_${id}_7001_100');" ] ||
+		fail "logged SQL: '$sql'" || return 1
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = processing ] ||
+		fail "expected the recharge still processing" || return 1
+	q "$sql" >/dev/null || fail "the logged SQL failed" || return 1
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = succeeded ] ||
+		fail "the logged SQL did not settle it" || return 1
 	verify_ok || fail "verify() reports problems"
 }
 
@@ -460,6 +534,7 @@ run_case "sigterm: exit 0 promptly after the recharge in hand; at once when idle
 run_case "leftovers: --once -q settles what is pending, logs nothing" case_leftovers
 run_case "double sigterm: unstarted claims left and logged, exit 3" case_double_term
 run_case "notify: a NOTIFY wakes a worker polling every 60 s" case_notify
+run_case "sigterm during an outage: records if the server returns, else exit 3 with the SQL" case_term_outage
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

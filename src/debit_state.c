@@ -1,0 +1,599 @@
+/*-------------------------------------------------------------------------
+ *
+ * debit_state.c
+ *	  Statement-level batching of debits: each account is locked and read
+ *	  once per statement, its running balance kept in memory, its row
+ *	  written once when the statement ends, and the ledger rows inserted in
+ *	  bulk.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/debit_state.c
+ *
+ * Why: a row-level trigger that updates the account for each of 200,000
+ * inserted batches writes 200,000 row versions of a few account rows and
+ * walks ever longer version chains.  Here the BEFORE ROW trigger
+ * (debit_trigger.c) decides each row exactly as before, against the
+ * running balance, and queues its ledger row; the AFTER STATEMENT trigger
+ * credits_flush_debits writes the account rows and the ledger rows.  Ledger
+ * rows are also written every FLUSH_CHUNK rows to bound memory; account rows
+ * only at the end.
+ *
+ * Layers.  The state lives in "layers", one per subtransaction that has
+ * debited in the current statement.  A statement's rows normally all run in
+ * one subtransaction, so there is one layer.  A row whose evaluation enters
+ * a subtransaction (a function with an EXCEPTION block, say) that itself
+ * inserts batches gets a layer of its own: if that subtransaction aborts,
+ * its layer is thrown away with it, and the enclosing statement's pending
+ * debits are untouched.  An inner layer may not debit an account that an
+ * enclosing layer holds pending debits for (CR019): ledger order and
+ * balances would depend on which subtransaction survives.
+ *
+ * Anything else that reads or changes an account first calls
+ * CreditsFlushDebits (credits._flush_debits(), from _lock_account), so it
+ * sees the written row, and the cache is dropped so the trigger re-reads
+ * the account after it.
+ *
+ * Safety nets: at subtransaction abort the layers of the aborted
+ * subtransactions are dropped; at transaction abort everything is dropped;
+ * at commit (or PREPARE) anything still pending is an error, so a debit can
+ * never be lost silently.
+ *
+ * Locking: the account row lock (FOR NO KEY UPDATE) is taken when the
+ * account enters a layer and held to the end of the transaction, so nobody
+ * else can change what the layer caches.  Memory lives under
+ * TopTransactionContext.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "credits.h"
+#include "debit_state.h"
+#include "plan_cache.h"
+
+/* Ledger rows queued before they are written mid-statement. */
+#define FLUSH_CHUNK 8192
+
+/* Channels longer than this are simply not cached. */
+#define PRICE_KEY_LEN 64
+
+typedef struct CachedPrice
+{
+	char		channel[PRICE_KEY_LEN]; /* hash key */
+	int32		price;
+} CachedPrice;
+
+typedef struct DebitLayer
+{
+	SubTransactionId subxid;
+	MemoryContext cxt;
+	HTAB	   *accounts;		/* CachedAccount by account_id */
+	HTAB	   *prices;			/* CachedPrice by channel */
+	int			naccounts;
+	bool		pending;		/* dirty accounts or queued rows */
+	int			nledger;		/* queued ledger rows */
+	int			capacity;
+	int64	   *ledger_account;
+	int64	   *ledger_delta;
+	int64	   *ledger_balance;
+	int64	   *ledger_batch;
+	struct DebitLayer *parent;
+} DebitLayer;
+
+static DebitLayer *top_layer = NULL;
+
+static DebitLayer *CurrentLayer(void);
+static DebitLayer *PushLayer(SubTransactionId subxid);
+static void PopLayer(void);
+static void ClearLayer(DebitLayer *layer);
+static bool LayerIsEmpty(DebitLayer *layer);
+static void WriteLayer(DebitLayer *layer, bool final);
+static void MergeIntoParent(DebitLayer *layer);
+static void EnsureCapacity(DebitLayer *layer, int needed);
+static Datum Int8ArrayDatum(int64 *values, int n);
+static void DebitXactCallback(XactEvent event, void *arg);
+static void DebitSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+								 SubTransactionId parentSubid, void *arg);
+
+/*
+ * CreditsDebitStateInit
+ *		Registers the transaction callbacks; called once from _PG_init.
+ */
+void
+CreditsDebitStateInit(void)
+{
+	RegisterXactCallback(DebitXactCallback, NULL);
+	RegisterSubXactCallback(DebitSubXactCallback, NULL);
+}
+
+/*
+ * CreditsFindAccount
+ *		The current layer's entry for an account, or NULL when the statement
+ *		has not locked and read it yet.  Refuses an account with debits
+ *		pending in an enclosing layer.
+ */
+CachedAccount *
+CreditsFindAccount(int64 account_id)
+{
+	DebitLayer *layer = CurrentLayer();
+	CachedAccount *account;
+
+	account = hash_search(layer->accounts, &account_id, HASH_FIND, NULL);
+	if (account != NULL)
+		return account;
+	for (DebitLayer *outer = layer->parent; outer != NULL; outer = outer->parent)
+	{
+		if (hash_search(outer->accounts, &account_id, HASH_FIND, NULL) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_NESTED_DEBIT),
+					 errmsg("account %lld has debits pending in an enclosing statement",
+							(long long) account_id),
+					 errdetail("A batch for it is being inserted inside a subtransaction started while an enclosing INSERT on credits.send_batches was debiting the same account."),
+					 errhint("Insert the batches of one account in one statement, or outside the enclosing statement.")));
+	}
+	return NULL;
+}
+
+/*
+ * CreditsRememberAccount
+ *		Adds an account the caller has just locked and read to the current
+ *		layer, and returns the layer's copy.
+ */
+CachedAccount *
+CreditsRememberAccount(const CachedAccount *account)
+{
+	DebitLayer *layer = CurrentLayer();
+	CachedAccount *entry;
+	bool		found;
+
+	entry = hash_search(layer->accounts, &account->account_id, HASH_ENTER, &found);
+	Assert(!found);
+	*entry = *account;
+	entry->dirty = false;
+	layer->naccounts++;
+	return entry;
+}
+
+/*
+ * CreditsCachedPrice
+ *		The channel's price if this statement has read it already.
+ */
+bool
+CreditsCachedPrice(const char *channel, int32 *price)
+{
+	DebitLayer *layer = CurrentLayer();
+	CachedPrice *entry;
+
+	if (strlen(channel) >= PRICE_KEY_LEN)
+		return false;
+	entry = hash_search(layer->prices, channel, HASH_FIND, NULL);
+	if (entry == NULL)
+		return false;
+	*price = entry->price;
+	return true;
+}
+
+void
+CreditsCachePrice(const char *channel, int32 price)
+{
+	DebitLayer *layer = CurrentLayer();
+	CachedPrice *entry;
+
+	if (strlen(channel) >= PRICE_KEY_LEN)
+		return;
+	entry = hash_search(layer->prices, channel, HASH_ENTER, NULL);
+	entry->price = price;
+}
+
+/*
+ * CreditsQueueDebit
+ *		Applies a debit of -delta to the account's running balance and
+ *		queues its ledger row; writes the queue when it is full.  The caller
+ *		has checked the arithmetic and the rule.
+ */
+void
+CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id)
+{
+	DebitLayer *layer = CurrentLayer();
+	int			i;
+
+	EnsureCapacity(layer, layer->nledger + 1);
+	account->balance += delta;
+	account->dirty = true;
+	layer->pending = true;
+	i = layer->nledger++;
+	layer->ledger_account[i] = account->account_id;
+	layer->ledger_delta[i] = delta;
+	layer->ledger_balance[i] = account->balance;
+	layer->ledger_batch[i] = batch_id;
+
+	if (layer->nledger >= FLUSH_CHUNK)
+		WriteLayer(layer, false);
+}
+
+/*
+ * CreditsFlushDebits
+ *		Writes the current subtransaction's pending debits.  With final, also
+ *		the account rows, and the layer is emptied (the next row re-reads its
+ *		account).  Pending debits of an enclosing subtransaction cannot be
+ *		written from here; they wait for their own statement's end.
+ */
+void
+CreditsFlushDebits(bool final)
+{
+	DebitLayer *layer = top_layer;
+
+	if (layer == NULL || layer->subxid != GetCurrentSubTransactionId())
+		return;
+	WriteLayer(layer, final);
+	if (final)
+	{
+		if (layer->parent != NULL)
+			PopLayer();
+		else
+			ClearLayer(layer);
+	}
+}
+
+/*
+ * credits_flush_debits
+ *		AFTER STATEMENT trigger on credits.send_batches: writes what the
+ *		statement debited.
+ */
+PG_FUNCTION_INFO_V1(credits_flush_debits);
+
+Datum
+credits_flush_debits(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_flush_debits: must be fired AFTER ... FOR EACH STATEMENT")));
+
+	/* Write as the table owner, as the BEFORE ROW trigger reads. */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(trigdata->tg_relation->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	CreditsFlushDebits(true);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * credits_flush_pending
+ *		credits._flush_debits(account_id bigint) RETURNS void: called by every
+ *		function before it locks an account, so that it sees the account's
+ *		written row.  Refuses when the account's debits are pending in an
+ *		enclosing subtransaction, which cannot be written from here.
+ */
+PG_FUNCTION_INFO_V1(credits_flush_pending);
+
+Datum
+credits_flush_pending(PG_FUNCTION_ARGS)
+{
+	int64		account_id = PG_GETARG_INT64(0);
+	SubTransactionId current = GetCurrentSubTransactionId();
+
+	for (DebitLayer *layer = top_layer; layer != NULL; layer = layer->parent)
+	{
+		if (layer->subxid == current || layer->naccounts == 0)
+			continue;
+		if (hash_search(layer->accounts, &account_id, HASH_FIND, NULL) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_NESTED_DEBIT),
+					 errmsg("account %lld has debits pending in an enclosing statement",
+							(long long) account_id),
+					 errdetail("It cannot be changed inside a subtransaction started while an INSERT on credits.send_batches is debiting it.")));
+	}
+	CreditsFlushDebits(true);
+	PG_RETURN_VOID();
+}
+
+/* The layer of the current subtransaction, made if need be. */
+static DebitLayer *
+CurrentLayer(void)
+{
+	SubTransactionId current = GetCurrentSubTransactionId();
+
+	if (top_layer != NULL && top_layer->subxid == current)
+		return top_layer;
+
+	/*
+	 * A base layer left empty by an earlier statement is reused for the
+	 * current subtransaction (tables and buffers included) when nothing of
+	 * the old one is pending.
+	 */
+	if (top_layer != NULL && top_layer->parent == NULL && LayerIsEmpty(top_layer))
+	{
+		top_layer->subxid = current;
+		return top_layer;
+	}
+	return PushLayer(current);
+}
+
+static DebitLayer *
+PushLayer(SubTransactionId subxid)
+{
+	MemoryContext cxt;
+	DebitLayer *layer;
+	HASHCTL		ctl;
+
+	cxt = AllocSetContextCreate(TopTransactionContext, "credits debits",
+								ALLOCSET_DEFAULT_SIZES);
+	layer = MemoryContextAllocZero(cxt, sizeof(DebitLayer));
+	layer->subxid = subxid;
+	layer->cxt = cxt;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(CachedAccount);
+	ctl.hcxt = cxt;
+	layer->accounts = hash_create("credits accounts", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = PRICE_KEY_LEN;
+	ctl.entrysize = sizeof(CachedPrice);
+	ctl.hcxt = cxt;
+	layer->prices = hash_create("credits prices", 8, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	layer->parent = top_layer;
+	top_layer = layer;
+	return layer;
+}
+
+static void
+PopLayer(void)
+{
+	DebitLayer *layer = top_layer;
+
+	top_layer = layer->parent;
+	MemoryContextDelete(layer->cxt);
+}
+
+/* Forgets the cached accounts and prices; the queue must be empty. */
+static void
+ClearLayer(DebitLayer *layer)
+{
+	HASH_SEQ_STATUS status;
+	void	   *entry;
+
+	Assert(layer->nledger == 0);
+	if (layer->naccounts > 0)
+	{
+		hash_seq_init(&status, layer->accounts);
+		while ((entry = hash_seq_search(&status)) != NULL)
+			hash_search(layer->accounts, entry, HASH_REMOVE, NULL);
+		layer->naccounts = 0;
+	}
+	hash_seq_init(&status, layer->prices);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		hash_search(layer->prices, entry, HASH_REMOVE, NULL);
+}
+
+static bool
+LayerIsEmpty(DebitLayer *layer)
+{
+	return !layer->pending && layer->nledger == 0 && layer->naccounts == 0;
+}
+
+/*
+ * WriteLayer
+ *		Inserts the queued ledger rows in one statement and, with final,
+ *		writes every dirty account row in the same statement.
+ */
+static void
+WriteLayer(DebitLayer *layer, bool final)
+{
+	int			ndirty = 0;
+	int64	   *ids = NULL;
+	int64	   *balances = NULL;
+	int64	   *in_flights = NULL;
+	Datum		values[7];
+
+	if (final && layer->naccounts > 0)
+	{
+		HASH_SEQ_STATUS status;
+		CachedAccount *account;
+
+		ids = palloc(sizeof(int64) * layer->naccounts);
+		balances = palloc(sizeof(int64) * layer->naccounts);
+		in_flights = palloc(sizeof(int64) * layer->naccounts);
+		hash_seq_init(&status, layer->accounts);
+		while ((account = hash_seq_search(&status)) != NULL)
+		{
+			if (!account->dirty)
+				continue;
+			ids[ndirty] = account->account_id;
+			balances[ndirty] = account->balance;
+			in_flights[ndirty] = account->in_flight;
+			ndirty++;
+			account->dirty = false;
+		}
+	}
+	if (layer->nledger == 0 && ndirty == 0)
+	{
+		if (final)
+			layer->pending = false;
+		return;
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	values[0] = Int8ArrayDatum(layer->ledger_account, layer->nledger);
+	values[1] = Int8ArrayDatum(layer->ledger_delta, layer->nledger);
+	values[2] = Int8ArrayDatum(layer->ledger_balance, layer->nledger);
+	values[3] = Int8ArrayDatum(layer->ledger_batch, layer->nledger);
+	values[4] = Int8ArrayDatum(ids, ndirty);
+	values[5] = Int8ArrayDatum(balances, ndirty);
+	values[6] = Int8ArrayDatum(in_flights, ndirty);
+	CreditsExecPlan(PLAN_WRITE_DEBITS, values, NULL, layer->nledger);
+	SPI_finish();
+
+	layer->nledger = 0;
+	if (final)
+		layer->pending = false;
+}
+
+/* Grows the queue's arrays to hold at least "needed" rows. */
+static void
+EnsureCapacity(DebitLayer *layer, int needed)
+{
+	int			capacity;
+
+	if (needed <= layer->capacity)
+		return;
+	capacity = Max(needed, layer->capacity == 0 ? 64 : layer->capacity * 2);
+	if (layer->capacity == 0)
+	{
+		layer->ledger_account = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+		layer->ledger_delta = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+		layer->ledger_balance = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+		layer->ledger_batch = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+	}
+	else
+	{
+		layer->ledger_account = repalloc(layer->ledger_account, sizeof(int64) * capacity);
+		layer->ledger_delta = repalloc(layer->ledger_delta, sizeof(int64) * capacity);
+		layer->ledger_balance = repalloc(layer->ledger_balance, sizeof(int64) * capacity);
+		layer->ledger_batch = repalloc(layer->ledger_batch, sizeof(int64) * capacity);
+	}
+	layer->capacity = capacity;
+}
+
+/*
+ * MergeIntoParent
+ *		At subtransaction commit, what the committed layer still holds
+ *		becomes its parent's (its locks and rows did too).  The accounts are
+ *		disjoint (CreditsCachedAccount refuses overlaps), and the child's
+ *		ledger rows come after the parent's.
+ */
+static void
+MergeIntoParent(DebitLayer *layer)
+{
+	DebitLayer *parent = layer->parent;
+	HASH_SEQ_STATUS status;
+	CachedAccount *account;
+
+	hash_seq_init(&status, layer->accounts);
+	while ((account = hash_seq_search(&status)) != NULL)
+	{
+		CachedAccount *copy = hash_search(parent->accounts, &account->account_id,
+										  HASH_ENTER, NULL);
+
+		*copy = *account;
+		parent->naccounts++;
+	}
+	EnsureCapacity(parent, parent->nledger + layer->nledger);
+	memcpy(parent->ledger_account + parent->nledger, layer->ledger_account,
+		   sizeof(int64) * layer->nledger);
+	memcpy(parent->ledger_delta + parent->nledger, layer->ledger_delta,
+		   sizeof(int64) * layer->nledger);
+	memcpy(parent->ledger_balance + parent->nledger, layer->ledger_balance,
+		   sizeof(int64) * layer->nledger);
+	memcpy(parent->ledger_batch + parent->nledger, layer->ledger_batch,
+		   sizeof(int64) * layer->nledger);
+	parent->nledger += layer->nledger;
+	parent->pending = parent->pending || layer->pending;
+}
+
+/* An int8[] of n values (n may be 0), in the current memory context. */
+static Datum
+Int8ArrayDatum(int64 *values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static void
+DebitXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			for (DebitLayer *layer = top_layer; layer != NULL; layer = layer->parent)
+			{
+				if (layer->pending)
+					ereport(ERROR,
+							(errcode(ERRCODE_INTERNAL_ERROR),
+							 errmsg("credits: debits of account rows were never written (%d ledger rows queued)",
+									layer->nledger),
+							 errdetail("The statement that debited them did not end normally; the transaction is rolled back so that no debit is lost.")));
+			}
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* TopTransactionContext, and our layers with it, are going away. */
+			top_layer = NULL;
+			break;
+	}
+}
+
+static void
+DebitSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	switch (event)
+	{
+		case SUBXACT_EVENT_ABORT_SUB:
+			/* Its layer and any of its children's go, with their debits. */
+			while (top_layer != NULL && top_layer->subxid >= mySubid)
+			{
+				if (top_layer->parent == NULL)
+				{
+					/* the reusable base layer: just empty it */
+					top_layer->nledger = 0;
+					top_layer->pending = false;
+					ClearLayer(top_layer);
+					top_layer->subxid = parentSubid;
+					break;
+				}
+				PopLayer();
+			}
+			break;
+		case SUBXACT_EVENT_COMMIT_SUB:
+			if (top_layer != NULL && top_layer->subxid == mySubid)
+			{
+				if (top_layer->parent != NULL &&
+					top_layer->parent->subxid == parentSubid)
+				{
+					MergeIntoParent(top_layer);
+					PopLayer();
+				}
+				else
+					top_layer->subxid = parentSubid;
+			}
+			break;
+		case SUBXACT_EVENT_START_SUB:
+		case SUBXACT_EVENT_PRE_COMMIT_SUB:
+			break;
+	}
+}

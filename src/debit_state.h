@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * debit_state.h
+ *	  What one statement has debited but not yet written: running account
+ *	  balances in memory and the ledger rows to insert in bulk.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/debit_state.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CREDITS_DEBIT_STATE_H
+#define CREDITS_DEBIT_STATE_H
+
+#include "recharge_decision.h"
+
+/* An account as this statement sees it: locked, with its running totals. */
+typedef struct CachedAccount
+{
+	int64		account_id;		/* hash key; must be first */
+	int64		balance;		/* running, including pending debits */
+	int64		in_flight;		/* running, including recharges bought */
+	RechargePolicy policy;
+	bool		dirty;			/* balance or in_flight differ from the row */
+} CachedAccount;
+
+extern void CreditsDebitStateInit(void);
+extern CachedAccount *CreditsFindAccount(int64 account_id);
+extern CachedAccount *CreditsRememberAccount(const CachedAccount *account);
+extern bool CreditsCachedPrice(const char *channel, int32 *price);
+extern void CreditsCachePrice(const char *channel, int32 price);
+extern void CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id);
+extern void CreditsFlushDebits(bool final);
+
+#endif							/* CREDITS_DEBIT_STATE_H */

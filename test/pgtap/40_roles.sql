@@ -1,0 +1,612 @@
+-- test/pgtap/40_roles.sql: the privilege model (issue 4).
+--
+-- Four roles get exactly the GRANTs of the README's Privileges section
+-- (app -> regress_app, payment_worker -> regress_worker, credits_admin ->
+-- regress_admin, reporting -> regress_reporting).  Then:
+--
+--  1. a search_path attack on every SECURITY DEFINER function and on the
+--     debit trigger: a schema regress_evil, owned by the application role,
+--     holds hostile comparison and arithmetic operators for bigint, integer,
+--     numeric, text and timestamptz, and hostile now(), format(),
+--     date_trunc(), timezone(), make_interval(), pg_notify(), unnest(),
+--     sum(), max(), min(), count(*) and more.  Each one logs its call (and returns the right
+--     answer).  Every function is called, with valid arguments so that it
+--     does real work, under "search_path = regress_evil, pg_catalog", and
+--     nothing may be logged.  The hostile INSERTs come before any other
+--     INSERT into credits.send_batches in this session, so the trigger
+--     prepares its SPI plans under the hostile search_path;
+--  2. the application can insert batches (debited as the table owner) and
+--     read its rows, and cannot change balances, the ledger, policies,
+--     prices or recharges, set what the extension sets, disable or bypass
+--     the triggers, or call any function;
+--  3. the worker claims, completes and fails and does nothing else; the
+--     admin manages prices, accounts, credits and policies and cannot
+--     claim; reporting reads every table and view and writes nothing.
+--
+-- Accounts 4001-4099 belong to this file.  Run as a superuser; everything
+-- (roles included) is rolled back.
+
+BEGIN;
+SELECT plan(186);
+
+CREATE ROLE regress_app;
+CREATE ROLE regress_worker;
+CREATE ROLE regress_admin;
+CREATE ROLE regress_reporting;
+
+--------------------------------------------------------------------------------
+-- The README's GRANTs, copied statement by statement
+--------------------------------------------------------------------------------
+
+CREATE TEMP TABLE readme_grants (id serial PRIMARY KEY, stmt text NOT NULL);
+INSERT INTO readme_grants (stmt) VALUES
+-- The application
+($$GRANT USAGE ON SCHEMA credits TO regress_app$$),
+($$GRANT SELECT, INSERT (account_id, messages, channel, idempotency_key) ON credits.send_batches TO regress_app$$),
+($$GRANT SELECT ON credits.accounts, credits.prices, credits.recharges TO regress_app$$),
+-- The payment worker
+($$GRANT USAGE ON SCHEMA credits TO regress_worker$$),
+($$GRANT SELECT ON credits.recharges TO regress_worker$$),
+($$GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer),
+                          credits.complete_recharge(bigint, text),
+                          credits.fail_recharge(bigint, text) TO regress_worker$$),
+-- The policy admin
+($$GRANT USAGE ON SCHEMA credits TO regress_admin$$),
+($$GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_admin$$),
+($$GRANT EXECUTE ON FUNCTION credits.open_account(bigint, bigint),
+                          credits.add_credits(bigint, bigint, text),
+                          credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint),
+                          credits.disable_auto_recharge(bigint),
+                          credits.expire_recharges(),
+                          credits.verify() TO regress_admin$$),
+-- Reporting
+($$GRANT USAGE ON SCHEMA credits TO regress_reporting$$),
+($$GRANT SELECT ON ALL TABLES IN SCHEMA credits TO regress_reporting$$);
+
+SELECT lives_ok(g.stmt, format('README grant %s runs: %s', g.id, regexp_replace(g.stmt, '\s+', ' ', 'g')))
+  FROM readme_grants g
+ ORDER BY g.id;
+
+--------------------------------------------------------------------------------
+-- What each role holds, in full
+--------------------------------------------------------------------------------
+
+-- Every privilege a role has on the schema, its tables, views and sequences
+-- (column privileges included), as 'object:PRIVILEGE'.
+CREATE FUNCTION pg_temp.privileges_of(p_role name) RETURNS text[] LANGUAGE sql AS $$
+	SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM (
+		SELECT 'schema:' || p AS x
+		  FROM unnest(ARRAY['USAGE', 'CREATE']) AS p
+		 WHERE has_schema_privilege(p_role, 'credits', p)
+		UNION ALL
+		SELECT c.relname || ':' || p
+		  FROM pg_class c, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS p
+		 WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v')
+		   AND CASE WHEN p IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
+					THEN has_any_column_privilege(p_role, c.oid, p)
+					ELSE has_table_privilege(p_role, c.oid, p) END
+		UNION ALL
+		SELECT c.relname || ':' || p
+		  FROM pg_class c, unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) AS p
+		 WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'S'
+		   AND has_sequence_privilege(p_role, c.oid, p)) AS privs
+$$;
+CREATE FUNCTION pg_temp.functions_of(p_role name) RETURNS text[] LANGUAGE sql AS $$
+	SELECT coalesce(array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text), '{}')
+	  FROM pg_proc p
+	 WHERE p.pronamespace = 'credits'::regnamespace
+	   AND has_function_privilege(p_role, p.oid, 'EXECUTE')
+$$;
+
+SELECT is(pg_temp.privileges_of('regress_app'),
+	ARRAY['accounts:SELECT', 'prices:SELECT', 'recharges:SELECT', 'schema:USAGE',
+		  'send_batches:INSERT', 'send_batches:SELECT'],
+	'application: SELECT on accounts, prices, recharges, send_batches; INSERT on send_batches; nothing else');
+SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+			WHERE attrelid = 'credits.send_batches'::regclass AND attnum > 0 AND NOT attisdropped
+			  AND has_column_privilege('regress_app', attrelid, attnum, 'INSERT')),
+	ARRAY['account_id', 'messages', 'channel', 'idempotency_key'],
+	'application: INSERT only on account_id, messages, channel, idempotency_key');
+SELECT is(pg_temp.privileges_of('regress_worker'),
+	ARRAY['recharges:SELECT', 'schema:USAGE'],
+	'payment worker: SELECT on recharges only');
+SELECT is(pg_temp.privileges_of('regress_admin'),
+	ARRAY['prices:DELETE', 'prices:INSERT', 'prices:SELECT', 'prices:UPDATE', 'schema:USAGE'],
+	'policy admin: prices only');
+SELECT is(pg_temp.privileges_of('regress_reporting'),
+	ARRAY['account_overview:SELECT', 'accounts:SELECT', 'auto_recharge:SELECT', 'ledger:SELECT',
+		  'prices:SELECT', 'recharge_history:SELECT', 'recharges:SELECT', 'schema:USAGE',
+		  'send_batches:SELECT', 'usage_daily:SELECT', 'usage_monthly:SELECT'],
+	'reporting: SELECT on every table and view, nothing else');
+SELECT is(pg_temp.functions_of('regress_app'), '{}'::text[],
+	'application: no credits function');
+SELECT is(pg_temp.functions_of('regress_worker'),
+	ARRAY['credits.claim_recharges(integer)', 'credits.complete_recharge(bigint,text)',
+		  'credits.fail_recharge(bigint,text)'],
+	'payment worker: claim_recharges, complete_recharge, fail_recharge only');
+SELECT is(pg_temp.functions_of('regress_admin'),
+	ARRAY['credits.add_credits(bigint,bigint,text)', 'credits.disable_auto_recharge(bigint)',
+		  'credits.enable_auto_recharge(bigint,bigint,bigint,bigint,bigint)',
+		  'credits.expire_recharges()', 'credits.open_account(bigint,bigint)', 'credits.verify()'],
+	'policy admin: open_account, add_credits, enable/disable_auto_recharge, expire_recharges, verify only');
+SELECT is(pg_temp.functions_of('regress_reporting'), '{}'::text[],
+	'reporting: no credits function');
+
+--------------------------------------------------------------------------------
+-- 1. search_path attack
+--------------------------------------------------------------------------------
+
+CREATE SCHEMA regress_evil AUTHORIZATION regress_app;
+GRANT USAGE ON SCHEMA regress_evil TO PUBLIC;
+SET ROLE regress_app;
+CREATE TABLE regress_evil.calls (what text NOT NULL, by_role name NOT NULL DEFAULT current_user);
+GRANT SELECT, INSERT, DELETE ON regress_evil.calls TO PUBLIC;
+DO $do$
+DECLARE
+	n integer := 0;
+	op text;
+	l text;
+	r text;
+	res text;
+	-- hostile functions: name, argument list, result, body computing the right answer
+	f record;
+BEGIN
+	-- Binary operators: comparisons and arithmetic on every pair of integer
+	-- types, comparisons and || on text, comparisons and +/- interval on
+	-- timestamptz.
+	FOR op, l, r, res IN
+		SELECT o, a, b,
+			   CASE WHEN o IN ('+', '-', '*')
+					THEN CASE WHEN 'numeric' IN (a, b) THEN 'numeric'
+							  WHEN 'bigint' IN (a, b) THEN 'bigint' ELSE 'integer' END
+					ELSE 'boolean' END
+		  FROM unnest(ARRAY['=', '<>', '<', '>', '<=', '>=', '+', '-', '*']) AS o,
+			   unnest(ARRAY['bigint', 'integer', 'numeric']) AS a,
+			   unnest(ARRAY['bigint', 'integer', 'numeric']) AS b
+		UNION ALL
+		SELECT o, 'text', 'text', 'boolean'
+		  FROM unnest(ARRAY['=', '<>', '<', '>', '<=', '>=']) AS o
+		UNION ALL
+		SELECT '||', 'text', 'text', 'text'
+		UNION ALL
+		SELECT o, 'timestamptz', 'timestamptz', 'boolean'
+		  FROM unnest(ARRAY['=', '<>', '<', '>', '<=', '>=']) AS o
+		UNION ALL
+		SELECT o, 'timestamptz', 'interval', 'timestamptz'
+		  FROM unnest(ARRAY['+', '-']) AS o
+	LOOP
+		n := n + 1;
+		EXECUTE format(
+			'CREATE FUNCTION regress_evil.op_%s(a %s, b %s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS '
+			'$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES (%L); RETURN a OPERATOR(pg_catalog.%s) b; END $f$',
+			n, l, r, res, format('%s(%s,%s)', op, l, r), op);
+		EXECUTE format('CREATE OPERATOR regress_evil.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = regress_evil.op_%s)',
+					   op, l, r, n);
+	END LOOP;
+	-- Prefix minus.
+	FOREACH l IN ARRAY ARRAY['bigint', 'integer', 'numeric'] LOOP
+		n := n + 1;
+		EXECUTE format(
+			'CREATE FUNCTION regress_evil.op_%s(a %s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS '
+			'$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES (%L); RETURN OPERATOR(pg_catalog.-) a; END $f$',
+			n, l, l, format('-(%s)', l));
+		EXECUTE format('CREATE OPERATOR regress_evil.- (RIGHTARG = %s, FUNCTION = regress_evil.op_%s)', l, n);
+	END LOOP;
+	-- Functions with pg_catalog's names and signatures (or closer ones than
+	-- pg_catalog's variadic "any").
+	FOR f IN
+		SELECT * FROM (VALUES
+			('now', '', 'timestamptz', 'RETURN pg_catalog.now()'),
+			('format', 'a text', 'text', 'RETURN pg_catalog.format(a)'),
+			('format', 'a text, b text', 'text', 'RETURN pg_catalog.format(a, b)'),
+			('format', 'a text, b bigint', 'text', 'RETURN pg_catalog.format(a, b)'),
+			('format', 'a text, b bigint, c bigint', 'text', 'RETURN pg_catalog.format(a, b, c)'),
+			('format', 'a text, b text, c text', 'text', 'RETURN pg_catalog.format(a, b, c)'),
+			('date_trunc', 'a text, b timestamptz', 'timestamptz', 'RETURN pg_catalog.date_trunc(a, b)'),
+			('date_trunc', 'a text, b timestamp', 'timestamp', 'RETURN pg_catalog.date_trunc(a, b)'),
+			('timezone', 'a text, b timestamptz', 'timestamp', 'RETURN pg_catalog.timezone(a, b)'),
+			('timezone', 'a text, b timestamp', 'timestamptz', 'RETURN pg_catalog.timezone(a, b)'),
+			('make_interval', 'years integer DEFAULT 0, months integer DEFAULT 0, weeks integer DEFAULT 0, '
+							  'days integer DEFAULT 0, hours integer DEFAULT 0, mins integer DEFAULT 0, '
+							  'secs double precision DEFAULT 0.0', 'interval',
+			 'RETURN pg_catalog.make_interval(years, months, weeks, days, hours, mins, secs)'),
+			('pg_notify', 'a text, b text', 'void', 'PERFORM pg_catalog.pg_notify(a, b)'),
+			('length', 'a text', 'integer', 'RETURN pg_catalog.length(a)'),
+			('lower', 'a text', 'text', 'RETURN pg_catalog.lower(a)'),
+			('concat', 'a text, b text', 'text', 'RETURN pg_catalog.concat(a, b)'),
+			('abs', 'a bigint', 'bigint', 'RETURN pg_catalog.abs(a)'),
+			('nextval', 'a regclass', 'bigint', 'RETURN pg_catalog.nextval(a)'),
+			('unnest', 'a bigint[]', 'SETOF bigint', 'RETURN QUERY SELECT pg_catalog.unnest(a)'),
+			('unnest', 'a anyarray', 'SETOF anyelement', 'RETURN QUERY SELECT pg_catalog.unnest(a)'),
+			('cardinality', 'a anyarray', 'integer', 'RETURN pg_catalog.cardinality(a)'),
+			('array_length', 'a anyarray, b integer', 'integer', 'RETURN pg_catalog.array_length(a, b)')
+		) AS v(name, args, result, body)
+	LOOP
+		EXECUTE format(
+			'CREATE FUNCTION regress_evil.%I(%s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS '
+			'$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES (%L); %s; END $f$',
+			f.name, f.args, f.result,
+			format('%s(%s)', f.name,
+				   (SELECT string_agg(split_part(btrim(a), ' ', 2), ',')
+					  FROM unnest(string_to_array(regexp_replace(f.args, ' DEFAULT [0-9.]+', '', 'g'), ',')) AS a)),
+			f.body);
+	END LOOP;
+END
+$do$;
+-- Aggregates: sum, max, min over bigint and count(*).
+CREATE FUNCTION regress_evil.agg_sum(s numeric, v bigint) RETURNS numeric LANGUAGE plpgsql SET search_path = pg_catalog AS
+	$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES ('sum(bigint)'); RETURN coalesce(s, 0) + v; END $f$;
+CREATE AGGREGATE regress_evil.sum(bigint) (SFUNC = regress_evil.agg_sum, STYPE = numeric);
+CREATE FUNCTION regress_evil.agg_max(s bigint, v bigint) RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog AS
+	$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES ('max(bigint)'); RETURN greatest(s, v); END $f$;
+CREATE AGGREGATE regress_evil.max(bigint) (SFUNC = regress_evil.agg_max, STYPE = bigint);
+CREATE FUNCTION regress_evil.agg_min(s bigint, v bigint) RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog AS
+	$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES ('min(bigint)'); RETURN least(s, v); END $f$;
+CREATE AGGREGATE regress_evil.min(bigint) (SFUNC = regress_evil.agg_min, STYPE = bigint);
+CREATE FUNCTION regress_evil.agg_count(s bigint) RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog AS
+	$f$ BEGIN INSERT INTO regress_evil.calls (what) VALUES ('count(*)'); RETURN s + 1; END $f$;
+CREATE AGGREGATE regress_evil.count(*) (SFUNC = regress_evil.agg_count, STYPE = bigint, INITCOND = '0');
+RESET ROLE;
+
+-- attack(role, sql): runs sql as role (NULL: as the superuser running this
+-- file) with search_path = regress_evil, pg_catalog, and returns 'ok', or
+-- the error, or the hostile objects it called.
+CREATE FUNCTION pg_temp.attack(p_role text, p_sql text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+	err text;
+	called text;
+BEGIN
+	DELETE FROM regress_evil.calls;
+	BEGIN
+		IF p_role IS NOT NULL THEN
+			PERFORM pg_catalog.set_config('role', p_role, true);
+		END IF;
+		PERFORM pg_catalog.set_config('search_path', 'regress_evil, pg_catalog', true);
+		EXECUTE p_sql;
+		PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+		PERFORM pg_catalog.set_config('role', 'none', true);
+	EXCEPTION WHEN OTHERS THEN
+		err := SQLSTATE || ': ' || SQLERRM;
+	END;
+	SELECT string_agg(w, ', ' ORDER BY w COLLATE "C") INTO called
+	  FROM (SELECT DISTINCT c.what AS w FROM regress_evil.calls c) AS d;
+	DELETE FROM regress_evil.calls;
+	RETURN CASE WHEN err IS NOT NULL THEN 'error ' || err
+				WHEN called IS NOT NULL THEN 'hostile objects called: ' || called
+				ELSE 'ok' END;
+END
+$$;
+
+-- The hostile objects work: the application's own SQL picks them up.
+SELECT is(pg_temp.attack('regress_app',
+	$$SELECT 1::bigint = 1::bigint, 1::bigint + 1::integer, 'a'::text < 'b'::text, now() >= now(),
+			 format('%s', 'x'), sum(g::bigint), count(*), date_trunc('month', now())
+		FROM generate_series(1, 2) AS g$$),
+	'hostile objects called: +(bigint,integer), <(text,text), =(bigint,bigint), >=(timestamptz,timestamptz), '
+	'count(*), date_trunc(text,timestamptz), format(text,text), now(), sum(bigint)',
+	'control: under search_path regress_evil, pg_catalog the caller''s own SQL calls the hostile objects');
+
+-- Every SECURITY DEFINER function is attacked below.
+SELECT is(
+	(SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
+	  WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef),
+	ARRAY['add_credits', 'claim_recharges', 'complete_recharge', 'disable_auto_recharge',
+		  'enable_auto_recharge', 'expire_recharges', 'fail_recharge', 'open_account', 'verify'],
+	'the SECURITY DEFINER functions are exactly the nine attacked below');
+
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.open_account(4001, 0)$$), 'ok',
+	'attack: open_account (admin)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.enable_auto_recharge(4001, 100, 1000, 500, 10000)$$), 'ok',
+	'attack: enable_auto_recharge with target and monthly limit (admin)');
+-- The trigger path: the first INSERTs into send_batches of this session.
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4001, 50, 'evil-1')$$), 'ok',
+	'attack: trigger, a batch that opens a recharge (app, first INSERT of the session)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4001, 500, 'evil-2')$$), 'ok',
+	'attack: trigger, a batch that grows the pending recharge (app)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4001, 500, 'evil-2')
+	  ON CONFLICT (account_id, idempotency_key) DO NOTHING$$), 'ok',
+	'attack: trigger, a repeated idempotency key with ON CONFLICT DO NOTHING (app)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (4001, 1, 'email'), (4001, 2, 'email'), (4001, 3, 'email')$$), 'ok',
+	'attack: trigger, a multi-row INSERT covered by the in-flight recharge (app)');
+SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
+	'attack: claim_recharges (worker)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (4001, 400)$$), 'ok',
+	'attack: trigger, a batch that opens a second recharge while the first is processing (app)');
+SELECT is(pg_temp.attack('regress_worker',
+	$$SELECT credits.complete_recharge((SELECT pg_catalog.min(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4001), 'evil-ref-1')$$), 'ok',
+	'attack: complete_recharge (worker)');
+SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
+	'attack: claim_recharges again (worker)');
+SET LOCAL credits.max_payment_failures = 1;
+SELECT is(pg_temp.attack('regress_worker',
+	$$SELECT credits.fail_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4001), 'evil declined')$$), 'ok',
+	'attack: fail_recharge, refunds and the payment-failure turn-off with NOTIFY (worker)');
+RESET credits.max_payment_failures;
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.enable_auto_recharge(4001, 100, 1000)$$), 'ok',
+	'attack: enable_auto_recharge after the turn-off (admin)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (4001, 500)$$), 'ok',
+	'attack: trigger, a batch that opens a third recharge (app)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.disable_auto_recharge(4001)$$), 'ok',
+	'attack: disable_auto_recharge, cancelling a pending recharge and refunding (admin)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.enable_auto_recharge(4001, 100, 1000)$$), 'ok',
+	'attack: enable_auto_recharge again (admin)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (4001, 500)$$), 'ok',
+	'attack: trigger, a batch that opens a fourth recharge (app)');
+UPDATE credits.recharges SET created_at = created_at - interval '2 hours'
+ WHERE account_id = 4001 AND status = 'pending';
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.expire_recharges()$$), 'ok',
+	'attack: expire_recharges, cancelling the aged recharge (admin)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.add_credits(4001, 1000, 'evil grant')$$), 'ok',
+	'attack: add_credits (admin)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT * FROM credits.verify()$$), 'ok',
+	'attack: verify (admin)');
+
+-- The attacked calls did their real work, and did it right.
+SELECT results_eq(
+	$$SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 4001 ORDER BY entry_id$$,
+	$$VALUES ('open'::text, 0::bigint, 0::bigint),
+			 ('debit', -50, -50), ('debit', -500, -550),
+			 ('debit', -1, -551), ('debit', -2, -553), ('debit', -3, -556),
+			 ('debit', -400, -956),
+			 ('recharge', 1000, 44),
+			 ('refund', 400, 444),
+			 ('debit', -500, -56), ('refund', 500, 444),
+			 ('debit', -500, -56), ('refund', 500, 444),
+			 ('grant', 1000, 1444)$$,
+	'the attacked calls debited, credited, refunded and granted exactly as without the attack');
+SELECT results_eq(
+	$$SELECT status, credits, payment_ref FROM credits.recharges WHERE account_id = 4001 ORDER BY recharge_id$$,
+	$$VALUES ('succeeded'::text, 1000::bigint, 'evil-ref-1'::text),
+			 ('failed', 456, NULL), ('cancelled', 156, NULL), ('cancelled', 156, NULL)$$,
+	'the four recharges: grown, completed, failed, cancelled by disable, expired');
+SELECT is_empty($$SELECT * FROM credits.verify()$$, 'verify() is empty after the attacks');
+
+--------------------------------------------------------------------------------
+-- 2. The application
+--------------------------------------------------------------------------------
+
+DO $$ BEGIN PERFORM credits.open_account(4002, 100); END $$;
+SET ROLE regress_app;
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4002, 30, 'app-1');
+SELECT results_eq(
+	$$SELECT cost, status FROM credits.send_batches WHERE account_id = 4002 AND idempotency_key = 'app-1'$$,
+	$$VALUES (30::bigint, 'ready'::text)$$,
+	'application: inserts a batch and reads it back');
+SELECT results_eq(
+	$$SELECT balance FROM credits.accounts WHERE account_id = 4002$$,
+	$$VALUES (70::bigint)$$,
+	'application: reads the debited balance');
+SELECT lives_ok($$SELECT * FROM credits.prices$$, 'application: reads prices');
+SELECT lives_ok($$SELECT * FROM credits.recharges WHERE account_id = 4001$$, 'application: reads recharges');
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4002, 30, 'app-1')
+	ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+RESET ROLE;
+SELECT results_eq(
+	$$SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 4002 ORDER BY entry_id$$,
+	$$VALUES ('open'::text, 100::bigint, 100::bigint), ('debit', -30, 70)$$,
+	'application: its batch was debited (as the table owner) once, its retry not at all');
+
+-- What each role must not do, one statement per row.
+CREATE TEMP TABLE denied (
+	id			serial PRIMARY KEY,
+	role		name NOT NULL,
+	description	text NOT NULL,
+	sql			text NOT NULL
+);
+GRANT SELECT ON denied TO PUBLIC;
+
+INSERT INTO denied (role, description, sql) VALUES
+-- tables the application must not write
+('regress_app', 'INSERT into accounts', $$INSERT INTO credits.accounts (account_id, balance) VALUES (4099, 1000000)$$),
+('regress_app', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = balance + 1000000$$),
+('regress_app', 'DELETE from accounts', $$DELETE FROM credits.accounts$$),
+('regress_app', 'TRUNCATE accounts', $$TRUNCATE credits.accounts CASCADE$$),
+('regress_app', 'INSERT into the ledger', $$INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4002, 1000, 1070, 'grant')$$),
+('regress_app', 'UPDATE of the ledger', $$UPDATE credits.ledger SET delta = 0$$),
+('regress_app', 'DELETE from the ledger', $$DELETE FROM credits.ledger$$),
+('regress_app', 'TRUNCATE the ledger', $$TRUNCATE credits.ledger$$),
+('regress_app', 'INSERT of a policy', $$INSERT INTO credits.auto_recharge (account_id, enabled, min_balance, max_credits) VALUES (4002, true, 0, 1000000)$$),
+('regress_app', 'UPDATE of policies', $$UPDATE credits.auto_recharge SET max_credits = 9000000000000000000$$),
+('regress_app', 'DELETE of policies', $$DELETE FROM credits.auto_recharge$$),
+('regress_app', 'TRUNCATE policies', $$TRUNCATE credits.auto_recharge$$),
+('regress_app', 'INSERT of a price', $$INSERT INTO credits.prices (channel, credits_per_message) VALUES ('regress_free', 1)$$),
+('regress_app', 'UPDATE of prices', $$UPDATE credits.prices SET credits_per_message = 1$$),
+('regress_app', 'DELETE of prices', $$DELETE FROM credits.prices$$),
+('regress_app', 'TRUNCATE prices', $$TRUNCATE credits.prices$$),
+('regress_app', 'INSERT of a recharge', $$INSERT INTO credits.recharges (account_id, credits, reason, need, max_credits) VALUES (4002, 1, 'threshold', 1, 1)$$),
+('regress_app', 'UPDATE of recharges', $$UPDATE credits.recharges SET status = 'succeeded'$$),
+('regress_app', 'DELETE of recharges', $$DELETE FROM credits.recharges$$),
+('regress_app', 'TRUNCATE recharges', $$TRUNCATE credits.recharges$$),
+-- what the extension sets, and stored batches
+('regress_app', 'INSERT naming cost', $$INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (4002, 1, 0)$$),
+('regress_app', 'INSERT naming status', $$INSERT INTO credits.send_batches (account_id, messages, status) VALUES (4002, 1, 'ready')$$),
+('regress_app', 'INSERT naming recharge_id', $$INSERT INTO credits.send_batches (account_id, messages, recharge_id) VALUES (4002, 1, 1)$$),
+('regress_app', 'INSERT naming created_at', $$INSERT INTO credits.send_batches (account_id, messages, created_at) VALUES (4002, 1, now())$$),
+('regress_app', 'INSERT naming batch_id with OVERRIDING SYSTEM VALUE', $$INSERT INTO credits.send_batches (batch_id, account_id, messages) OVERRIDING SYSTEM VALUE VALUES (1, 4002, 1)$$),
+('regress_app', 'UPDATE of a batch''s status', $$UPDATE credits.send_batches SET status = 'ready'$$),
+('regress_app', 'UPDATE of a batch''s idempotency_key', $$UPDATE credits.send_batches SET idempotency_key = 'x'$$),
+('regress_app', 'ON CONFLICT DO UPDATE (needs UPDATE)', $$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4002, 30, 'app-1') ON CONFLICT (account_id, idempotency_key) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key$$),
+('regress_app', 'DELETE of batches', $$DELETE FROM credits.send_batches$$),
+('regress_app', 'TRUNCATE send_batches', $$TRUNCATE credits.send_batches$$),
+('regress_app', 'SELECT FOR UPDATE of accounts (would block every debit)', $$SELECT * FROM credits.accounts FOR UPDATE$$),
+('regress_app', 'SELECT FOR UPDATE of batches', $$SELECT * FROM credits.send_batches FOR UPDATE$$),
+('regress_app', 'LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE', $$LOCK TABLE credits.accounts IN ACCESS EXCLUSIVE MODE$$),
+('regress_app', 'setval of the batch_id sequence', $$SELECT setval('credits.send_batches_batch_id_seq', 1)$$),
+('regress_app', 'setval of the entry_id sequence', $$SELECT setval('credits.ledger_entry_id_seq', 1)$$),
+('regress_app', 'setval of the recharge_id sequence', $$SELECT setval('credits.recharges_recharge_id_seq', 1)$$),
+-- disabling or bypassing the triggers
+('regress_app', 'ALTER TABLE send_batches DISABLE TRIGGER credits_debit', $$ALTER TABLE credits.send_batches DISABLE TRIGGER credits_debit$$),
+('regress_app', 'ALTER TABLE send_batches DISABLE TRIGGER ALL', $$ALTER TABLE credits.send_batches DISABLE TRIGGER ALL$$),
+('regress_app', 'ALTER TABLE send_batches ENABLE REPLICA TRIGGER credits_debit', $$ALTER TABLE credits.send_batches ENABLE REPLICA TRIGGER credits_debit$$),
+('regress_app', 'ALTER TABLE ledger DISABLE TRIGGER credits_guard', $$ALTER TABLE credits.ledger DISABLE TRIGGER credits_guard$$),
+('regress_app', 'DROP TRIGGER credits_debit', $$DROP TRIGGER credits_debit ON credits.send_batches$$),
+('regress_app', 'DROP TRIGGER credits_guard on the ledger', $$DROP TRIGGER credits_guard ON credits.ledger$$),
+('regress_app', 'SET session_replication_role = replica', $$SET session_replication_role = replica$$),
+('regress_app', 'SET LOCAL session_replication_role = replica', $$SET LOCAL session_replication_role = replica$$),
+('regress_app', 'CREATE TRIGGER on send_batches', $$CREATE TRIGGER regress_skip BEFORE INSERT ON credits.send_batches FOR EACH ROW EXECUTE FUNCTION regress_evil.skip()$$),
+('regress_app', 'CREATE TRIGGER on the ledger', $$CREATE TRIGGER regress_skip BEFORE INSERT ON credits.ledger FOR EACH ROW EXECUTE FUNCTION regress_evil.skip()$$),
+('regress_app', 'CREATE RULE ... DO INSTEAD NOTHING on send_batches', $$CREATE RULE regress_skip AS ON INSERT TO credits.send_batches DO INSTEAD NOTHING$$),
+('regress_app', 'a child table INHERITS send_batches (rows without the trigger)', $$CREATE TABLE regress_evil.child () INHERITS (credits.send_batches)$$),
+('regress_app', 'ENABLE ROW LEVEL SECURITY on accounts', $$ALTER TABLE credits.accounts ENABLE ROW LEVEL SECURITY$$),
+('regress_app', 'the debit trigger function on a table of its own', $$CREATE TRIGGER regress_debit BEFORE INSERT ON regress_evil.own FOR EACH ROW EXECUTE FUNCTION credits.debit_batch()$$),
+('regress_app', 'ALTER FUNCTION open_account SECURITY INVOKER', $$ALTER FUNCTION credits.open_account(bigint, bigint) SECURITY INVOKER$$),
+('regress_app', 'ALTER FUNCTION complete_recharge RESET search_path', $$ALTER FUNCTION credits.complete_recharge(bigint, text) RESET search_path$$),
+('regress_app', 'CREATE FUNCTION in schema credits', $$CREATE FUNCTION credits.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT pg_catalog.now()'$$),
+('regress_app', 'CREATE OPERATOR in schema credits', $$CREATE OPERATOR credits.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = pg_catalog.int8eq)$$),
+('regress_app', 'DROP EXTENSION credits', $$DROP EXTENSION credits CASCADE$$),
+('regress_app', 'SET credits.max_payment_failures', $$SET credits.max_payment_failures = 1000$$),
+('regress_app', 'COPY send_batches FROM PROGRAM', $$COPY credits.send_batches (account_id, messages) FROM PROGRAM 'true'$$),
+-- every function
+('regress_app', 'open_account', $$SELECT credits.open_account(4098, 1000000)$$),
+('regress_app', 'add_credits', $$SELECT credits.add_credits(4002, 1000000)$$),
+('regress_app', 'enable_auto_recharge', $$SELECT credits.enable_auto_recharge(4002, 0, 1000000)$$),
+('regress_app', 'disable_auto_recharge', $$SELECT credits.disable_auto_recharge(4001)$$),
+('regress_app', 'expire_recharges', $$SELECT credits.expire_recharges()$$),
+('regress_app', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$),
+('regress_app', 'complete_recharge', $$SELECT credits.complete_recharge(1, 'x')$$),
+('regress_app', 'fail_recharge', $$SELECT credits.fail_recharge(1, 'x')$$),
+('regress_app', 'verify', $$SELECT * FROM credits.verify()$$),
+('regress_app', '_settle_batches', $$SELECT credits._settle_batches(1, 'ready')$$),
+('regress_app', '_post', $$SELECT credits._post(a, 1000000, 'grant', NULL, NULL, NULL) FROM credits.accounts a WHERE account_id = 4002$$),
+('regress_app', '_lock_account', $$SELECT credits._lock_account(4002)$$),
+('regress_app', '_lock_recharge', $$SELECT credits._lock_recharge(1)$$),
+('regress_app', '_cancel_recharge', $$SELECT credits._cancel_recharge(1, 'x')$$),
+('regress_app', '_turn_off', $$SELECT credits._turn_off(4001, 'disabled_by_user')$$),
+('regress_app', '_max_payment_failures', $$SELECT credits._max_payment_failures()$$),
+('regress_app', '_recharge_expiry_seconds', $$SELECT credits._recharge_expiry_seconds()$$),
+('regress_app', 'debit_batch, called directly', $$SELECT credits.debit_batch()$$),
+('regress_app', 'guard_batch, called directly', $$SELECT credits.guard_batch()$$),
+('regress_app', 'guard_ledger, called directly', $$SELECT credits.guard_ledger()$$),
+-- the payment worker
+('regress_worker', 'add_credits', $$SELECT credits.add_credits(4002, 1000000)$$),
+('regress_worker', 'open_account', $$SELECT credits.open_account(4097, 1000000)$$),
+('regress_worker', 'enable_auto_recharge', $$SELECT credits.enable_auto_recharge(4002, 0, 1000000)$$),
+('regress_worker', 'disable_auto_recharge', $$SELECT credits.disable_auto_recharge(4001)$$),
+('regress_worker', 'expire_recharges', $$SELECT credits.expire_recharges()$$),
+('regress_worker', '_settle_batches', $$SELECT credits._settle_batches(1, 'ready')$$),
+('regress_worker', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
+('regress_worker', 'UPDATE of recharges', $$UPDATE credits.recharges SET credits = 1$$),
+('regress_worker', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = 0$$),
+('regress_worker', 'INSERT into the ledger', $$INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4002, 1, 71, 'grant')$$),
+('regress_worker', 'SET session_replication_role', $$SET session_replication_role = replica$$),
+-- the policy admin
+('regress_admin', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$),
+('regress_admin', 'complete_recharge', $$SELECT credits.complete_recharge(1, 'x')$$),
+('regress_admin', 'fail_recharge', $$SELECT credits.fail_recharge(1, 'x')$$),
+('regress_admin', '_settle_batches', $$SELECT credits._settle_batches(1, 'failed')$$),
+('regress_admin', '_post', $$SELECT credits._post(NULL::credits.accounts, 1, 'grant', NULL, NULL, NULL)$$),
+('regress_admin', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
+('regress_admin', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = 0$$),
+('regress_admin', 'INSERT into the ledger', $$INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4002, 1, 71, 'grant')$$),
+('regress_admin', 'UPDATE of policies behind the functions', $$UPDATE credits.auto_recharge SET max_credits = 9000000000000000000$$),
+('regress_admin', 'UPDATE of recharges', $$UPDATE credits.recharges SET status = 'succeeded'$$),
+('regress_admin', 'ALTER TABLE send_batches DISABLE TRIGGER', $$ALTER TABLE credits.send_batches DISABLE TRIGGER credits_debit$$),
+('regress_admin', 'SET session_replication_role', $$SET session_replication_role = replica$$),
+-- reporting
+('regress_reporting', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
+('regress_reporting', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = 0$$),
+('regress_reporting', 'DELETE of prices', $$DELETE FROM credits.prices$$),
+('regress_reporting', 'INSERT into the ledger', $$INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4002, 1, 71, 'grant')$$),
+('regress_reporting', 'UPDATE of policies', $$UPDATE credits.auto_recharge SET enabled = false$$),
+('regress_reporting', 'UPDATE of recharges', $$UPDATE credits.recharges SET status = 'failed'$$),
+('regress_reporting', 'TRUNCATE prices', $$TRUNCATE credits.prices$$),
+('regress_reporting', 'SELECT FOR UPDATE of accounts', $$SELECT * FROM credits.accounts FOR UPDATE$$),
+('regress_reporting', 'verify', $$SELECT * FROM credits.verify()$$),
+('regress_reporting', 'open_account', $$SELECT credits.open_account(4096, 1)$$),
+('regress_reporting', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$);
+
+-- Objects of the application's own, for the trigger attempts above.
+SET ROLE regress_app;
+CREATE FUNCTION regress_evil.skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TABLE regress_evil.own (LIKE credits.send_batches);
+RESET ROLE;
+
+SET ROLE regress_app;
+SELECT throws_ok(d.sql, '42501', NULL, format('application cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_app' ORDER BY d.id;
+RESET ROLE;
+SET ROLE regress_worker;
+SELECT throws_ok(d.sql, '42501', NULL, format('payment worker cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_worker' ORDER BY d.id;
+RESET ROLE;
+SET ROLE regress_admin;
+SELECT throws_ok(d.sql, '42501', NULL, format('policy admin cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_admin' ORDER BY d.id;
+RESET ROLE;
+SET ROLE regress_reporting;
+SELECT throws_ok(d.sql, '42501', NULL, format('reporting cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_reporting' ORDER BY d.id;
+RESET ROLE;
+
+SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'credits.send_batches'::regclass AND tgname = 'credits_debit'),
+	'O', 'the debit trigger is still enabled after all that');
+
+--------------------------------------------------------------------------------
+-- 3. What the worker, the admin and reporting may do
+--------------------------------------------------------------------------------
+
+DO $$ BEGIN PERFORM credits.enable_auto_recharge(4002, 0, 1000); END $$;
+SET ROLE regress_app;
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4002, 100, 'app-2'), (4002, 100, 'app-3');
+RESET ROLE;
+
+SET ROLE regress_worker;
+SELECT results_eq(
+	$$SELECT account_id, credits FROM credits.claim_recharges(10)$$,
+	$$VALUES (4002::bigint, 130::bigint)$$,
+	'payment worker: claims the pending recharge');
+SELECT lives_ok(
+	$$SELECT credits.complete_recharge((SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 4002), 'regress-worker-ref')$$,
+	'payment worker: completes it');
+RESET ROLE;
+SET ROLE regress_app;
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4002, 100, 'app-4');
+RESET ROLE;
+SET ROLE regress_worker;
+SELECT lives_ok($$SELECT credits.claim_recharges(10)$$, 'payment worker: claims the next one');
+SELECT lives_ok(
+	$$SELECT credits.fail_recharge((SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 4002), 'regress declined')$$,
+	'payment worker: fails it');
+SELECT results_eq(
+	$$SELECT status FROM credits.recharges WHERE account_id = 4002 ORDER BY recharge_id$$,
+	$$VALUES ('succeeded'::text), ('failed')$$,
+	'payment worker: reads the recharges it settled');
+RESET ROLE;
+
+SET ROLE regress_admin;
+SELECT lives_ok($$INSERT INTO credits.prices (channel, credits_per_message) VALUES ('regress_sms', 7)$$,
+	'policy admin: adds a price');
+SELECT lives_ok($$UPDATE credits.prices SET credits_per_message = 8 WHERE channel = 'regress_sms'$$,
+	'policy admin: changes a price');
+SELECT lives_ok($$DELETE FROM credits.prices WHERE channel = 'regress_sms'$$,
+	'policy admin: removes a price');
+SELECT lives_ok($$SELECT credits.open_account(4003, 10)$$, 'policy admin: opens an account');
+SELECT lives_ok($$SELECT credits.add_credits(4003, 5, 'regress grant')$$, 'policy admin: grants credits');
+SELECT lives_ok($$SELECT credits.enable_auto_recharge(4003, 0, 100)$$, 'policy admin: enables auto-recharge');
+SELECT lives_ok($$SELECT credits.disable_auto_recharge(4003)$$, 'policy admin: disables auto-recharge');
+SELECT is_empty($$SELECT * FROM credits.verify()$$, 'policy admin: runs verify()');
+RESET ROLE;
+
+SET ROLE regress_reporting;
+SELECT lives_ok(format('SELECT * FROM credits.%I', c.relname), format('reporting reads credits.%s', c.relname))
+  FROM pg_class c
+ WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v')
+ ORDER BY c.relname;
+SELECT results_eq(
+	$$SELECT balance FROM credits.account_overview WHERE account_id = 4003$$,
+	$$VALUES (15::bigint)$$,
+	'reporting: the account overview shows what the admin did');
+RESET ROLE;
+
+SELECT is_empty($$SELECT * FROM credits.verify()$$, 'verify() is empty at the end');
+
+SELECT * FROM finish();
+ROLLBACK;
