@@ -17,7 +17,8 @@ OBJS = \
 	src/batch_guard.o \
 	src/settle.o \
 	src/plan_cache.o \
-	src/debit_state.o
+	src/debit_state.o \
+	src/direct_access.o
 
 DATA = $(EXTENSION)--$(EXTVERSION).sql
 

@@ -552,10 +552,14 @@ CREATE FUNCTION credits.claim_recharges(max_rows integer DEFAULT 1)
 	ROWS 10
 AS $$
 BEGIN
-	IF max_rows IS NULL OR max_rows < 1 THEN
+	IF max_rows IS NULL THEN
+		RAISE EXCEPTION 'max_rows must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF max_rows < 1 THEN
 		RAISE EXCEPTION 'max_rows must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('max_rows is %s.', coalesce(max_rows::text, 'null'));
+				  DETAIL = format('max_rows is %s.', max_rows);
 	END IF;
 	-- SKIP LOCKED: two workers never get the same row, and a recharge that a
 	-- batch is growing right now (row locked) is simply left for later.
@@ -722,7 +726,7 @@ AS $$
 	-- 4. balance + in-flight recharges >= 0
 	SELECT a.account_id, format('balance %s + in-flight %s is negative', a.balance, a.in_flight)
 	  FROM credits.accounts a
-	 WHERE a.balance + a.in_flight < 0
+	 WHERE a.balance::numeric + a.in_flight < 0
 	UNION ALL
 	-- 5. every batch has exactly one debit of its cost
 	SELECT b.account_id,
@@ -773,6 +777,24 @@ AS $$
 		   format('recharge %s was claimed at %s credits but is now %s', r.recharge_id, r.claimed_credits, r.credits)
 	  FROM credits.recharges r
 	 WHERE r.claimed_at IS NOT NULL AND r.claimed_credits IS DISTINCT FROM r.credits
+	UNION ALL
+	-- 11. every ledger row names a batch or recharge that exists (a partial
+	-- restore, or rows removed behind the extension's back)
+	SELECT l.account_id,
+		   format('ledger entry %s (%s) names %s that does not exist', l.entry_id, l.kind,
+				  CASE WHEN l.kind IN ('debit', 'refund') THEN 'batch ' || l.batch_id
+					   ELSE 'recharge ' || l.recharge_id END)
+	  FROM credits.ledger l
+	 WHERE (l.kind IN ('debit', 'refund')
+			AND NOT EXISTS (SELECT FROM credits.send_batches b WHERE b.batch_id = l.batch_id))
+		OR (l.kind = 'recharge'
+			AND NOT EXISTS (SELECT FROM credits.recharges r WHERE r.recharge_id = l.recharge_id))
+	UNION ALL
+	-- 12. every account with ledger rows exists
+	SELECT l.account_id, 'ledger rows for an account that does not exist'
+	  FROM credits.ledger l
+	 WHERE NOT EXISTS (SELECT FROM credits.accounts a WHERE a.account_id = l.account_id)
+	 GROUP BY l.account_id
 	ORDER BY 1, 2
 $$;
 COMMENT ON FUNCTION credits.verify() IS
@@ -787,7 +809,7 @@ CREATE VIEW credits.account_overview AS
 SELECT a.account_id,
 	   a.balance,
 	   a.in_flight,
-	   a.balance + a.in_flight AS available,
+	   a.balance::numeric + a.in_flight AS available,
 	   CASE WHEN p.account_id IS NULL THEN 'never set'
 			WHEN p.enabled THEN 'on'
 			ELSE 'off (' || p.disabled_reason || ')' END AS auto_recharge,

@@ -399,7 +399,7 @@ LayerIsEmpty(DebitLayer *layer)
 /*
  * WriteLayer
  *		Inserts the queued ledger rows in one statement and, with final,
- *		writes every dirty account row in the same statement.
+ *		writes every dirty account row.
  */
 static void
 WriteLayer(DebitLayer *layer, bool final)
@@ -408,7 +408,7 @@ WriteLayer(DebitLayer *layer, bool final)
 	int64	   *ids = NULL;
 	int64	   *balances = NULL;
 	int64	   *in_flights = NULL;
-	Datum		values[7];
+	Datum		values[4];
 
 	if (final && layer->naccounts > 0)
 	{
@@ -439,14 +439,35 @@ WriteLayer(DebitLayer *layer, bool final)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "credits: SPI_connect failed");
-	values[0] = Int8ArrayDatum(layer->ledger_account, layer->nledger);
-	values[1] = Int8ArrayDatum(layer->ledger_delta, layer->nledger);
-	values[2] = Int8ArrayDatum(layer->ledger_balance, layer->nledger);
-	values[3] = Int8ArrayDatum(layer->ledger_batch, layer->nledger);
-	values[4] = Int8ArrayDatum(ids, ndirty);
-	values[5] = Int8ArrayDatum(balances, ndirty);
-	values[6] = Int8ArrayDatum(in_flights, ndirty);
-	CreditsExecPlan(PLAN_WRITE_DEBITS, values, NULL, layer->nledger);
+	if (layer->nledger == 1 && ndirty == 1 && ids[0] == layer->ledger_account[0])
+	{
+		/* a single-row statement: one statement instead of two */
+		Datum		one[5];
+
+		one[0] = Int64GetDatum(ids[0]);
+		one[1] = Int64GetDatum(layer->ledger_delta[0]);
+		one[2] = Int64GetDatum(layer->ledger_balance[0]);
+		one[3] = Int64GetDatum(layer->ledger_batch[0]);
+		one[4] = Int64GetDatum(in_flights[0]);
+		Assert(balances[0] == layer->ledger_balance[0]);
+		CreditsExecPlan(PLAN_WRITE_ONE, one, NULL, 1);
+		ndirty = 0;
+	}
+	else if (layer->nledger > 0)
+	{
+		values[0] = Int8ArrayDatum(layer->ledger_account, layer->nledger);
+		values[1] = Int8ArrayDatum(layer->ledger_delta, layer->nledger);
+		values[2] = Int8ArrayDatum(layer->ledger_balance, layer->nledger);
+		values[3] = Int8ArrayDatum(layer->ledger_batch, layer->nledger);
+		CreditsExecPlan(PLAN_WRITE_DEBITS, values, NULL, layer->nledger);
+	}
+	for (int i = 0; i < ndirty; i++)
+	{
+		values[0] = Int64GetDatum(ids[i]);
+		values[1] = Int64GetDatum(balances[i]);
+		values[2] = Int64GetDatum(in_flights[i]);
+		CreditsExecPlan(PLAN_WRITE_ACCOUNT, values, NULL, 1);
+	}
 	SPI_finish();
 
 	layer->nledger = 0;

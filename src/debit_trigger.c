@@ -58,6 +58,7 @@
 
 #include "credits.h"
 #include "debit_state.h"
+#include "direct_access.h"
 #include "plan_cache.h"
 #include "recharge_decision.h"
 
@@ -87,10 +88,7 @@ static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
 static BatchOutcome DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 							   const char *channel, text *idempotency_key);
 static void ConnectSPI(bool *connected);
-static CachedAccount *LockAccount(int64 account_id, const char *channel,
-								  text *idempotency_key, int32 *price,
-								  bool *duplicate);
-static int32 LookUpPrice(const char *channel);
+static CachedAccount *LockAccount(int64 account_id);
 static bool IsDuplicate(int64 account_id, text *idempotency_key);
 static void UnknownChannel(const char *channel) pg_attribute_noreturn();
 static int64 MonthlyRoom(int64 account_id, const DebitDecision *d,
@@ -267,22 +265,18 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 
 	account = CreditsFindAccount(account_id);
 	if (account == NULL)
+		account = LockAccount(account_id);
+	if (!CreditsCachedPrice(channel, &price))
 	{
-		ConnectSPI(&connected);
-		account = LockAccount(account_id, channel, idempotency_key, &price, &duplicate);
+		if (!CreditsReadPriceDirect(channel, &price))
+			UnknownChannel(channel);
+		CreditsCachePrice(channel, price);
 	}
-	else
+	if (idempotency_key != NULL)
 	{
-		if (!CreditsCachedPrice(channel, &price))
-		{
-			ConnectSPI(&connected);
-			price = LookUpPrice(channel);
-		}
-		if (idempotency_key != NULL)
-		{
-			ConnectSPI(&connected);
-			duplicate = IsDuplicate(account_id, idempotency_key);
-		}
+		/* after the account lock: see the header comment */
+		ConnectSPI(&connected);
+		duplicate = IsDuplicate(account_id, idempotency_key);
 	}
 
 	if (pg_mul_s64_overflow((int64) messages, (int64) price, &out.cost))
@@ -383,73 +377,22 @@ ConnectSPI(bool *connected)
 
 /*
  * LockAccount
- *		Locks and reads an account the statement has not seen, with its
- *		policy and the batch's price and duplicate check, and caches it.
+ *		Locks and reads an account the statement has not seen yet, with its
+ *		policy (read after the lock), and caches it for the statement.
  */
 static CachedAccount *
-LockAccount(int64 account_id, const char *channel, text *idempotency_key,
-			int32 *price, bool *duplicate)
+LockAccount(int64 account_id)
 {
 	CachedAccount account;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	bool		isnull;
-	Datum		v;
 
-	/* 1. The lock. */
-	values[0] = Int64GetDatum(account_id);
-	CreditsExecPlan(PLAN_LOCK_ACCOUNT, values, NULL, -1);
-	if (SPI_processed == 0)
+	account.account_id = account_id;
+	if (!CreditsLockAccountDirect(account_id, &account.balance, &account.in_flight))
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_UNKNOWN_ACCOUNT),
 				 errmsg("account %lld does not exist", (long long) account_id),
 				 errhint("Open it first with credits.open_account().")));
-	account.account_id = account_id;
-	account.balance = GetInt8(0, 1, &isnull);
-	account.in_flight = GetInt8(0, 2, &isnull);
-
-	/* 2. Policy, price and duplicate key, seen after the lock. */
-	values[1] = CStringGetTextDatum(channel);
-	if (idempotency_key != NULL)
-		values[2] = PointerGetDatum(idempotency_key);
-	else
-		nulls[2] = 'n';
-	CreditsExecPlan(PLAN_BATCH_CONTEXT, values, nulls, 1);
-	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	account.policy.enabled = !isnull && DatumGetBool(v);
-	account.policy.min_balance = GetInt8(0, 2, &isnull);
-	account.policy.max_credits = GetInt8(0, 3, &isnull);
-	account.policy.target_balance = GetInt8(0, 5, &isnull);
-	account.policy.has_target = !isnull;
-	account.policy.monthly_limit = GetInt8(0, 6, &isnull);
-	account.policy.has_monthly_limit = !isnull;
-	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
-	if (isnull)
-		UnknownChannel(channel);
-	*price = DatumGetInt32(v);
-	*duplicate = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-											SPI_tuptable->tupdesc, 7, &isnull));
-	CreditsCachePrice(channel, *price);
+	CreditsReadPolicyDirect(account_id, &account.policy);
 	return CreditsRememberAccount(&account);
-}
-
-/* A channel's price, read and cached for the rest of the statement. */
-static int32
-LookUpPrice(const char *channel)
-{
-	Datum		values[1];
-	bool		isnull;
-	Datum		v;
-	int32		price;
-
-	values[0] = CStringGetTextDatum(channel);
-	CreditsExecPlan(PLAN_PRICE, values, NULL, -1);
-	if (SPI_processed == 0)
-		UnknownChannel(channel);
-	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	price = DatumGetInt32(v);
-	CreditsCachePrice(channel, price);
-	return price;
 }
 
 /* Whether a batch with this key is stored (or inserted earlier here). */

@@ -9,7 +9,7 @@
  *	  src/plan_cache.c
  *
  * As ri_triggers.c does, each statement is prepared on first use with
- * SPI_prepare() and kept with SPI_keepplan(); the plan cache replans it by
+ * SPI_prepare_cursor() (generic plan) and kept with SPI_keepplan(); the plan cache replans it by
  * itself after DDL on the tables it reads.  Values always travel as
  * parameters, never as SQL text.
  *
@@ -44,32 +44,7 @@ typedef struct CreditsPlanSpec
 } CreditsPlanSpec;
 
 static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
-	[PLAN_LOCK_ACCOUNT] = {
-		"SELECT a.balance, a.in_flight FROM credits.accounts a"
-		" WHERE a.account_id" EQ "$1 FOR NO KEY UPDATE",
-		1, {INT8OID}
-	},
 
-	/*
-	 * Read after the account lock is held, in a statement of its own so that
-	 * it sees whatever a transaction we waited for committed (a policy
-	 * change, or a batch with the same idempotency key).
-	 */
-	[PLAN_BATCH_CONTEXT] = {
-		"SELECT p.enabled, p.min_balance, p.max_credits, pr.credits_per_message,"
-		"       p.target_balance, p.monthly_limit,"
-		"       ($3::pg_catalog.text IS NOT NULL AND EXISTS ("
-		"          SELECT FROM credits.send_batches b"
-		"           WHERE b.account_id" EQ "$1 AND b.idempotency_key" EQ "$3))"
-		"  FROM (VALUES (1)) AS one(x)"
-		"  LEFT JOIN credits.auto_recharge p ON p.account_id" EQ "$1"
-		"  LEFT JOIN credits.prices pr ON pr.channel" EQ "$2",
-		3, {INT8OID, TEXTOID, TEXTOID}
-	},
-	[PLAN_PRICE] = {
-		"SELECT pr.credits_per_message FROM credits.prices pr WHERE pr.channel" EQ "$1",
-		1, {TEXTOID}
-	},
 	[PLAN_DUPLICATE] = {
 		"SELECT EXISTS (SELECT FROM credits.send_batches b"
 		"                WHERE b.account_id" EQ "$1 AND b.idempotency_key" EQ "$2)",
@@ -77,23 +52,36 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 	},
 
 	/*
-	 * One statement writes what a statement debited: the account rows
-	 * (running balance and in_flight), and the ledger rows in the order the
-	 * debits happened, so entry_id order is debit order.
+	 * The ledger rows a statement queued, in the order the debits happened,
+	 * so entry_id order is debit order.
 	 */
 	[PLAN_WRITE_DEBITS] = {
-		"WITH acct AS ("
-		"  UPDATE credits.accounts a SET balance = u.balance, in_flight = u.in_flight"
-		"    FROM ROWS FROM (pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
-		"         AS u(account_id, balance, in_flight)"
-		"   WHERE a.account_id" EQ "u.account_id)"
-		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)"
+		"INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)"
 		" SELECT u.account_id, u.delta, u.balance_after, 'debit', u.batch_id"
 		"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 		"                   pg_catalog.unnest($3), pg_catalog.unnest($4))"
 		"        AS u(account_id, delta, balance_after, batch_id)",
-		7, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-		INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
+		4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
+	},
+
+	/*
+	 * One account row at the end of a statement.  A statement per account,
+	 * not one UPDATE ... FROM unnest(): a generic plan for the join would
+	 * scan every account.
+	 */
+	/* The common single-row statement: its one debit in one statement. */
+	[PLAN_WRITE_ONE] = {
+		"WITH acct AS ("
+		"  UPDATE credits.accounts SET balance = $3, in_flight = $5"
+		"   WHERE account_id" EQ "$1)"
+		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)"
+		" VALUES ($1, $2, $3, 'debit', $4)",
+		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+	},
+	[PLAN_WRITE_ACCOUNT] = {
+		"UPDATE credits.accounts SET balance = $2, in_flight = $3"
+		" WHERE account_id" EQ "$1",
+		3, {INT8OID, INT8OID, INT8OID}
 	},
 	[PLAN_FIND_PENDING] = {
 		"SELECT r.recharge_id, r.credits,"
@@ -198,7 +186,13 @@ CreditsGetPlan(CreditsPlanId id)
 		const CreditsPlanSpec *spec = &plan_specs[id];
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare(spec->sql, spec->nargs, (Oid *) spec->argtypes);
+		/*
+		 * Generic plans, always: custom plans would be re-planned on every
+		 * execution (the parameters change each time), and planning these
+		 * small statements costs more than running them.
+		 */
+		plan = SPI_prepare_cursor(spec->sql, spec->nargs, (Oid *) spec->argtypes,
+								  CURSOR_OPT_GENERIC_PLAN);
 		if (plan == NULL)
 			elog(ERROR, "credits: SPI_prepare failed for \"%s\": %s",
 				 spec->sql, SPI_result_code_string(SPI_result));

@@ -17,12 +17,10 @@
 
 typedef enum CreditsPlanId
 {
-	PLAN_LOCK_ACCOUNT,			/* $1 account: balance, in_flight; locks */
-	PLAN_BATCH_CONTEXT,			/* $1 account, $2 channel, $3 key: policy,
-								 * price, duplicate? */
-	PLAN_PRICE,					/* $1 channel: credits_per_message */
 	PLAN_DUPLICATE,				/* $1 account, $2 key: a stored batch? */
-	PLAN_WRITE_DEBITS,			/* queued ledger rows and account rows */
+	PLAN_WRITE_DEBITS,			/* queued ledger rows, in bulk */
+	PLAN_WRITE_ACCOUNT,			/* one account's balance and in_flight */
+	PLAN_WRITE_ONE,				/* one ledger row and its account */
 	PLAN_FIND_PENDING,			/* $1 account: newest pending recharge, and
 								 * whether it was opened this month */
 	PLAN_GROW_PENDING,			/* add a need to a pending recharge */

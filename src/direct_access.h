@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ *
+ * direct_access.h
+ *	  Row access without SPI for the debit trigger's first row of an
+ *	  account: lock the account, read its policy and a channel's price.
+ *
+ * Copyright (c) 2026, credits developers
+ *
+ * IDENTIFICATION
+ *	  src/direct_access.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CREDITS_DIRECT_ACCESS_H
+#define CREDITS_DIRECT_ACCESS_H
+
+#include "recharge_decision.h"
+
+extern bool CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight);
+extern void CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy);
+extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
+
+#endif							/* CREDITS_DIRECT_ACCESS_H */
