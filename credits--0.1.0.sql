@@ -819,7 +819,8 @@ SELECT a.account_id,
 	   p.monthly_limit,
 	   coalesce(m.bought, 0) AS bought_this_month,
 	   coalesce(m.committed, 0) AS committed_this_month,
-	   greatest(p.monthly_limit - coalesce(m.committed, 0), 0) AS monthly_room,
+	   CASE WHEN p.monthly_limit IS NOT NULL
+			THEN greatest(p.monthly_limit - coalesce(m.committed, 0), 0) END AS monthly_room,
 	   p.payment_failures,
 	   p.disabled_at,
 	   p.disabled_reason

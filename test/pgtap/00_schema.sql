@@ -329,8 +329,8 @@ SELECT is_empty(
 -- Triggers
 --------------------------------------------------------------------------------
 
-SELECT triggers_are('credits', 'send_batches', ARRAY['credits_debit', 'credits_guard', 'credits_guard_truncate'],
-	'send_batches has exactly the debit and guard triggers');
+SELECT triggers_are('credits', 'send_batches', ARRAY['credits_debit', 'credits_flush', 'credits_guard', 'credits_guard_truncate'],
+	'send_batches has exactly the debit, flush and guard triggers');
 SELECT triggers_are('credits', 'ledger', ARRAY['credits_guard', 'credits_guard_truncate'],
 	'ledger has exactly the guard triggers');
 SELECT trigger_is('credits', 'send_batches', 'credits_debit', 'credits', 'debit_batch',
@@ -357,11 +357,13 @@ SELECT results_eq(
 		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.ledger FOR EACH STATEMENT'),
 		('credits.send_batches', 'credits_debit',
 		 'CREATE TRIGGER credits_debit BEFORE INSERT ON credits.send_batches FOR EACH ROW'),
+		('credits.send_batches', 'credits_flush',
+		 'CREATE TRIGGER credits_flush AFTER INSERT ON credits.send_batches FOR EACH STATEMENT'),
 		('credits.send_batches', 'credits_guard',
 		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.send_batches FOR EACH ROW'),
 		('credits.send_batches', 'credits_guard_truncate',
 		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.send_batches FOR EACH STATEMENT')$$,
-	'triggers fire BEFORE, per row for INSERT/UPDATE/DELETE and per statement for TRUNCATE');
+	'triggers: BEFORE per row for INSERT/UPDATE/DELETE, BEFORE TRUNCATE per statement, and the AFTER INSERT statement flush');
 SELECT is_empty(
 	$$SELECT t.tgname FROM pg_catalog.pg_trigger t
 	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass)

@@ -464,8 +464,8 @@ SELECT throws_ok($$SELECT * FROM credits.claim_recharges(0)$$, '22023', NULL,
 	'claim_recharges(0): 22023');
 SELECT throws_ok($$SELECT * FROM credits.claim_recharges(-1)$$, '22023', NULL,
 	'claim_recharges(-1): 22023');
-SELECT throws_ok($$SELECT * FROM credits.claim_recharges(NULL)$$, '22023', NULL,
-	'claim_recharges(NULL): 22023');
+SELECT throws_ok($$SELECT * FROM credits.claim_recharges(NULL)$$, '22004', NULL,
+	'claim_recharges(NULL): 22004, as every NULL argument');
 SELECT is((SELECT count(*) FROM credits.recharges WHERE status = 'pending'), 3::bigint,
 	'refused claims claimed nothing');
 

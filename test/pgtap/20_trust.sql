@@ -520,7 +520,7 @@ SELECT results_eq(
 			 target_balance, monthly_limit, bought_this_month, committed_this_month, monthly_room,
 			 payment_failures, disabled_at, disabled_reason
 		FROM credits.account_overview WHERE account_id = 2040$$,
-	$$VALUES (2040::bigint, 40::bigint, 460::bigint, 500::bigint, 'on'::text, 100::bigint, 2000::bigint,
+	$$VALUES (2040::bigint, 40::bigint, 460::bigint, 500::numeric, 'on'::text, 100::bigint, 2000::bigint,
 			  500::bigint, 5000::bigint, 600::numeric, 1060::numeric, 3940::numeric,
 			  2, NULL::timestamptz, NULL::text)$$,
 	'account_overview: every column for account 2040 (bought = RA; committed = RA + RD)');
@@ -528,7 +528,7 @@ SELECT results_eq(
 	$$SELECT balance, in_flight, available, auto_recharge, min_balance, monthly_limit,
 			 bought_this_month, committed_this_month, monthly_room, payment_failures
 		FROM credits.account_overview WHERE account_id = 2041$$,
-	$$VALUES (70::bigint, 0::bigint, 70::bigint, 'never set'::text, NULL::bigint, NULL::bigint,
+	$$VALUES (70::bigint, 0::bigint, 70::numeric, 'never set'::text, NULL::bigint, NULL::bigint,
 			  0::numeric, 0::numeric, NULL::numeric, NULL::integer)$$,
 	'account_overview: an account without a policy');
 SELECT results_eq(
@@ -580,7 +580,7 @@ GRANT SELECT ON credits.account_overview, credits.recharge_history,
 SET LOCAL ROLE regress_trust_reader;
 SELECT results_eq(
 	$$SELECT balance, available, auto_recharge, committed_this_month FROM credits.account_overview WHERE account_id = 2040$$,
-	$$VALUES (40::bigint, 500::bigint, 'on'::text, 1060::numeric)$$,
+	$$VALUES (40::bigint, 500::numeric, 'on'::text, 1060::numeric)$$,
 	'the reporting role reads account_overview');
 SELECT results_eq(
 	$$SELECT count(*), sum(credits) FROM credits.recharge_history WHERE account_id = 2040$$,

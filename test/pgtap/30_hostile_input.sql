@@ -15,7 +15,7 @@
 -- superuser (as pg_prove does in scripts/test).  Everything is rolled back.
 
 BEGIN;
-SELECT plan(118);
+SELECT plan(119);
 
 -- Helpers, gone at ROLLBACK.
 -- The account's n-th recharge, oldest first.
@@ -26,6 +26,17 @@ CREATE FUNCTION pg_temp.rc(bigint, integer) RETURNS bigint LANGUAGE sql AS
 -- entry below the btree limit).
 CREATE FUNCTION pg_temp.mb() RETURNS text LANGUAGE sql IMMUTABLE AS
 	'SELECT string_agg(md5(g::text), '''' ORDER BY g) FROM generate_series(1, 32768) AS g';
+-- Inserts one batch inside a subtransaction (an EXCEPTION block): called
+-- from the row of an INSERT that is debiting the same account, that is CR019.
+CREATE FUNCTION pg_temp.nested_batch(acct bigint) RETURNS integer LANGUAGE plpgsql AS $$
+BEGIN
+	BEGIN
+		INSERT INTO credits.send_batches (account_id, messages) VALUES (acct, 1);
+	EXCEPTION WHEN division_by_zero THEN NULL;
+	END;
+	RETURN 1;
+END
+$$;
 -- Every total the brief names, plus a fingerprint of every row of every
 -- table, so "unchanged" means unchanged.
 CREATE FUNCTION pg_temp.totals() RETURNS TABLE (
@@ -274,6 +285,8 @@ INSERT INTO cases (description, sql, sqlstate) VALUES
 	$$INSERT INTO credits.send_batches (account_id, messages, recharge_id) VALUES (3001, 1, 1)$$, 'CR007'),
 ('batch that sets batch_id',
 	$$INSERT INTO credits.send_batches (batch_id, account_id, messages) VALUES (1, 3001, 1)$$, '428C9'),
+('a batch inserted in a subtransaction while the enclosing INSERT debits the same account',
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 1), (3001, pg_temp.nested_batch(3001))$$, 'CR019'),
 ('batch repeating an idempotency key without ON CONFLICT',
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (3001, 1, 'regress-dup')$$, '23505'),
 ('ON CONFLICT DO UPDATE that changes messages',
@@ -386,7 +399,7 @@ INSERT INTO cases (description, sql, sqlstate, message) VALUES
 	'23502', NULL);
 
 SELECT cmp_ok((SELECT count(*)::integer FROM cases), '>=', 40, 'at least 40 hostile cases');
-SELECT is((SELECT count(*)::integer FROM cases), 99, 'the case count this file plans for');
+SELECT is((SELECT count(*)::integer FROM cases), 100, 'the case count this file plans for');
 
 SELECT throws_ok(c.sql, c.sqlstate, c.message, format('case %s: %s -> %s', c.id, c.description, c.sqlstate))
   FROM cases c

@@ -27,7 +27,7 @@
 -- (roles included) is rolled back.
 
 BEGIN;
-SELECT plan(186);
+SELECT plan(190);
 
 CREATE ROLE regress_app;
 CREATE ROLE regress_worker;
@@ -545,6 +545,49 @@ SET ROLE regress_reporting;
 SELECT throws_ok(d.sql, '42501', NULL, format('reporting cannot: %s (42501)', d.description))
   FROM denied d WHERE d.role = 'regress_reporting' ORDER BY d.id;
 RESET ROLE;
+
+-- And every credits function that a role was not granted, whatever it is
+-- (internal helpers and trigger functions included, present or future):
+-- called with NULL arguments, each must refuse with 42501.  The NULLs are
+-- sub-selects: a STRICT function of constant NULLs is folded away by the
+-- planner before the privilege check.
+CREATE FUNCTION pg_temp.unrefused_calls(p_role name) RETURNS text[]
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	f record;
+	leaks text[] := '{}';
+BEGIN
+	FOR f IN
+		SELECT p.oid::regprocedure::text AS sig,
+			   format('SELECT credits.%I(%s)', p.proname,
+					  (SELECT coalesce(string_agg('(SELECT NULL::' || format_type(t, NULL) || ')', ', ' ORDER BY o), '')
+						 FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(t, o))) AS sql
+		  FROM pg_proc p
+		 WHERE p.pronamespace = 'credits'::regnamespace
+		   AND NOT has_function_privilege(p_role, p.oid, 'EXECUTE')
+		 ORDER BY 1
+	LOOP
+		BEGIN
+			PERFORM set_config('role', p_role, true);
+			EXECUTE f.sql;
+			leaks := leaks || (f.sig || ': no error');
+		EXCEPTION
+			WHEN insufficient_privilege THEN NULL;
+			WHEN OTHERS THEN leaks := leaks || (f.sig || ': ' || SQLSTATE);
+		END;
+		PERFORM set_config('role', 'none', true);
+	END LOOP;
+	RETURN leaks;
+END
+$$;
+SELECT is(pg_temp.unrefused_calls('regress_app'), '{}'::text[],
+	'application: every credits function refuses it (42501)');
+SELECT is(pg_temp.unrefused_calls('regress_worker'), '{}'::text[],
+	'payment worker: every credits function but its three refuses it (42501)');
+SELECT is(pg_temp.unrefused_calls('regress_admin'), '{}'::text[],
+	'policy admin: every credits function but its six refuses it (42501)');
+SELECT is(pg_temp.unrefused_calls('regress_reporting'), '{}'::text[],
+	'reporting: every credits function refuses it (42501)');
 
 SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'credits.send_batches'::regclass AND tgname = 'credits_debit'),
 	'O', 'the debit trigger is still enabled after all that');
