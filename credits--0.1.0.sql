@@ -790,6 +790,15 @@ AS $$
 		OR (l.kind = 'recharge'
 			AND NOT EXISTS (SELECT FROM credits.recharges r WHERE r.recharge_id = l.recharge_id))
 	UNION ALL
+	-- 13. a negative balance is backed by awaiting batches, so that any
+	-- recharge in flight can still fail and be made good by refunds
+	SELECT a.account_id,
+		   format('balance %s is not backed by awaiting batches (%s)', a.balance, coalesce(w.total, 0))
+	  FROM credits.accounts a
+	  LEFT JOIN (SELECT b.account_id, sum(b.cost) AS total FROM credits.send_batches b
+				  WHERE b.status = 'awaiting_credits' GROUP BY b.account_id) w USING (account_id)
+	 WHERE a.balance < 0 AND a.balance + coalesce(w.total, 0) < 0
+	UNION ALL
 	-- 12. every account with ledger rows exists
 	SELECT l.account_id, 'ledger rows for an account that does not exist'
 	  FROM credits.ledger l

@@ -112,4 +112,28 @@ SELECT status FROM credits.complete_recharge(
 	(SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 302), 'ref-302');
 SELECT cost, status FROM credits.send_batches WHERE account_id = 302 ORDER BY batch_id;
 SELECT balance, in_flight FROM credits.accounts WHERE account_id = 302;
+
+-- A succeeded recharge turns its batches ready only as far as the balance
+-- pays for them (found by the model-based test, seed 70).  Recharge A (110,
+-- a top-up to 100) is in flight when B (101) opens; the batch of 50 names B
+-- but lives on A's spare credits.  B succeeds first: the batch of 101 is
+-- ready, the batch of 50 now awaits A.  A fails: both of A's batches fail.
+SELECT count(*) >= 0 AS cleared FROM credits.claim_recharges(1000);
+SELECT balance FROM credits.open_account(303, 0);
+SELECT enabled FROM credits.enable_auto_recharge(303, 0, 1000, target_balance => 100);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (303, 10);
+SELECT credits FROM credits.claim_recharges(1);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (303, 101);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (303, 50);
+SELECT credits FROM credits.claim_recharges(1);
+SELECT status FROM credits.complete_recharge(
+	(SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 303), 'ref-303');
+SELECT b.cost, b.status, r.credits AS awaits_recharge_of
+  FROM credits.send_batches b LEFT JOIN credits.recharges r ON r.recharge_id = b.recharge_id
+ WHERE b.account_id = 303 ORDER BY b.batch_id;
+SELECT balance, in_flight FROM credits.accounts WHERE account_id = 303;
+SELECT status FROM credits.fail_recharge(
+	(SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 303), 'card declined');
+SELECT cost, status FROM credits.send_batches WHERE account_id = 303 ORDER BY batch_id;
+SELECT balance, in_flight FROM credits.accounts WHERE account_id = 303;
 SELECT * FROM credits.verify();

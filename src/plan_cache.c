@@ -159,6 +159,28 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		" WHERE batch_id" EQ "$1 AND status" EQ "'awaiting_credits'",
 		1, {INT8OID}
 	},
+	[PLAN_AWAITING_OF_RECHARGE] = {
+		"SELECT b.batch_id, b.cost FROM credits.send_batches b"
+		" WHERE b.recharge_id" EQ "$1 AND b.status" EQ "'awaiting_credits'"
+		" ORDER BY b.batch_id",
+		1, {INT8OID}
+	},
+	[PLAN_AWAITING_TOTAL] = {
+		"SELECT COALESCE(LEAST(pg_catalog.sum(b.cost), 9223372036854775807), 0)::pg_catalog.int8"
+		"  FROM credits.send_batches b"
+		" WHERE b.account_id" EQ "$1 AND b.status" EQ "'awaiting_credits'",
+		1, {INT8OID}
+	},
+	[PLAN_READY_BATCH] = {
+		"UPDATE credits.send_batches SET status = 'ready'"
+		" WHERE batch_id" EQ "$1 AND status" EQ "'awaiting_credits'",
+		1, {INT8OID}
+	},
+	[PLAN_REPOINT_BATCH] = {
+		"UPDATE credits.send_batches SET recharge_id = $2"
+		" WHERE batch_id" EQ "$1 AND status" EQ "'awaiting_credits'",
+		2, {INT8OID, INT8OID}
+	},
 	[PLAN_POST_REFUND] = {
 		"INSERT INTO credits.ledger"
 		" (account_id, delta, balance_after, kind, batch_id, recharge_id)"

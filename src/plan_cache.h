@@ -33,6 +33,10 @@ typedef enum CreditsPlanId
 	PLAN_RECHARGE_ACCOUNT,		/* $1 recharge: its account */
 	PLAN_NEWEST_AWAITING,		/* $1 account: newest awaiting batch */
 	PLAN_FAIL_BATCH,			/* $1 batch: awaiting -> failed */
+	PLAN_AWAITING_OF_RECHARGE,	/* $1 recharge: its awaiting batches */
+	PLAN_AWAITING_TOTAL,		/* $1 account: cost of its awaiting batches */
+	PLAN_READY_BATCH,			/* $1 batch: awaiting -> ready */
+	PLAN_REPOINT_BATCH,			/* $1 batch awaits recharge $2 instead */
 	PLAN_POST_REFUND,			/* ledger refund row */
 	PLAN_SET_BALANCE,			/* accounts.balance := $2 */
 	NUM_CREDITS_PLANS

@@ -56,6 +56,7 @@ static void RefundBatch(int64 account_id, int64 recharge_id,
 						const SettledBatch *batch, int64 *balance);
 static int	FailDependentBatches(int64 account_id, int64 recharge_id,
 								 int64 *balance);
+static int	ReadyBatches(int64 account_id, int64 recharge_id);
 static int	CompareBatchIds(const void *a, const void *b);
 
 /*
@@ -94,15 +95,17 @@ credits_settle_batches(PG_FUNCTION_ARGS)
 	CreditsExecPlan(PLAN_RECHARGE_ACCOUNT, values, NULL, 1);
 	account_id = FirstInt8(1);
 
+	if (!refund)
+	{
+		changed = ReadyBatches(account_id, recharge_id);
+		SPI_finish();
+		PG_RETURN_INT32(changed);
+	}
+
 	values[1] = CStringGetTextDatum(outcome);
 	ExecAsSettler(PLAN_SETTLE_BATCHES, values, -1);
 	n = SPI_processed;
 	changed = (int) n;
-	if (!refund)
-	{
-		SPI_finish();
-		PG_RETURN_INT32(changed);
-	}
 
 	/* Refund in batch order, so the ledger reads the same on every run. */
 	batches = palloc(sizeof(SettledBatch) * (n > 0 ? n : 1));
@@ -130,6 +133,73 @@ credits_settle_batches(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	PG_RETURN_INT32(changed);
+}
+
+/*
+ * ReadyBatches
+ *		A recharge succeeded: its awaiting batches turn ready, oldest first,
+ *		as far as the balance pays for them.  The invariant kept is that a
+ *		negative balance is always backed by awaiting batches (balance + the
+ *		cost of awaiting batches >= 0), so that any recharge still in flight
+ *		can fail later and the batches living on it can still be refunded.
+ *		A batch that cannot turn ready yet (it lives on the credits of another
+ *		recharge still in flight) awaits that recharge instead.  Returns how
+ *		many batches turned ready.
+ */
+static int
+ReadyBatches(int64 account_id, int64 recharge_id)
+{
+	Datum		values[2];
+	int64		balance;
+	int64		awaiting;
+	uint64		n;
+	SettledBatch *batches;
+	int			ready = 0;
+	bool		isnull;
+
+	values[0] = Int64GetDatum(account_id);
+	CreditsExecPlan(PLAN_READ_ACCOUNT, values, NULL, 1);
+	balance = FirstInt8(1);
+	CreditsExecPlan(PLAN_AWAITING_TOTAL, values, NULL, 1);
+	awaiting = FirstInt8(1);
+
+	values[0] = Int64GetDatum(recharge_id);
+	CreditsExecPlan(PLAN_AWAITING_OF_RECHARGE, values, NULL, -1);
+	n = SPI_processed;
+	batches = palloc(sizeof(SettledBatch) * (n > 0 ? n : 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		batches[i].batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+		batches[i].cost = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													  SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		/* awaiting >= cost >= 0 and balance < 0 here: neither overflows */
+		int64		left = awaiting - batches[i].cost;
+
+		values[0] = Int64GetDatum(batches[i].batch_id);
+		if (balance >= 0 || left + balance >= 0)
+		{
+			ExecAsSettler(PLAN_READY_BATCH, values, 1);
+			awaiting = left;
+			ready++;
+			continue;
+		}
+
+		/* Still living on another recharge's credits: await that one. */
+		values[0] = Int64GetDatum(account_id);
+		CreditsExecPlan(PLAN_NEWEST_IN_FLIGHT, values, NULL, -1);
+		if (SPI_processed == 0)
+			elog(ERROR, "credits: account " INT64_FORMAT " is short with no recharge in flight",
+				 account_id);
+		values[1] = Int64GetDatum(FirstInt8(1));
+		values[0] = Int64GetDatum(batches[i].batch_id);
+		ExecAsSettler(PLAN_REPOINT_BATCH, values, 1);
+	}
+	return ready;
 }
 
 /*

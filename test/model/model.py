@@ -18,8 +18,13 @@ every batch, recharge, policy and new ledger row, and credits.verify() must
 return no rows.  The first disagreement prints the seed, the step, the
 operation (as SQL) and the differences, and ends the run.
 
+Not covered here: concurrency (test/specs), expiry by age (every recharge
+is younger than credits.recharge_expiry, so expire_recharges() must return
+0), and month boundaries (a run stays within one calendar month, so the
+monthly limit counts every recharge).
+
 Usage (normally through test/model/run.sh, which starts the cluster):
-    model.py --seed S [--steps N] [--log]
+    model.py --seed S [--steps N] [--log] [--stats]
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER), creates
 database model_<seed>, and drops it again when the run passes.
 Exit status: 0 agreed, 1 disagreed, 2 could not run.
@@ -32,7 +37,6 @@ import sys
 import traceback
 
 import psycopg2
-import psycopg2.extensions
 
 PENDING, PROCESSING, SUCCEEDED, FAILED, CANCELLED = (
     'pending', 'processing', 'succeeded', 'failed', 'cancelled')
@@ -74,7 +78,7 @@ class Model:
         self.policies = {}      # account_id -> policy dict
         self.batches = []
         self.recharges = []
-        self.ledger = []        # (account, delta, balance_after, kind, batch, recharge)
+        self.ledger = []        # (account, delta, balance_after, kind, batch, recharge, note)
         self.events = {}        # what happened how often (coverage only)
 
     def _saw(self, event):
@@ -89,10 +93,10 @@ class Model:
             raise ModelError('CR003')
         return self.accounts[aid]
 
-    def _post(self, aid, delta, kind, batch=None, recharge=None):
+    def _post(self, aid, delta, kind, batch=None, recharge=None, note=None):
         acct = self.accounts[aid]
         acct['balance'] += delta
-        self.ledger.append((aid, delta, acct['balance'], kind, batch, recharge))
+        self.ledger.append((aid, delta, acct['balance'], kind, batch, recharge, note))
 
     def _recharge(self, rid):
         if rid is None:
@@ -113,14 +117,14 @@ class Model:
         if aid in self.accounts:
             raise ModelError('CR010')
         self.accounts[aid] = {'balance': initial, 'in_flight': 0}
-        self.ledger.append((aid, initial, initial, 'open', None, None))
+        self.ledger.append((aid, initial, initial, 'open', None, None, None))
         return initial
 
-    def add_credits(self, aid, credits):
+    def add_credits(self, aid, credits, note=None):
         if credits <= 0:
             raise ModelError('CR014')
         self._account(aid)
-        self._post(aid, credits, 'grant')
+        self._post(aid, credits, 'grant', note=note)
         return self.accounts[aid]['balance']
 
     def set_price(self, channel, price):
@@ -188,7 +192,9 @@ class Model:
     # ------------------------------------------------------------ workers
 
     def claim(self, n):
-        if n is None or n < 1:
+        if n is None:
+            raise ModelError('22004')
+        if n < 1:
             raise ModelError('22023')
         picked = [r for r in self.recharges if r['status'] == PENDING][:n]
         for r in picked:
@@ -216,9 +222,23 @@ class Model:
         aid = r['account']
         self.accounts[aid]['in_flight'] -= r['credits']
         self._post(aid, r['credits'], 'recharge', None, r['id'])
+        # Its awaiting batches turn ready, oldest first, as far as the balance
+        # pays for them: a negative balance must stay backed by awaiting
+        # batches.  One still living on another in-flight recharge's credits
+        # awaits the newest in-flight recharge instead.
+        acct = self.accounts[aid]
+        awaiting = sum(b['cost'] for b in self.batches
+                       if b['account'] == aid and b['status'] == AWAITING)
         for b in self.batches:
             if b['recharge'] == r['id'] and b['status'] == AWAITING:
-                b['status'] = READY
+                if acct['balance'] >= 0 or awaiting - b['cost'] + acct['balance'] >= 0:
+                    b['status'] = READY
+                    awaiting -= b['cost']
+                else:
+                    self._saw('batch repointed')
+                    b['recharge'] = max(o['id'] for o in self.recharges
+                                        if o['account'] == aid
+                                        and o['status'] in (PENDING, PROCESSING))
         if aid in self.policies:
             self.policies[aid]['payment_failures'] = 0
         return r['status']
@@ -252,29 +272,46 @@ class Model:
     # ------------------------------------------------------------ batches
 
     def insert(self, rows, on_conflict):
-        """rows: (account, messages, channel, key); returns the new batches'
-        ids in row order (rows skipped by ON CONFLICT DO NOTHING have none).
-        A failing row fails the whole statement (the caller restores)."""
-        new = []
+        """rows: (account, messages, channel, key); on_conflict: None,
+        'nothing' or 'update' (DO UPDATE SET idempotency_key =
+        EXCLUDED.idempotency_key).  Returns what RETURNING gives, in row
+        order: ('new', id) for an inserted batch, ('old', id) for a stored
+        batch returned by DO UPDATE; DO NOTHING returns nothing for a skipped
+        row.  A failing row fails the whole statement (the caller restores)."""
+        out = []
+        first_new = len(self.batches)
+        touched = set()         # stored batches DO UPDATE already updated
         for aid, messages, channel, key in rows:
-            bid = self._insert_row(aid, messages, channel, key, on_conflict)
-            if bid is not None:
-                new.append(bid)
-        return new
+            res = self._insert_row(aid, messages, channel, key)
+            if isinstance(res, dict):           # a stored batch with this key
+                if on_conflict == 'nothing':
+                    self._saw('duplicate key skipped')
+                    continue
+                if on_conflict is None:
+                    raise ModelError('23505')
+                # DO UPDATE may not touch a row twice, nor one this statement inserted
+                if res['id'] >= first_new or res['id'] in touched:
+                    raise ModelError('21000')
+                touched.add(res['id'])
+                self._saw('duplicate key returned by DO UPDATE')
+                out.append(('old', res['id']))
+            else:
+                out.append(('new', res))
+        return out
 
-    def _insert_row(self, aid, messages, channel, key, on_conflict):
+    def _insert_row(self, aid, messages, channel, key):
+        """One row, in the trigger's order of checks: the new batch's id,
+        or the stored batch it conflicts with (nothing debited)."""
         if messages is None or messages <= 0:
             raise ModelError('CR011')
         acct = self._account(aid)
         if channel not in self.prices:
             raise ModelError('CR004')
         cost = messages * self.prices[channel]
-        if key is not None and any(b['account'] == aid and b['key'] == key
-                                   for b in self.batches):
-            if on_conflict:
-                self._saw('duplicate key skipped')
-                return None                     # skipped, never debited
-            raise ModelError('23505')
+        if key is not None:
+            for b in self.batches:
+                if b['account'] == aid and b['key'] == key:
+                    return b            # conflicts: never debited
 
         bid = len(self.batches)
         balance = acct['balance']
@@ -309,6 +346,8 @@ class Model:
                         raise ModelError('CR018')
                     if amount > room:
                         self._saw('amount cut by monthly limit')
+                    if need == room:
+                        self._saw('need exactly fills the monthly limit')
                     amount = min(amount, room)
                 pending = [r for r in self.recharges
                            if r['account'] == aid and r['status'] == PENDING]
@@ -320,6 +359,8 @@ class Model:
                         grown = r
                         growth = min(amount, room)
                         self._saw('pending recharge grown')
+                        if r['max_credits'] != p['max_credits']:
+                            self._saw('pending recharge grown under a new max_credits')
                         r['credits'] += growth
                         r['max_credits'] = p['max_credits']
                         if shortfall:
@@ -368,7 +409,8 @@ class Generator:
     existing batches, recharges in a given status, and so on)."""
 
     WEIGHTS = [
-        ('open_account', 3), ('add_credits', 5), ('insert', 26), ('insert_multi', 8),
+        ('open_account', 3), ('add_credits', 5), ('insert', 23), ('insert_multi', 8),
+        ('insert_edge', 4),
         ('insert_dup_key', 5), ('enable', 8), ('disable', 2), ('claim', 10),
         ('complete', 12), ('fail', 11), ('expire', 1), ('set_price', 1),
     ]
@@ -416,6 +458,10 @@ class Generator:
             return 'key-%d' % self.keys
         return 'k%d' % self.rng.randint(1, 5)   # now and then one used before
 
+    def conflict(self, nothing, update):
+        r = self.rng.random()
+        return 'nothing' if r < nothing else 'update' if r < nothing + update else None
+
     def recharge_in(self, m, statuses):
         pool = [r for r in m.recharges if r['status'] in statuses]
         return self.rng.choice(pool) if pool else None
@@ -423,7 +469,7 @@ class Generator:
     # -- the operations
 
     def op_open_account(self, m):
-        aid = self.rng.choice(ACCOUNT_POOL) if self.rng.random() < 0.9 else self.account(m)
+        aid = self.rng.choice(ACCOUNT_POOL)
         initial = self.rng.choice([0, 0, self.rng.randint(1, 300)])
         if self.rng.random() < 0.06:
             initial = -self.rng.randint(1, 10)
@@ -437,7 +483,7 @@ class Generator:
             credits = self.rng.choice([0, -1, -100])
         note = self.rng.choice([None, 'model grant'])
         return Op('add_credits', 'SELECT credits.add_credits(%s, %s, %s)',
-                  (aid, credits, note), lambda mm: mm.add_credits(aid, credits))
+                  (aid, credits, note), lambda mm: mm.add_credits(aid, credits, note))
 
     def op_set_price(self, m):
         channel = self.rng.choice(['sms', 'push'])
@@ -447,7 +493,12 @@ class Generator:
                   (price, channel), lambda mm: mm.set_price(channel, price), kind='none')
 
     def insert_op(self, name, rows, on_conflict):
-        conflict = ' ON CONFLICT (account_id, idempotency_key) DO NOTHING' if on_conflict else ''
+        conflict = {
+            None: '',
+            'nothing': ' ON CONFLICT (account_id, idempotency_key) DO NOTHING',
+            'update': ' ON CONFLICT (account_id, idempotency_key)'
+                      ' DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key',
+        }[on_conflict]
         values = []
         params = []
         for aid, messages, channel, key in rows:
@@ -465,7 +516,7 @@ class Generator:
 
     def op_insert(self, m):
         row = (self.account(m), self.messages(), self.channel(), self.key())
-        return self.insert_op('insert', [row], self.rng.random() < 0.3)
+        return self.insert_op('insert', [row], self.conflict(0.3, 0.05))
 
     def op_insert_multi(self, m):
         n = self.rng.randint(2, 4)
@@ -478,7 +529,7 @@ class Generator:
             if rows and key is not None and self.rng.random() < 0.2:
                 aid, key = rows[-1][0], rows[-1][3] or key  # a key twice in one statement
             rows.append((aid, self.messages(), self.channel(), key))
-        return self.insert_op('insert_multi', rows, self.rng.random() < 0.4)
+        return self.insert_op('insert_multi', rows, self.conflict(0.35, 0.1))
 
     def op_insert_dup_key(self, m):
         keyed = [b for b in m.batches if b['key'] is not None]
@@ -486,17 +537,46 @@ class Generator:
             return self.op_insert(m)
         b = self.rng.choice(keyed)
         rows = [(b['account'], self.messages(), self.channel(), b['key'])]
-        if self.rng.random() < 0.3:
+        r = self.rng.random()
+        if r < 0.3:
             rows.insert(self.rng.randint(0, 1),
                         (self.account(m), self.messages(), self.channel(), self.key()))
-        return self.insert_op('insert_dup_key', rows, self.rng.random() < 0.6)
+        elif r < 0.45:
+            rows.append((b['account'], self.messages(), self.channel(), b['key']))
+        return self.insert_op('insert_dup_key', rows, self.conflict(0.45, 0.25))
+
+    def op_insert_edge(self, m):
+        """A batch whose cost lands on a boundary of the rule, computed from
+        the model's state: need = max_credits - 1, max_credits or
+        max_credits + 1; need = what the monthly limit has left, or one more;
+        available = min_balance exactly, or one below; balance = cost."""
+        if not m.accounts:
+            return self.op_insert(m)
+        aid = self.rng.choice(sorted(m.accounts))
+        acct = m.accounts[aid]
+        p = m.policies.get(aid)
+        if p is None or not p['enabled']:
+            cost = acct['balance'] + self.rng.choice([0, 1])
+        else:
+            # need = min_balance - (balance - cost + in_flight)
+            base = acct['balance'] + acct['in_flight'] - p['min_balance']
+            targets = [p['max_credits'] - 1, p['max_credits'], p['max_credits'] + 1, 0, 1]
+            if p['monthly_limit'] is not None:
+                used = sum(r['credits'] for r in m.recharges if r['account'] == aid
+                           and r['status'] in (PENDING, PROCESSING, SUCCEEDED))
+                room = max(0, p['monthly_limit'] - used)
+                targets += [room, room + 1, room, room + 1]
+            cost = base + self.rng.choice(targets)
+        messages = max(1, cost)
+        row = (aid, messages, 'email', self.key())
+        return self.insert_op('insert_edge', [row], self.conflict(0.1, 0.05))
 
     def op_enable(self, m):
         aid = self.account(m)
         mn = self.rng.choice([0, 0, 0, 10, 50, 100])
         mx = self.rng.choice([30, 100, 300, 1000, 1000, 1000])
         target = None if self.rng.random() < 0.35 else mn + self.rng.choice([0, 20, 50, 100, 200, 400])
-        limit = None if self.rng.random() < 0.6 else self.rng.choice([50, 200, 500, 1500, 5000])
+        limit = None if self.rng.random() < 0.45 else self.rng.choice([50, 200, 500, 1000, 2000])
         if self.rng.random() < 0.1:
             bad = self.rng.randint(0, 3)
             if bad == 0:
@@ -537,7 +617,7 @@ class Generator:
         rng = self.rng
         kind = rng.choices(['fresh', 'retry', 'other_ref', 'used_ref', 'settled',
                             'pending', 'unknown', 'empty'],
-                           [60, 10, 6, 5, 6, 6, 4, 3])[0]
+                           [60, 10, 6, 5, 6, 6, 4, 4])[0]
         r = None
         ref = self.new_ref()
         if kind == 'fresh' or kind == 'used_ref':
@@ -557,7 +637,7 @@ class Generator:
             r = self.recharge_in(m, (PENDING,))
         elif kind == 'empty':
             r = self.recharge_in(m, IN_FLIGHT + SETTLED)
-            ref = ''
+            ref = rng.choice(['', None])
         if r is None and m.recharges and kind != 'unknown':
             r = rng.choice(m.recharges)
         rid = r['id'] if r is not None else None
@@ -567,8 +647,9 @@ class Generator:
 
     def op_fail(self, m):
         rng = self.rng
-        kind = rng.choices(['fresh', 'retry', 'other_reason', 'settled', 'pending', 'unknown'],
-                           [62, 12, 6, 8, 8, 4])[0]
+        kind = rng.choices(['fresh', 'retry', 'other_reason', 'settled', 'pending', 'unknown',
+                            'null'],
+                           [62, 12, 6, 8, 8, 4, 2])[0]
         r = None
         reason = rng.choice(FAIL_REASONS)
         if kind == 'fresh':
@@ -588,6 +669,8 @@ class Generator:
                 reason = r['failure_reason']    # a cancelled one is not "failed"
         elif kind == 'pending':
             r = self.recharge_in(m, (PENDING,))
+        elif kind == 'null':
+            reason = None
         if r is None and m.recharges and kind != 'unknown':
             r = rng.choice(m.recharges)
         rid = r['id'] if r is not None else None
@@ -677,10 +760,8 @@ class Runner:
         with self.conn.cursor() as cur:
             sql_text = cur.mogrify(op.sql, params).decode()
 
-        saved = copy.deepcopy(self.model)
-        n_batches, n_recharges, n_ledger = (len(self.model.batches),
-                                            len(self.model.recharges),
-                                            len(self.model.ledger))
+        saved = copy.deepcopy(self.model)     # a failing statement changes nothing
+        n_recharges, n_ledger = len(self.model.recharges), len(self.model.ledger)
         try:
             want = op.call(self.model)
             want_state = None
@@ -688,14 +769,14 @@ class Runner:
             self.model = saved
             want, want_state = None, e.sqlstate
 
-        got_state, rows = None, None
+        got_state, rows, got_error = None, None, ''
         try:
             with self.conn.cursor() as cur:
                 cur.execute(op.sql, params)
                 rows = cur.fetchall() if cur.description else []
         except psycopg2.Error as e:
             got_state = e.pgcode or 'error'
-            self.last_error = str(e).strip()
+            got_error = str(e).strip().split('\n')[0]
 
         if self.log:
             print('# %4d %s -> %s' % (n, sql_text, got_state or rows))
@@ -704,27 +785,34 @@ class Runner:
 
         problems = []
         if want_state != got_state:
-            problems.append('outcome: model %s, database %s'
-                            % (want_state or 'success', got_state or 'success'))
+            problems.append('outcome: model %s, database %s%s'
+                            % (want_state or 'success', got_state or 'success',
+                               ' (%s)' % got_error if got_error else ''))
             raise Mismatch(self.report(n, op, sql_text, problems))
 
         if got_state is None:
-            problems += self.check_result(op, want, rows, n_batches)
+            problems += self.check_result(op, want, rows)
         problems += self.map_recharges(n_recharges)
         problems += self.compare_state(n_ledger)
         if problems:
             raise Mismatch(self.report(n, op, sql_text, problems))
 
-    def check_result(self, op, want, rows, n_batches):
+    def check_result(self, op, want, rows):
         if op.kind == 'none':
             return []
         if op.kind == 'batches':
             got_ids = [r[0] for r in rows]
             if len(got_ids) != len(want):
-                return ['RETURNING: model inserted %d batches, database %d' % (len(want), len(got_ids))]
-            for mid, did in zip(want, got_ids):
-                self.bid_map[mid] = did
-            return []
+                return ['RETURNING: model %d rows %s, database %d rows %s'
+                        % (len(want), want, len(got_ids), got_ids)]
+            problems = []
+            for (how, mid), did in zip(want, got_ids):
+                if how == 'new':
+                    self.bid_map[mid] = did
+                elif self.bid_map.get(mid) != did:
+                    problems.append('RETURNING: model returned stored batch %s, database batch %s'
+                                    % (self.bid_map.get(mid), did))
+            return problems
         if op.kind == 'recharge_ids':
             got = sorted(r[0] for r in rows)
             exp = sorted(self.rid_map.get(i) for i in want)
@@ -774,33 +862,37 @@ class Runner:
         diff('recharge',
              {rid(r['id']): (r['account'], r['credits'], r['status'], r['reason'],
                              bid(r['batch']), r['balance_seen'], r['need'], r['max_credits'],
-                             r['claimed_credits'], r['payment_ref'], r['failure_reason'])
+                             r['claimed_credits'], r['payment_ref'], r['failure_reason'],
+                             r['claimed_credits'] is not None, r['status'] in SETTLED)
               for r in m.recharges},
              {r[0]: tuple(r[1:]) for r in self.query(
                  'SELECT recharge_id, account_id, credits, status, reason, batch_id,'
                  ' balance_seen, need, max_credits, claimed_credits, payment_ref,'
-                 ' failure_reason FROM credits.recharges')})
+                 ' failure_reason, claimed_at IS NOT NULL, settled_at IS NOT NULL'
+                 ' FROM credits.recharges')})
 
         diff('policy',
              {a: (p['enabled'], p['min_balance'], p['max_credits'], p['target_balance'],
-                  p['monthly_limit'], p['payment_failures'], p['disabled_reason'])
+                  p['monthly_limit'], p['payment_failures'], p['disabled_reason'],
+                  not p['enabled'])
               for a, p in m.policies.items()},
              {r[0]: tuple(r[1:]) for r in self.query(
                  'SELECT account_id, enabled, min_balance, max_credits, target_balance,'
-                 ' monthly_limit, payment_failures, disabled_reason FROM credits.auto_recharge')})
+                 ' monthly_limit, payment_failures, disabled_reason, disabled_at IS NOT NULL'
+                 ' FROM credits.auto_recharge')})
 
         want_ledger = [(a, d, ba, k, bid(b) if b is not None else None,
-                        rid(r) if r is not None else None)
-                       for a, d, ba, k, b, r in m.ledger[n_ledger:]]
+                        rid(r) if r is not None else None, note)
+                       for a, d, ba, k, b, r, note in m.ledger[n_ledger:]]
         got = self.query('SELECT entry_id, account_id, delta, balance_after, kind, batch_id,'
-                         ' recharge_id FROM credits.ledger WHERE entry_id > %s ORDER BY 1',
+                         ' recharge_id, note FROM credits.ledger WHERE entry_id > %s ORDER BY 1',
                          (self.last_entry,))
         if got:
             self.last_entry = got[-1][0]
         got_ledger = [tuple(r[1:]) for r in got]
         if want_ledger != got_ledger:
             problems.append('new ledger rows (account, delta, balance_after, kind, batch,'
-                            ' recharge):\n      model    %s\n      database %s'
+                            ' recharge, note):\n      model    %s\n      database %s'
                             % (want_ledger, got_ledger))
 
         for a, problem in self.query('SELECT account_id, problem FROM credits.verify()'):
@@ -833,7 +925,7 @@ class Runner:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--seed', type=int, required=True)
-    ap.add_argument('--steps', type=int, default=400)
+    ap.add_argument('--steps', type=int, default=500)
     ap.add_argument('--log', action='store_true', help='print every step as SQL')
     ap.add_argument('--stats', action='store_true',
                     help='print how often each operation had each outcome')
@@ -851,10 +943,11 @@ def main():
         return 2
     finally:
         if args.stats:
-            for (name, outcome), count in sorted(runner.stats.items()):
-                print('#   %-16s %-6s %5d' % (name, outcome, count))
-            for event, count in sorted(runner.model.events.items()):
-                print('#   %-40s %5d' % (event, count))
+            lines = ['#   %-16s %-6s %5d' % (name, outcome, count)
+                     for (name, outcome), count in sorted(runner.stats.items())]
+            lines += ['#   %-40s %5d' % (event, count)
+                      for event, count in sorted(runner.model.events.items())]
+            print('\n'.join(lines), flush=True)
     print('ok - seed %d (%d steps, max_payment_failures %d)'
           % (args.seed, args.steps, runner.max_failures))
     return 0

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# test/model/run.sh: the model-based randomized test of the credits extension.
+#
+# Builds and installs the extension, starts a throwaway cluster (its own run
+# directory and port, so it can run beside the other suites), and runs
+# test/model/model.py once per seed: random operations applied both to a
+# fresh database (model_<seed>) and to an independent Python model of the
+# rules, compared after every step.  See model.py for what is compared.
+#
+#   bash test/model/run.sh                     the fixed seeds below
+#   bash test/model/run.sh --random [N]        N new random seeds (default 8);
+#   MODEL_RANDOM=1 bash test/model/run.sh      the same (MODEL_RANDOM=N: N seeds)
+#   bash test/model/run.sh --seed S [--steps K] [--log]
+#                                              replay one seed (--log prints
+#                                              every step as SQL)
+#   --steps K (or MODEL_STEPS=K)               steps per seed (default 500)
+#
+# Prints "ok - seed S (...)" or "not ok - seed S: ..." per seed, then
+# "N passed, N failed", and exits non-zero on any failure.
+# Port: CREDITS_PORT (default 54346).
+set -uo pipefail
+
+CREDITS_PURPOSE=model
+CREDITS_PORT=${CREDITS_PORT:-54346}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"
+cd "$REPO_ROOT"
+
+# Debian's interpreter, which python3-psycopg2 installs into (a python3
+# earlier on PATH, e.g. pyenv's, would not see it).
+PYTHON=${MODEL_PYTHON:-/usr/bin/python3}
+MODEL="$REPO_ROOT/test/model/model.py"
+
+# Chosen among seeds 1-100 for what they reach (dependent batches failed,
+# monthly limit cut and exactly filled, growth under a new max_credits,
+# DO UPDATE returning a stored batch, payment-failure turn-off, 21000, CR017,
+# CR002 at the boundary); together they catch every one of a set of
+# one-off mutations of the model's rules.  Seed 70 finds the bug of ready
+# batches that lived on a failed recharge's credits (verify(): "balance +
+# in-flight is negative", step 78); it fails until that is fixed.
+FIXED_SEEDS="74 89 6 54 38 80 72 62 57 70"
+
+usage() {
+	sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit "${1:-0}"
+}
+
+seeds=""
+random_runs=""
+steps=${MODEL_STEPS:-500}
+log=""
+case "${MODEL_RANDOM:-}" in
+	"" | 0) ;;
+	1) random_runs=8 ;;
+	*) random_runs=$MODEL_RANDOM ;;
+esac
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--random)
+			random_runs=8
+			if [ $# -gt 1 ] && [[ "$2" =~ ^[0-9]+$ ]]; then random_runs=$2; shift; fi ;;
+		--seed)
+			[ $# -gt 1 ] || usage 2
+			seeds="$seeds $2"; shift ;;
+		--steps)
+			[ $# -gt 1 ] || usage 2
+			steps=$2; shift ;;
+		--log) log=--log ;;
+		-h | --help) usage 0 ;;
+		*) echo "unknown argument: $1" >&2; usage 2 ;;
+	esac
+	shift
+done
+if ! [[ "$steps" =~ ^[0-9]+$ ]] || { [ -n "$random_runs" ] && ! [[ "$random_runs" =~ ^[0-9]+$ ]]; }; then
+	echo "--steps and --random take a number" >&2
+	exit 2
+fi
+
+PACKAGES="$PACKAGES python3 python3-psycopg2"
+ensure_packages
+build_and_install || { echo "not ok - build"; echo "0 passed, 1 failed"; exit 1; }
+trap stop_cluster EXIT
+start_cluster || { echo "not ok - the cluster did not start (see $CREDITS_RUN_DIR/server.log)"; echo "0 passed, 1 failed"; exit 1; }
+"$PYTHON" -c 'import psycopg2' || { echo "not ok - $PYTHON cannot import psycopg2"; echo "0 passed, 1 failed"; exit 1; }
+
+if [ -n "$seeds" ]; then
+	:
+elif [ -n "$random_runs" ]; then
+	for _ in $(seq "$random_runs"); do
+		seeds="$seeds $(od -An -N4 -tu4 /dev/urandom | tr -d ' ')"
+	done
+	echo "# random seeds:$seeds (replay one with: bash test/model/run.sh --seed S)"
+else
+	seeds=$FIXED_SEEDS
+fi
+
+passed=0
+failed=0
+started=$(date +%s)
+for seed in $seeds; do
+	"$PYTHON" "$MODEL" --seed "$seed" --steps "$steps" $log
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		passed=$((passed + 1))
+	else
+		# model.py prints its own "not ok" line, unless it could not start
+		[ "$rc" -le 2 ] || echo "not ok - seed $seed: model.py exited with status $rc"
+		failed=$((failed + 1))
+	fi
+done
+echo "# $((passed + failed)) seeds x $steps steps in $(($(date +%s) - started)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
