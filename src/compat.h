@@ -26,6 +26,14 @@
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/*
+ * HASH_STRINGS appeared in 14; before it, string keys were hash_create()'s
+ * default when no other key kind was named.
+ */
+#if PG_VERSION_NUM < 140000
+#define HASH_STRINGS 0
+#endif
+
 /* PG_MODULE_MAGIC_EXT (18+) lets the server report name and version. */
 #ifdef PG_MODULE_MAGIC_EXT
 #define CREDITS_MODULE_MAGIC PG_MODULE_MAGIC_EXT(.name = "credits", .version = CREDITS_VERSION)

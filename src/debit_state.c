@@ -59,6 +59,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "credits.h"
 #include "debit_state.h"
 #include "plan_cache.h"
