@@ -157,9 +157,10 @@ CREATE TABLE credits.ledger (
 COMMENT ON TABLE credits.ledger IS
 	'Append-only journal: one row per balance change. For every account, balance = sum(delta).';
 CREATE INDEX ledger_account_idx ON credits.ledger (account_id, entry_id);
--- A batch is debited once and refunded at most once; a recharge credits once.
-CREATE UNIQUE INDEX ledger_one_debit_per_batch ON credits.ledger (batch_id)
-	WHERE kind = 'debit';
+-- A batch is refunded at most once; a recharge credits once.  (One debit per
+-- batch is not an index: it would cost a btree insert on every debit, the
+-- hottest path there is; the trigger writes exactly one, and verify() check 5
+-- proves it.)
 CREATE UNIQUE INDEX ledger_one_refund_per_batch ON credits.ledger (batch_id)
 	WHERE kind = 'refund';
 CREATE UNIQUE INDEX ledger_one_credit_per_recharge ON credits.ledger (recharge_id)
