@@ -14,6 +14,12 @@
  * decided under the account lock and must be in the stored row and in
  * RETURNING, which only a BEFORE trigger can arrange.
  *
+ * What it writes: recharges at once (workers must see them); the debit
+ * itself is queued in debit_state.c against the account's running balance,
+ * and the account row and ledger rows are written by the AFTER STATEMENT
+ * trigger credits_flush_debits.  The account is locked and read once per
+ * statement, without SPI (direct_access.c).
+ *
  * The ON CONFLICT trap: a BEFORE ROW trigger also fires for rows that
  * INSERT ... ON CONFLICT DO NOTHING then skips.  So, once the account lock
  * is held, the trigger looks for a batch with the same (account_id,
