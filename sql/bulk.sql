@@ -124,4 +124,25 @@ INSERT INTO credits.send_batches (account_id, messages) VALUES (1022, 1);
 COMMIT;
 SELECT balance FROM credits.accounts WHERE account_id = 1022;
 DROP FUNCTION regress_side_send(bigint, integer);
+
+-- Triggers someone adds to the extension's own tables may not change an
+-- account in the middle of a debit (they would write or drop the state in
+-- use): refused with CR019, and nothing is written.
+SELECT balance FROM credits.open_account(1024, 0);
+SELECT enabled FROM credits.enable_auto_recharge(1024, 0, 1000);
+CREATE FUNCTION regress_bonus() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM credits.add_credits(1023, 1, 'bonus'); RETURN NULL; END $$;
+CREATE TRIGGER regress_bonus AFTER INSERT ON credits.recharges
+	FOR EACH ROW EXECUTE FUNCTION regress_bonus();
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1024, 10);
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER regress_bonus ON credits.recharges;
+CREATE TRIGGER regress_bonus AFTER INSERT ON credits.ledger
+	FOR EACH STATEMENT EXECUTE FUNCTION regress_bonus();
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1023, 1), (1023, 2);
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER regress_bonus ON credits.ledger;
+DROP FUNCTION regress_bonus();
+SELECT * FROM regress_totals(1023);
+SELECT * FROM regress_totals(1024);
 SELECT * FROM credits.verify();

@@ -95,12 +95,26 @@ typedef struct DebitLayer
 
 static DebitLayer *top_layer = NULL;
 
+/*
+ * Greater than zero while a batch is being debited or queued debits are
+ * being written.  The SQL we run then (recharges, ledger rows) fires the
+ * triggers of those tables; a trigger someone added there that changes an
+ * account or inserts a batch would write or drop the very state in use, so
+ * it is refused (CheckNotBusy).
+ */
+static int	debit_busy = 0;
+
+static void CheckNotBusy(void);
 static DebitLayer *CurrentLayer(void);
 static DebitLayer *PushLayer(SubTransactionId subxid);
 static void PopLayer(void);
 static void ClearLayer(DebitLayer *layer);
 static bool LayerIsEmpty(DebitLayer *layer);
 static void WriteLayer(DebitLayer *layer, bool final);
+static void WriteQueued(DebitLayer *layer, int ndirty, int64 *ids,
+						int64 *balances, int64 *in_flights);
+static void WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids,
+							   int64 *balances, int64 *in_flights);
 static void MergeIntoParent(DebitLayer *layer);
 static void EnsureCapacity(DebitLayer *layer, int needed);
 static Datum Int8ArrayDatum(int64 *values, int n);
@@ -236,6 +250,7 @@ CreditsFlushDebits(bool final)
 {
 	DebitLayer *layer = top_layer;
 
+	CheckNotBusy();
 	if (layer == NULL || layer->subxid != GetCurrentSubTransactionId())
 		return;
 	WriteLayer(layer, final);
@@ -295,6 +310,7 @@ credits_flush_pending(PG_FUNCTION_ARGS)
 	int64		account_id = PG_GETARG_INT64(0);
 	SubTransactionId current = GetCurrentSubTransactionId();
 
+	CheckNotBusy();
 	for (DebitLayer *layer = top_layer; layer != NULL; layer = layer->parent)
 	{
 		if (layer->subxid == current || layer->naccounts == 0)
@@ -409,7 +425,6 @@ WriteLayer(DebitLayer *layer, bool final)
 	int64	   *ids = NULL;
 	int64	   *balances = NULL;
 	int64	   *in_flights = NULL;
-	Datum		values[4];
 
 	if (final && layer->naccounts > 0)
 	{
@@ -437,6 +452,37 @@ WriteLayer(DebitLayer *layer, bool final)
 			layer->pending = false;
 		return;
 	}
+
+	WriteQueuedGuarded(layer, ndirty, ids, balances, in_flights);
+
+	layer->nledger = 0;
+	if (final)
+		layer->pending = false;
+}
+
+/* WriteQueued inside the busy bracket (a function of its own for setjmp). */
+static void
+WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
+				   int64 *in_flights)
+{
+	CreditsBeginDebit();
+	PG_TRY();
+	{
+		WriteQueued(layer, ndirty, ids, balances, in_flights);
+	}
+	PG_FINALLY();
+	{
+		CreditsEndDebit();
+	}
+	PG_END_TRY();
+}
+
+/* The SQL of WriteLayer. */
+static void
+WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
+			int64 *in_flights)
+{
+	Datum		values[4];
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "credits: SPI_connect failed");
@@ -470,10 +516,34 @@ WriteLayer(DebitLayer *layer, bool final)
 		CreditsExecPlan(PLAN_WRITE_ACCOUNT, values, NULL, 1);
 	}
 	SPI_finish();
+}
 
-	layer->nledger = 0;
-	if (final)
-		layer->pending = false;
+/*
+ * CreditsBeginDebit, CreditsEndDebit
+ *		Bracket our own SQL in the middle of a debit (callers use PG_FINALLY
+ *		so that an error unwinding through them ends the bracket).
+ */
+void
+CreditsBeginDebit(void)
+{
+	debit_busy++;
+}
+
+void
+CreditsEndDebit(void)
+{
+	debit_busy--;
+}
+
+static void
+CheckNotBusy(void)
+{
+	if (debit_busy > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_NESTED_DEBIT),
+				 errmsg("accounts cannot be changed from inside a debit"),
+				 errdetail("A trigger fired by the extension's own writes (to credits.recharges or credits.ledger) tried to change an account or insert a batch."),
+				 errhint("Do that work outside the triggers of the extension's tables, e.g. from a LISTEN credits_recharge client.")));
 }
 
 /* Grows the queue's arrays to hold at least "needed" rows. */

@@ -33,5 +33,7 @@ extern bool CreditsCachedPrice(const char *channel, int32 *price);
 extern void CreditsCachePrice(const char *channel, int32 price);
 extern void CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id);
 extern void CreditsFlushDebits(bool final);
+extern void CreditsBeginDebit(void);
+extern void CreditsEndDebit(void);
 
 #endif							/* CREDITS_DEBIT_STATE_H */

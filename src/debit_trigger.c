@@ -204,7 +204,16 @@ credits_debit_batch(PG_FUNCTION_ARGS)
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
 
-	out = DebitBatch(batch_id, account_id, messages, channel, idempotency_key);
+	CreditsBeginDebit();
+	PG_TRY();
+	{
+		out = DebitBatch(batch_id, account_id, messages, channel, idempotency_key);
+	}
+	PG_FINALLY();
+	{
+		CreditsEndDebit();
+	}
+	PG_END_TRY();
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 

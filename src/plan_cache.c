@@ -73,9 +73,9 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 	[PLAN_WRITE_ONE] = {
 		"WITH acct AS ("
 		"  UPDATE credits.accounts SET balance = $3, in_flight = $5"
-		"   WHERE account_id" EQ "$1)"
+		"   WHERE account_id" EQ "$1 RETURNING account_id)"
 		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)"
-		" VALUES ($1, $2, $3, 'debit', $4)",
+		" SELECT acct.account_id, $2, $3, 'debit', $4 FROM acct",
 		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
 	},
 	[PLAN_WRITE_ACCOUNT] = {
