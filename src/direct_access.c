@@ -74,6 +74,14 @@ typedef struct CreditsRelations
 } CreditsRelations;
 
 static CreditsRelations rels;
+
+/* A row read by key as committed now, and what must be released after. */
+typedef struct LatestRow
+{
+	Relation	rel;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+} LatestRow;
 static bool callback_registered = false;
 
 static void ResolveRelations(void);
@@ -82,6 +90,9 @@ static AttrNumber ColumnNumber(Oid relid, const char *name);
 static bool FetchByKey(Relation rel, Oid indexoid, Datum key, RegProcedure eqproc,
 					   Snapshot snapshot, TupleTableSlot *slot);
 static int64 SlotInt8(TupleTableSlot *slot, AttrNumber attnum, bool *isnull);
+static bool BeginLatestRow(LatestRow *row, Oid relid, Oid indexoid, Datum key,
+						   RegProcedure eqproc);
+static void EndLatestRow(LatestRow *row);
 static void InvalidateRelations(Datum arg, Oid relid);
 
 /*
@@ -158,32 +169,25 @@ CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 void
 CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy)
 {
-	Relation	rel;
-	TupleTableSlot *slot;
-	Snapshot	snapshot;
+	LatestRow	row;
 	bool		isnull;
 
 	ResolveRelations();
 	memset(policy, 0, sizeof(RechargePolicy));
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	rel = table_open(rels.policies, AccessShareLock);
-	slot = table_slot_create(rel, NULL);
-	if (FetchByKey(rel, rels.policies_pkey, Int64GetDatum(account_id), F_INT8EQ,
-				   snapshot, slot))
+	if (BeginLatestRow(&row, rels.policies, rels.policies_pkey,
+					   Int64GetDatum(account_id), F_INT8EQ))
 	{
-		Datum		enabled = slot_getattr(slot, rels.policy_enabled, &isnull);
+		Datum		enabled = slot_getattr(row.slot, rels.policy_enabled, &isnull);
 
 		policy->enabled = !isnull && DatumGetBool(enabled);
-		policy->min_balance = SlotInt8(slot, rels.policy_min_balance, &isnull);
-		policy->max_credits = SlotInt8(slot, rels.policy_max_credits, &isnull);
-		policy->target_balance = SlotInt8(slot, rels.policy_target_balance, &isnull);
+		policy->min_balance = SlotInt8(row.slot, rels.policy_min_balance, &isnull);
+		policy->max_credits = SlotInt8(row.slot, rels.policy_max_credits, &isnull);
+		policy->target_balance = SlotInt8(row.slot, rels.policy_target_balance, &isnull);
 		policy->has_target = !isnull;
-		policy->monthly_limit = SlotInt8(slot, rels.policy_monthly_limit, &isnull);
+		policy->monthly_limit = SlotInt8(row.slot, rels.policy_monthly_limit, &isnull);
 		policy->has_monthly_limit = !isnull;
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
-	UnregisterSnapshot(snapshot);
+	EndLatestRow(&row);
 }
 
 /*
@@ -193,24 +197,40 @@ CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy)
 bool
 CreditsReadPriceDirect(const char *channel, int32 *price)
 {
-	Relation	rel;
-	TupleTableSlot *slot;
-	Snapshot	snapshot;
+	LatestRow	row;
 	bool		found;
 	bool		isnull;
 
 	ResolveRelations();
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	rel = table_open(rels.prices, AccessShareLock);
-	slot = table_slot_create(rel, NULL);
-	found = FetchByKey(rel, rels.prices_pkey, CStringGetTextDatum(channel), F_TEXTEQ,
-					   snapshot, slot);
+	found = BeginLatestRow(&row, rels.prices, rels.prices_pkey,
+						   CStringGetTextDatum(channel), F_TEXTEQ);
 	if (found)
-		*price = DatumGetInt32(slot_getattr(slot, rels.price_credits, &isnull));
-	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
-	UnregisterSnapshot(snapshot);
+		*price = DatumGetInt32(slot_getattr(row.slot, rels.price_credits, &isnull));
+	EndLatestRow(&row);
 	return found;
+}
+
+/*
+ * BeginLatestRow
+ *		Opens the table and fetches the row with this key as committed now
+ *		(a fresh snapshot), into row->slot; false when there is none.  Every
+ *		call is paired with EndLatestRow.
+ */
+static bool
+BeginLatestRow(LatestRow *row, Oid relid, Oid indexoid, Datum key, RegProcedure eqproc)
+{
+	row->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	row->rel = table_open(relid, AccessShareLock);
+	row->slot = table_slot_create(row->rel, NULL);
+	return FetchByKey(row->rel, indexoid, key, eqproc, row->snapshot, row->slot);
+}
+
+static void
+EndLatestRow(LatestRow *row)
+{
+	ExecDropSingleTupleTableSlot(row->slot);
+	table_close(row->rel, NoLock);
+	UnregisterSnapshot(row->snapshot);
 }
 
 /* One row by a single-column unique index, visible to the snapshot. */
