@@ -4,7 +4,8 @@
 # directory and port, so a system cluster never interferes.
 
 PG_MAJOR=${PG_MAJOR:-15}
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_BIN may point at another installation (a private copy of the tree, say).
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # One directory per purpose (demo, test, bench) so two can run side by side.
 CREDITS_RUN_DIR=${CREDITS_RUN_DIR:-/tmp/credits-${CREDITS_PURPOSE:-run}}
