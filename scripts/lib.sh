@@ -49,11 +49,9 @@ CREDITS_PORT=${CREDITS_PORT:-54329}
 PACKAGES="build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libpq-dev postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl"
 
 # say TEXT: a heading; bold on a terminal, plain text otherwise (logs, CI).
-if [ -t 1 ]; then
-	say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-else
-	say() { printf '\n==> %s\n' "$*"; }
-fi
+say() {
+	if [ -t 1 ]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else printf '\n==> %s\n' "$*"; fi
+}
 
 # as_root CMD...: run with root rights (directly as root, else through sudo).
 as_root() {
