@@ -6,6 +6,9 @@
 -- (they are claimed with the default lease of 15 minutes, which does not run
 -- out during this suite).
 \set SHOW_CONTEXT never
+-- Ids in the messages below do not depend on the suites before this one.
+SELECT setval('credits.send_batches_batch_id_seq', 1100000, false) AS first_batch_id,
+	   setval('credits.recharges_recharge_id_seq', 1100000, false) AS first_recharge_id;
 SELECT count(*) >= 0 AS cleared FROM credits.claim_recharges(1000);
 SHOW credits.claim_lease;
 
@@ -243,6 +246,30 @@ SELECT recharge_id AS r4, claim_token AS t4 FROM credits.claim_recharges(1) \gse
 SELECT status, payment_ref = repeat('b', 255) AS stored
   FROM credits.complete_recharge(:r4, repeat('b', 255), :'t4');
 SELECT cost, status FROM credits.send_batches WHERE account_id = 1104 ORDER BY batch_id;
+
+-- Nor does the payment-failure turn-off cancel a released recharge.
+SELECT balance FROM credits.open_account(1107, 0);
+SELECT enabled FROM credits.enable_auto_recharge(1107, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1107, 10);
+SELECT recharge_id AS r5, claim_token AS t5 FROM credits.claim_recharges(1) \gset
+SELECT status FROM credits.release_recharge(:r5, :'t5');
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1107, 5);
+-- a worker claims both; the released one is released again, the other fails
+-- and (max_payment_failures 1) turns auto-recharge off
+SELECT count(*) FROM credits.claim_recharges(2);
+SELECT status FROM credits.release_recharge(:r5);
+SET credits.max_payment_failures = 1;
+SELECT status FROM credits.fail_recharge(
+	(SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 1107), 'declined');
+RESET credits.max_payment_failures;
+SELECT enabled, disabled_reason FROM credits.auto_recharge WHERE account_id = 1107;
+SELECT recharge_id = :r5 AS r5, credits, status, claim_count, failure_reason
+  FROM credits.recharges WHERE account_id = 1107 ORDER BY recharge_id;
+SELECT cost, status FROM credits.send_batches WHERE account_id = 1107 ORDER BY batch_id;
+-- it waits for a worker, who settles it
+SELECT claim_token AS t5 FROM credits.claim_recharges(1) \gset
+SELECT status FROM credits.complete_recharge(:r5, 'ref-1107', :'t5');
+SELECT * FROM regress_totals(1107);
 
 --
 -- credits.recharge_queue: one row, counted against what was there before.
