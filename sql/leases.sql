@@ -45,6 +45,11 @@ SELECT credits.fail_recharge(:r1, 'declined', gen_random_uuid());
 \echo :LAST_ERROR_SQLSTATE
 SELECT credits.release_recharge(:r1, gen_random_uuid());
 \echo :LAST_ERROR_SQLSTATE
+-- A NULL token is no way around the check.
+SELECT credits.complete_recharge(:r1, 'ref-1100', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT credits.fail_recharge(:r1, 'declined', NULL);
+\echo :LAST_ERROR_SQLSTATE
 -- The worker has no 2-argument forms: those are for operators.
 SELECT credits.complete_recharge(:r1, 'ref-1100');
 \echo :LAST_ERROR_SQLSTATE
