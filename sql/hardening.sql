@@ -116,6 +116,7 @@ BEGIN
 		WHEN 'recharge_id' THEN NEW.recharge_id := NULL;
 		WHEN 'idempotency_key' THEN NEW.idempotency_key := NEW.idempotency_key || '-changed';
 		WHEN 'duplicate_key' THEN NEW.idempotency_key := 'first';
+		WHEN 'duplicate_to_account' THEN NEW.account_id := 1203;
 		WHEN 'batch_id' THEN NEW.batch_id := NEW.batch_id + 1000000;
 		WHEN 'null' THEN RETURN NULL;
 		WHEN 'created_at' THEN NEW.created_at := '2026-01-01 00:00:00+00';
@@ -171,6 +172,19 @@ SET regress.tamper = 'duplicate_key';
 INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1202, 42, 'second')
 ON CONFLICT (account_id, idempotency_key) DO NOTHING;
 \echo :LAST_ERROR_SQLSTATE
+-- The other way round: a row that duplicates a stored key is not debited
+-- (ON CONFLICT skips it, or a plain INSERT fails); a later trigger that
+-- then makes it a new row (another key, another account) would store it
+-- undebited.  Refused too.
+\set VERBOSITY sqlstate
+SET regress.tamper = 'idempotency_key';
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1202, 42, 'first');
+\echo :LAST_ERROR_SQLSTATE
+SET regress.tamper = 'duplicate_to_account';
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1202, 42, 'first')
+ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
 -- One tampered row among good ones: the statement is refused as a whole.
 SET regress.tamper = 'messages';
 INSERT INTO credits.send_batches (account_id, messages) VALUES (1202, 5), (1203, 6), (1202, 42), (1203, 7);
