@@ -156,7 +156,7 @@ INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (2, 10, 
 DO $$
 BEGIN
 	INSERT INTO credits.send_batches (account_id, messages) VALUES (8, 1);
-EXCEPTION WHEN SQLSTATE 'CR001' THEN NULL;
+EXCEPTION WHEN SQLSTATE 'MC001' THEN NULL;
 END
 $$;
 SQL
