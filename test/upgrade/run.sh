@@ -207,6 +207,7 @@ SELECT credits.open_account(7, 0);       -- disabled by the user
 SELECT credits.open_account(8, 50);      -- an expired recharge
 SELECT credits.open_account(9, 0);       -- no credits, no policy
 SELECT credits.open_account(10, 0);      -- a small monthly limit
+SELECT credits.open_account(13, 0);      -- claimed under 0.1.0 and never settled: no lease
 SELECT count(credits.open_account(a, 100000)) FROM generate_series(100, 149) a;
 SELECT credits.add_credits(1, 500, E'a grant with ''quotes'' and ünïcödé');
 SELECT credits.enable_auto_recharge(2, 0, 1000);
@@ -217,6 +218,7 @@ SELECT credits.enable_auto_recharge(6, 0, 1000);
 SELECT credits.enable_auto_recharge(7, 0, 1000);
 SELECT credits.enable_auto_recharge(8, 0, 1000);
 SELECT credits.enable_auto_recharge(10, 0, 5000, monthly_limit => 1000);
+SELECT credits.enable_auto_recharge(13, 0, 1000);
 
 SET ROLE regress_app;
 -- single row, multi-row, INSERT ... SELECT and COPY
@@ -239,9 +241,10 @@ SELECT 100 + g % 50, 1 + g % 7, (ARRAY['email', 'sms', 'push'])[1 + g % 3], 'bul
   FROM generate_series(1, 100) g
 ON CONFLICT (account_id, idempotency_key) DO NOTHING;
 
--- 4 and 5: claimed; 5 completed.
+-- 4, 5 and 13: claimed; 5 completed.
 INSERT INTO credits.send_batches (account_id, messages) VALUES (4, 100);
 INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (5, 10, 'sms');
+INSERT INTO credits.send_batches (account_id, messages) VALUES (13, 30);
 SET ROLE regress_payment_worker;
 SELECT count(*) FROM credits.claim_recharges(10);
 SELECT recharge_id AS r5 FROM credits.recharges WHERE account_id = 5 \gset
@@ -309,9 +312,9 @@ note "$OLD: $(q upg "SELECT count(*) FROM credits.accounts") accounts, $(q upg "
 
 same "$OLD: the data covers every batch status" \
 	"$(q upg "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM credits.send_batches")" "awaiting_credits,failed,ready"
-same "$OLD: the data covers every recharge status (pending 2, 3 and 10; processing 4; succeeded 5; failed and cancelled 6; cancelled 7; expired 8)" \
+same "$OLD: the data covers every recharge status (pending 2, 3 and 10; processing 4 and 13; succeeded 5; failed and cancelled 6; cancelled 7; expired 8)" \
 	"$(q upg "SELECT string_agg(account_id || ':' || status, ',' ORDER BY recharge_id) FROM credits.recharges")" \
-	"4:processing,5:succeeded,6:failed,6:failed,6:failed,6:cancelled,7:cancelled,8:cancelled,2:pending,3:pending,10:pending"
+	"4:processing,5:succeeded,13:processing,6:failed,6:failed,6:failed,6:cancelled,7:cancelled,8:cancelled,2:pending,3:pending,10:pending"
 same "$OLD: policies on, off by the user, off after payment failures" \
 	"$(q upg "SELECT string_agg(account_id || ':' || enabled || ':' || coalesce(disabled_reason, '-'), ',' ORDER BY account_id)
 	          FROM credits.auto_recharge WHERE account_id IN (6, 7, 3)")" \
@@ -538,6 +541,21 @@ pg -d upg -c "GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer),
 check "$NEW: the README's payment worker grants apply" test ! -s "$WORK/grant.log"
 sed 's/^/#   /' "$WORK/grant.log"
 
+# Account 13: claimed under 0.1.0, so no token and no lease.
+r13=$(q upg "SELECT recharge_id FROM credits.recharges WHERE account_id = 13")
+same "a recharge claimed under $OLD: claim_count 1, no token, no lease, and claim_recharges does not take it again" \
+	"$(q upg "SELECT status, claim_count, claim_token IS NULL, lease_expires_at IS NULL FROM credits.recharges WHERE recharge_id = $r13")|$(q upg "$WORKER SELECT count(*) FROM credits.claim_recharges(10)")" \
+	"processing|1|t|t|0"
+fails_with "a recharge claimed under $OLD: complete_recharge with a token" upg MC020 \
+	"$WORKER SELECT credits.complete_recharge($r13, 'psp-13', gen_random_uuid())"
+same "a recharge claimed under $OLD: an operator's release_recharge(id) makes it pending, amount kept" \
+	"$(q upg "SELECT status, credits, claimed_credits FROM credits.release_recharge($r13)")" "pending|30|30"
+out=$(q upg "$WORKER SELECT recharge_id, claim_count FROM credits.claim_recharges(10)")
+t13=$(q upg "SELECT claim_token FROM credits.recharges WHERE recharge_id = $r13")
+same "a worker claims it again (claim_count 2) and completes it with its token" \
+	"$out|$(q upg "$WORKER SELECT status FROM credits.complete_recharge($r13, 'psp-13', '$t13')")|$(q upg "SELECT string_agg(status, ',') FROM credits.send_batches WHERE account_id = 13")" \
+	"$r13|2|succeeded|ready"
+
 # Account 20: claims, leases, tokens.
 q upg "$ADMIN SELECT credits.open_account(20, 0); SELECT credits.enable_auto_recharge(20, 0, 1000)" >/dev/null
 q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (20, 100)" >/dev/null
@@ -552,13 +570,22 @@ t1=$(q upg "SELECT claim_token FROM credits.recharges WHERE recharge_id = $r20")
 same "release_recharge with the current token: pending again, token and lease cleared, amount and failures kept" \
 	"$(q upg "$WORKER SELECT status, claim_token IS NULL, lease_expires_at IS NULL, credits, claim_count FROM credits.release_recharge($r20, '$t1')")|$(q upg "SELECT payment_failures FROM credits.auto_recharge WHERE account_id = 20")" \
 	"pending|t|t|100|1|0"
+table_dump upg "$WORK/before_released"
+fails_with "complete_recharge with the token of a released claim" upg MC020 \
+	"$WORKER SELECT credits.complete_recharge($r20, 'psp-20-r', '$t1')"
+fails_with "fail_recharge with the token of a released claim" upg MC020 \
+	"$WORKER SELECT credits.fail_recharge($r20, 'declined', '$t1')"
+table_dump upg "$WORK/after_released"
+same_files "the tokens of a released claim changed nothing" "$WORK/before_released" "$WORK/after_released"
 same "release_recharge of a pending recharge returns it unchanged" \
 	"$(q upg "$WORKER SELECT status, credits FROM credits.release_recharge($r20)")" "pending|100"
 q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (20, 50)" >/dev/null
 same "a released recharge is never grown: the next batch opens a new one" \
 	"$(q upg "SELECT string_agg(credits || ':' || status, ',' ORDER BY recharge_id) FROM credits.recharges WHERE account_id = 20")" \
 	"100:pending,50:pending"
-r20b=$(q upg "SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 20")
+q upg "UPDATE credits.recharges SET created_at = created_at - interval '2 hours' WHERE recharge_id = $r20" >/dev/null
+same "expire_recharges leaves a released recharge (claimed once) pending, however old" \
+	"$(q upg "$ADMIN SELECT credits.expire_recharges()")|$(q upg "SELECT status FROM credits.recharges WHERE recharge_id = $r20")" "0|pending"
 same "disable_auto_recharge cancels the never-claimed recharge, leaves the released one pending" \
 	"$(q upg "$ADMIN SELECT (credits.disable_auto_recharge(20)).enabled")|$(q upg "SELECT string_agg(credits || ':' || status, ',' ORDER BY recharge_id) FROM credits.recharges WHERE account_id = 20")" \
 	"f|100:pending,50:cancelled"
