@@ -467,6 +467,42 @@ out=$(grep -v '^NOTICE' <<<"$out")
 same "the session that runs the update: CR001 and CR003 before it, MC001 and MC003 right after it" \
 	"$(tr '\n' ' ' <<<"$out")" "account 1 ERROR:  CR001 ERROR:  CR003 ERROR:  MC001 ERROR:  MC003 "
 
+# An update rolled back: the session goes on with 0.1.0 (its caches must
+# follow the catalog back); an update between two debits of one transaction.
+"$PG_BIN/createdb" rolled_back
+out=$("$PG_BIN/psql" -X -q -At -d rolled_back 2>&1 <<SQL
+CREATE EXTENSION credits VERSION '$OLD';
+SELECT 'account ' || (credits.open_account(1, 100)).account_id;
+SELECT 'policy ' || (credits.enable_auto_recharge(1, 0, 1000)).enabled;
+\set VERBOSITY sqlstate
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 5);
+BEGIN;
+ALTER EXTENSION credits UPDATE;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 150);
+SELECT 'claimed ' || count(*) FROM credits.claim_recharges(10) WHERE claim_token IS NOT NULL;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 5);
+ROLLBACK;
+SELECT 'version ' || extversion FROM pg_extension WHERE extname = 'credits';
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 5);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 150);
+SELECT 'claimed ' || count(*) FROM credits.claim_recharges(10);
+SELECT 'completed ' || (credits.complete_recharge(max(recharge_id), 'psp-1')).status FROM credits.recharges;
+SELECT 'problems ' || count(*) FROM credits.verify();
+BEGIN;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 10);
+ALTER EXTENSION credits UPDATE;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 10), (1, 20);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 150);
+COMMIT;
+SELECT 'version ' || extversion FROM pg_extension WHERE extname = 'credits';
+SELECT 'batches ' || string_agg(cost || ':' || status, ',' ORDER BY batch_id) FROM credits.send_batches;
+SELECT 'problems ' || count(*) FROM credits.verify();
+SQL
+)
+same "an update rolled back: the same session goes on at $OLD (CR codes, debits, claims, verify) and a later update in a transaction between debits works" \
+	"$(grep -v '^NOTICE' <<<"$out" | tr '\n' ' ')" \
+	"account 1 policy true ERROR:  CR003 claimed 1 ERROR:  MC003 version $OLD ERROR:  CR003 claimed 1 completed succeeded problems 0 version $NEW batches 150:ready,10:awaiting_credits,10:awaiting_credits,20:awaiting_credits,150:awaiting_credits problems 0 "
+
 say "2b. the roles keep the rights they had"
 before=$(q upg "SELECT balance || '/' || (SELECT count(*) FROM credits.ledger WHERE account_id = 1) FROM credits.accounts WHERE account_id = 1")
 same "application: INSERT of a batch (cost/status, balance/ledger rows of account 1: $before)" \
