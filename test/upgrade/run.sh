@@ -102,11 +102,11 @@ code() {
 # fails_with DESCRIPTION DB SQLSTATE SQL
 fails_with() { same "$1 ($3)" "$(code "$2" "$4" "${5:-}")" "$3"; }
 
-APP='SET ROLE regress_app;'
-WORKER='SET ROLE regress_payment_worker;'
-ADMIN='SET ROLE regress_credits_admin;'
-REPORTING='SET ROLE regress_reporting;'
-NOBODY='SET ROLE regress_nobody;'
+APP='SET ROLE regress_upg_app;'
+WORKER='SET ROLE regress_upg_worker;'
+ADMIN='SET ROLE regress_upg_admin;'
+REPORTING='SET ROLE regress_upg_reporting;'
+NOBODY='SET ROLE regress_upg_nobody;'
 
 # tables DB FILE: "table|col,col,..." for every table of the extension, with
 # the columns it has now (taken before the update, used after it).
@@ -157,6 +157,31 @@ table_dump() {
 }
 
 ################################################################################
+say "0. $OLD's own regression suites, on a $OLD database served by the new library"
+# test/upgrade/0.1.0/ holds sql/ and expected/ of the 0.1.0 release (all but
+# bulk, which takes 20 s), with one deliberate change: the CR007 hint now
+# mentions restores.  Run with pg_regress against CREATE EXTENSION credits
+# VERSION '0.1.0', they prove that every promise 0.1.0 made still holds.
+OLDREG=test/upgrade/$OLD
+PG_REGRESS=$("$PG_BIN/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress
+"$PG_BIN/createdb" old_regress
+q old_regress "CREATE EXTENSION credits VERSION '$OLD'" >/dev/null
+"$PG_REGRESS" --bindir="$PG_BIN" --inputdir="$OLDREG" --outputdir="$WORK/old_regress" \
+	--use-existing --dbname=old_regress \
+	install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
+	privileges policy_limits reports verify >"$WORK/old_regress.log" 2>&1
+while read -r name result; do
+	if [ "$result" == ok ]; then
+		ok "$OLD's regression suite $name passes on a $OLD database"
+	else
+		not_ok "$OLD's regression suite $name passes on a $OLD database"
+		sed -n "/^diff .*\/$name.out/,/^diff /p" "$WORK/old_regress/regression.diffs" 2>/dev/null | head -30 | sed 's/^/#   /'
+	fi
+done < <(sed -nE 's/^(test|ok [0-9]+ *[-+]?|not ok [0-9]+ *[-+]?) +([a-z_]+) +\.\.\. +(ok|FAILED).*/\2 \3/p; s/^ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 ok/p; s/^not ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 FAILED/p' "$WORK/old_regress.log")
+check "$OLD's regression suites all ran ($(grep -cE '^test |^(not )?ok ' "$WORK/old_regress.log") of 11)" \
+	test "$(grep -cE '^test |^(not )?ok ' "$WORK/old_regress.log")" -eq 11
+
+################################################################################
 say "1. a $OLD database served by the new library"
 "$PG_BIN/createdb" upg || exit 1
 same "CREATE EXTENSION credits VERSION '$OLD' installs $OLD" \
@@ -164,38 +189,38 @@ same "CREATE EXTENSION credits VERSION '$OLD' installs $OLD" \
 
 pg -d upg >"$WORK/setup.log" 2>&1 <<'SQL' || { cat "$WORK/setup.log"; echo "not ok - setting up the $OLD database failed"; exit 1; }
 -- The README's four kinds of users (Privileges), as of 0.1.0, and one with nothing.
-CREATE ROLE regress_app;
-CREATE ROLE regress_payment_worker;
-CREATE ROLE regress_credits_admin;
-CREATE ROLE regress_reporting;
-CREATE ROLE regress_nobody;
-GRANT USAGE ON SCHEMA credits TO regress_app;
-GRANT SELECT, INSERT (account_id, messages, channel, idempotency_key) ON credits.send_batches TO regress_app;
-GRANT SELECT ON credits.accounts, credits.prices, credits.recharges TO regress_app;
-GRANT USAGE ON SCHEMA credits TO regress_payment_worker;
-GRANT SELECT ON credits.recharges TO regress_payment_worker;
+CREATE ROLE regress_upg_app;
+CREATE ROLE regress_upg_worker;
+CREATE ROLE regress_upg_admin;
+CREATE ROLE regress_upg_reporting;
+CREATE ROLE regress_upg_nobody;
+GRANT USAGE ON SCHEMA credits TO regress_upg_app;
+GRANT SELECT, INSERT (account_id, messages, channel, idempotency_key) ON credits.send_batches TO regress_upg_app;
+GRANT SELECT ON credits.accounts, credits.prices, credits.recharges TO regress_upg_app;
+GRANT USAGE ON SCHEMA credits TO regress_upg_worker;
+GRANT SELECT ON credits.recharges TO regress_upg_worker;
 GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer),
                           credits.complete_recharge(bigint, text),
-                          credits.fail_recharge(bigint, text) TO regress_payment_worker;
-GRANT USAGE ON SCHEMA credits TO regress_credits_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_credits_admin;
+                          credits.fail_recharge(bigint, text) TO regress_upg_worker;
+GRANT USAGE ON SCHEMA credits TO regress_upg_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_upg_admin;
 GRANT EXECUTE ON FUNCTION credits.open_account(bigint, bigint),
                           credits.add_credits(bigint, bigint, text),
                           credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint),
                           credits.disable_auto_recharge(bigint),
                           credits.expire_recharges(),
-                          credits.verify() TO regress_credits_admin;
-GRANT USAGE ON SCHEMA credits TO regress_reporting;
+                          credits.verify() TO regress_upg_admin;
+GRANT USAGE ON SCHEMA credits TO regress_upg_reporting;
 GRANT SELECT ON credits.account_overview, credits.recharge_history,
-                credits.usage_daily, credits.usage_monthly TO regress_reporting;
-GRANT USAGE ON SCHEMA credits TO regress_nobody;
+                credits.usage_daily, credits.usage_monthly TO regress_upg_reporting;
+GRANT USAGE ON SCHEMA credits TO regress_upg_nobody;
 SQL
 
 
 # The workload, through the 0.1.0 API, each step as the role the README gives it.
 pg -d upg >"$WORK/workload.log" 2>&1 <<'SQL'
 LISTEN credits_auto_recharge_disabled;
-SET ROLE regress_credits_admin;
+SET ROLE regress_upg_admin;
 INSERT INTO credits.prices (channel, credits_per_message) VALUES ('sms', 7), ('push', 2);
 SELECT credits.open_account(1, 10000);   -- funded, no policy
 SELECT credits.open_account(2, 0);       -- plain auto-recharge: a pending shortfall recharge
@@ -220,7 +245,7 @@ SELECT credits.enable_auto_recharge(8, 0, 1000);
 SELECT credits.enable_auto_recharge(10, 0, 5000, monthly_limit => 1000);
 SELECT credits.enable_auto_recharge(13, 0, 1000);
 
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 -- single row, multi-row, INSERT ... SELECT and COPY
 INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 10);
 INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
@@ -245,7 +270,7 @@ ON CONFLICT (account_id, idempotency_key) DO NOTHING;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (4, 100);
 INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (5, 10, 'sms');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (13, 30);
-SET ROLE regress_payment_worker;
+SET ROLE regress_upg_worker;
 SELECT count(*) FROM credits.claim_recharges(10);
 SELECT recharge_id AS r5 FROM credits.recharges WHERE account_id = 5 \gset
 SELECT (credits.complete_recharge(:r5, 'psp-5')).status;
@@ -253,44 +278,44 @@ SELECT (credits.complete_recharge(:r5, 'psp-5')).status;   -- a retry changes no
 
 -- 6: three failures in a row (credits.max_payment_failures, default 3); a
 -- batch waiting on a pending recharge when the third one fails.
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 10);
-SET ROLE regress_payment_worker;
+SET ROLE regress_upg_worker;
 SELECT recharge_id AS r6 FROM credits.claim_recharges(1) \gset
 SELECT (credits.fail_recharge(:r6, 'card declined')).status;
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 11);
-SET ROLE regress_payment_worker;
+SET ROLE regress_upg_worker;
 SELECT recharge_id AS r6 FROM credits.claim_recharges(1) \gset
 SELECT (credits.fail_recharge(:r6, 'card declined')).status;
 SELECT (credits.fail_recharge(:r6, 'card declined')).status;   -- a retry changes nothing
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 12);
-SET ROLE regress_payment_worker;
+SET ROLE regress_upg_worker;
 SELECT recharge_id AS r6 FROM credits.claim_recharges(1) \gset
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (6, 13, 'push');
-SET ROLE regress_payment_worker;
+SET ROLE regress_upg_worker;
 SELECT (credits.fail_recharge(:r6, 'card expired')).status;
 
 -- 7: disabled by the user while a recharge is pending.
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (7, 25, 'push');
-SET ROLE regress_credits_admin;
+SET ROLE regress_upg_admin;
 SELECT (credits.disable_auto_recharge(7)).enabled;
 SELECT (credits.disable_auto_recharge(7)).enabled;   -- again: changes nothing
 
 -- 8: a pending recharge older than credits.recharge_expiry.
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (8, 100);
 RESET ROLE;
 UPDATE credits.recharges SET created_at = created_at - interval '2 hours' WHERE account_id = 8;
-SET ROLE regress_credits_admin;
+SET ROLE regress_upg_admin;
 SELECT credits.expire_recharges() AS expired;
 
 -- 2, 3 and 10: pending at the update (3: a top-up towards its target, and a
 -- second batch it covers).
-SET ROLE regress_app;
+SET ROLE regress_upg_app;
 INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
 VALUES (2, 40, 'email', NULL), (3, 300, 'email', 'k-3');
 COPY credits.send_batches (account_id, messages, channel) FROM STDIN;
@@ -413,7 +438,7 @@ session() {
 		session_out=$(sed -n "/^mark-$((session_n - 1))\$/,/^mark-$session_n\$/p" "$WORK/session.err" | grep -v '^mark-')
 	fi
 }
-session "SET ROLE regress_app;"
+session "SET ROLE regress_upg_app;"
 session "INSERT INTO credits.send_batches (account_id, messages) VALUES (9, 1);"
 same "a session open before the update: a refused batch gets $OLD's CR001" "$session_out" "ERROR:  CR001"
 
@@ -544,10 +569,10 @@ same "policy admin: add_credits, enable_auto_recharge, expire_recharges and veri
 	          SELECT credits.expire_recharges(); SELECT count(*) FROM credits.verify()" | tr '\n' ' ')" "100 t 0 0 "
 same "nothing in schema credits is open to PUBLIC after the update (functions, tables, views, sequences)" \
 	"$(q upg "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
-	          WHERE p.pronamespace = 'credits'::regnamespace AND has_function_privilege('regress_nobody', p.oid, 'EXECUTE')")|$(q upg "SELECT string_agg(c.relname, ', ') FROM pg_class c
+	          WHERE p.pronamespace = 'credits'::regnamespace AND has_function_privilege('regress_upg_nobody', p.oid, 'EXECUTE')")|$(q upg "SELECT string_agg(c.relname, ', ') FROM pg_class c
 	          WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v', 'S')
-	            AND (has_table_privilege('regress_nobody', c.oid, 'SELECT') OR has_table_privilege('regress_nobody', c.oid, 'INSERT')
-	                 OR has_table_privilege('regress_nobody', c.oid, 'UPDATE') OR has_table_privilege('regress_nobody', c.oid, 'DELETE'))")" "|"
+	            AND (has_table_privilege('regress_upg_nobody', c.oid, 'SELECT') OR has_table_privilege('regress_upg_nobody', c.oid, 'INSERT')
+	                 OR has_table_privilege('regress_upg_nobody', c.oid, 'UPDATE') OR has_table_privilege('regress_upg_nobody', c.oid, 'DELETE'))")" "|"
 same "after the update and the roles' work: verify() returns no rows" "$(q upg "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
@@ -572,8 +597,8 @@ fails_with "$NEW function: completing a settled recharge with another reference"
 # The README's 0.1.1 grants for the payment worker.
 pg -d upg -c "GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer),
                 credits.complete_recharge(bigint, text, uuid), credits.fail_recharge(bigint, text, uuid),
-                credits.release_recharge(bigint, uuid) TO regress_payment_worker;
-              GRANT SELECT ON credits.recharges, credits.recharge_queue TO regress_payment_worker;" >/dev/null 2>"$WORK/grant.log"
+                credits.release_recharge(bigint, uuid) TO regress_upg_worker;
+              GRANT SELECT ON credits.recharges, credits.recharge_queue TO regress_upg_worker;" >/dev/null 2>"$WORK/grant.log"
 check "$NEW: the README's payment worker grants apply" test ! -s "$WORK/grant.log"
 sed 's/^/#   /' "$WORK/grant.log"
 
