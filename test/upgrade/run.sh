@@ -233,6 +233,7 @@ SELECT credits.open_account(8, 50);      -- an expired recharge
 SELECT credits.open_account(9, 0);       -- no credits, no policy
 SELECT credits.open_account(10, 0);      -- a small monthly limit
 SELECT credits.open_account(13, 0);      -- claimed under 0.1.0 and never settled: no lease
+SELECT credits.open_account(14, 1000);   -- a policy 0.1.0 allowed and 0.1.1 refuses: min_balance > max_credits
 SELECT count(credits.open_account(a, 100000)) FROM generate_series(100, 149) a;
 SELECT credits.add_credits(1, 500, E'a grant with ''quotes'' and ünïcödé');
 SELECT credits.enable_auto_recharge(2, 0, 1000);
@@ -244,6 +245,7 @@ SELECT credits.enable_auto_recharge(7, 0, 1000);
 SELECT credits.enable_auto_recharge(8, 0, 1000);
 SELECT credits.enable_auto_recharge(10, 0, 5000, monthly_limit => 1000);
 SELECT credits.enable_auto_recharge(13, 0, 1000);
+SELECT credits.enable_auto_recharge(14, 600, 500);
 
 SET ROLE regress_upg_app;
 -- single row, multi-row, INSERT ... SELECT and COPY
@@ -446,6 +448,11 @@ same "a session open before the update: a refused batch gets $OLD's CR001" "$ses
 tables upg "$WORK/tables_old"
 snapshot upg "$WORK/tables_old" "$WORK/before"
 grants upg "$WORK/grants_before"
+filenodes() {
+	q upg "SELECT c.relname || ' ' || pg_relation_filenode(c.oid) FROM pg_class c
+	        WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'r' ORDER BY 1"
+}
+filenodes_before=$(filenodes)
 "$PG_BIN/pg_dump" -Fc -d upg -f "$WORK/old.dump" || not_ok "pg_dump of the $OLD database"
 out=$(pg -d upg -c "ALTER EXTENSION credits UPDATE" 2>&1)
 same "ALTER EXTENSION credits UPDATE runs without an error or a notice" "$out" ""
@@ -458,6 +465,9 @@ for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do
 		"$WORK/before/$t" "$WORK/after/$t"
 done
 grants upg "$WORK/grants_after"
+same "the update rewrote no table (same relfilenodes)" "$(filenodes)" "$filenodes_before"
+same "the update left the policy with min_balance > max_credits (allowed in $OLD) as it was" \
+	"$(q upg "SELECT min_balance || '/' || max_credits || '/' || enabled FROM credits.auto_recharge WHERE account_id = 14")" "600/500/true"
 if changed=$(grep -vxFf "$WORK/grants_after" "$WORK/grants_before"); then
 	not_ok "after the update: every grant on a $OLD object is as it was"
 	sed 's/^/#   was: /' <<<"$changed" | head -10
@@ -605,8 +615,8 @@ sed 's/^/#   /' "$WORK/grant.log"
 # Account 13: claimed under 0.1.0, so no token and no lease.
 r13=$(q upg "SELECT recharge_id FROM credits.recharges WHERE account_id = 13")
 same "a recharge claimed under $OLD: claim_count 1, no token, no lease, and claim_recharges does not take it again" \
-	"$(q upg "SELECT status, claim_count, claim_token IS NULL, lease_expires_at IS NULL FROM credits.recharges WHERE recharge_id = $r13")|$(q upg "$WORKER SELECT count(*) FROM credits.claim_recharges(10)")" \
-	"processing|1|t|t|0"
+	"$(q upg "SELECT status, claim_count, claim_token IS NULL, lease_expires_at IS NULL FROM credits.recharges WHERE recharge_id = $r13")|$(q upg "$WORKER SELECT count(*) FROM credits.claim_recharges(10)")|$(q upg "$WORKER SELECT processing_without_lease FROM credits.recharge_queue")" \
+	"processing|1|t|t|0|1"
 fails_with "a recharge claimed under $OLD: complete_recharge with a token" upg MC020 \
 	"$WORKER SELECT credits.complete_recharge($r13, 'psp-13', gen_random_uuid())"
 same "a recharge claimed under $OLD: an operator's release_recharge(id) makes it pending, amount kept" \
