@@ -802,6 +802,22 @@ same "restored: a new batch is debited (cost/status) and verify() stays empty" \
 	"$(q restored "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING cost || '/' || status")|$(q restored "SELECT count(*) FROM credits.verify()")" \
 	"4/ready|0"
 
+# And the updated database itself, dumped and restored the plain way.
+"$PG_BIN/pg_dump" -Fc -d upg -f "$WORK/new.dump"
+"$PG_BIN/createdb" restored_new
+"$PG_BIN/pg_restore" -d restored_new "$WORK/new.dump" >"$WORK/restore_new.log" 2>&1
+rc=$?
+table_dump upg "$WORK/upg_final"
+table_dump restored_new "$WORK/restored_new"
+if [ $rc -eq 0 ] && [ ! -s "$WORK/restore_new.log" ]; then
+	ok "pg_restore of a dump of the updated database reports no error"
+else
+	not_ok "pg_restore of a dump of the updated database reports no error (exit code $rc)"
+	head -5 "$WORK/restore_new.log" | sed 's/^/#   /'
+fi
+same_files "the updated database restored: every table identical (all columns)" "$WORK/upg_final" "$WORK/restored_new"
+same "the updated database restored: verify() returns no rows" "$(q restored_new "SELECT * FROM credits.verify()")" ""
+
 elapsed=$(( $(date +%s) - built ))
 check "the suite ran in well under a minute ($elapsed s after a build of $((built - started)) s)" test "$elapsed" -lt 40
 
