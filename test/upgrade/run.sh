@@ -701,6 +701,20 @@ t4=$(q upg "$WORKER SELECT claim_token FROM credits.claim_recharges(10)")
 same "fail_recharge with the current token: failed, refunded, one payment failure counted" \
 	"$(q upg "$WORKER SELECT status FROM credits.fail_recharge((SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 20), 'declined', '$t4')")|$(q upg "SELECT payment_failures FROM credits.auto_recharge WHERE account_id = 20")" \
 	"failed|1"
+# Account 24: a lease that ran out with nobody claiming again: the token is
+# still the current one.  And payment references at the edges.
+q upg "$ADMIN SELECT credits.open_account(24, 0), credits.enable_auto_recharge(24, 0, 1000)" >/dev/null
+q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (24, 7)" >/dev/null
+t24=$(q upg "$WORKER SELECT claim_token FROM credits.claim_recharges(10)")
+r24=$(q upg "SELECT recharge_id FROM credits.recharges WHERE account_id = 24")
+q upg "UPDATE credits.recharges SET lease_expires_at = now() - interval '1 minute' WHERE recharge_id = $r24" >/dev/null
+fails_with "complete_recharge: a payment reference of blanks" upg MC021 \
+	"$WORKER SELECT credits.complete_recharge($r24, '   ', '$t24')"
+fails_with "complete_recharge: a payment reference with a trailing tab" upg MC021 \
+	"$WORKER SELECT credits.complete_recharge($r24, E'psp\t', '$t24')"
+same "complete_recharge after the lease ran out, nobody having claimed again: the token still holds; a reference of 255 bytes is accepted" \
+	"$(q upg "$WORKER SELECT status, octet_length(payment_ref) FROM credits.complete_recharge($r24, repeat('é', 127) || 'x', '$t24')")" "succeeded|255"
+
 # One of each for the queue: a pending recharge (account 21), a processing one
 # with a live lease (22), one with an expired lease (23).
 q upg "$ADMIN SELECT credits.open_account(a, 0), credits.enable_auto_recharge(a, 0, 1000) FROM generate_series(21, 23) a" >/dev/null
