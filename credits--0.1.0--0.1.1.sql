@@ -442,24 +442,32 @@ $$;
 COMMENT ON FUNCTION credits.claim_recharges(integer) IS
 	'Moves up to max_rows recharges, oldest first, to processing and returns them, each with a new claim_token and a lease of credits.claim_lease: pending ones, and processing ones whose lease has expired. Concurrent workers get disjoint rows. A claimed recharge''s amount never changes.';
 
--- Checks a settling call's claim token; the caller holds the recharge row
--- lock.  NULL (the 2-argument forms, for operators) checks nothing.
+-- Checks a settling call's claim token against the recharge's current claim;
+-- the caller holds the recharge row lock and has dealt with settled
+-- recharges.  NULL (the 2-argument forms, for operators) checks nothing.
 CREATE FUNCTION credits._check_claim(p_recharge credits.recharges, p_claim_token uuid)
 	RETURNS void
 	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF p_claim_token IS NOT NULL AND p_recharge.status = 'processing'
-	   AND p_recharge.claim_token IS DISTINCT FROM p_claim_token THEN
-		RAISE EXCEPTION 'claim on recharge % is no longer held', p_recharge.recharge_id
-			USING ERRCODE = 'MC020',
-				  DETAIL = CASE WHEN p_recharge.claim_token IS NULL
-							   THEN 'It is pending again: it was released.'
-							   ELSE format('Its lease expired and it was claimed again (claim %s of it), or it was released and claimed again.',
-										   p_recharge.claim_count) END,
-				  HINT = 'Another claim holds it now; nothing was changed. Drop it: the current holder settles it.';
+	IF p_claim_token IS NULL
+	   OR (p_recharge.status = 'processing' AND p_recharge.claim_token = p_claim_token) THEN
+		RETURN;
 	END IF;
+	RAISE EXCEPTION 'claim on recharge % is no longer held', p_recharge.recharge_id
+		USING ERRCODE = 'MC020',
+			  DETAIL = CASE
+				WHEN p_recharge.status = 'pending'
+				THEN 'It was released and is pending again.'
+				WHEN p_recharge.claim_token IS NULL
+				THEN 'It was claimed before version 0.1.1 and holds no claim token.'
+				ELSE format('Its lease expired or it was released, and it was claimed again (claim %s).',
+							p_recharge.claim_count) END,
+			  HINT = CASE
+				WHEN p_recharge.status = 'processing' AND p_recharge.claim_token IS NULL
+				THEN 'An operator settles it with the 2-argument form, or releases it.'
+				ELSE 'Nothing was changed. Drop it: it is claimed again, and settled, by the next worker to hold it.' END;
 END
 $$;
 
@@ -511,12 +519,13 @@ BEGIN
 				  DETAIL = format('Its status is %s%s.', r.status,
 								  CASE WHEN r.payment_ref IS NOT NULL
 									   THEN format(' with payment_ref %L', r.payment_ref) ELSE '' END);
-	ELSIF r.status = 'pending' THEN
+	END IF;
+	PERFORM credits._check_claim(r, p_claim_token);
+	IF r.status = 'pending' THEN
 		RAISE EXCEPTION 'recharge % has not been claimed', r.recharge_id
 			USING ERRCODE = 'MC015',
 				  HINT = 'A payment worker claims it with credits.claim_recharges() before charging.';
 	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
 	SELECT rc.recharge_id INTO other FROM credits.recharges rc
 		WHERE rc.payment_ref = p_payment_ref;
 	IF FOUND THEN
@@ -593,12 +602,13 @@ BEGIN
 		RAISE EXCEPTION 'recharge % is already settled', r.recharge_id
 			USING ERRCODE = 'MC006',
 				  DETAIL = format('Its status is %s.', r.status);
-	ELSIF r.status = 'pending' THEN
+	END IF;
+	PERFORM credits._check_claim(r, p_claim_token);
+	IF r.status = 'pending' THEN
 		RAISE EXCEPTION 'recharge % has not been claimed', r.recharge_id
 			USING ERRCODE = 'MC015',
 				  HINT = 'A payment worker claims it with credits.claim_recharges() before charging.';
 	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
 	UPDATE credits.recharges AS rc
 		SET status = 'failed',
 			failure_reason = p_reason,
