@@ -649,7 +649,7 @@ fails_with "fail_recharge with the token of a released claim" upg MC020 \
 table_dump upg "$WORK/after_released"
 same_files "the tokens of a released claim changed nothing" "$WORK/before_released" "$WORK/after_released"
 same "release_recharge of a pending recharge returns it unchanged" \
-	"$(q upg "$WORKER SELECT status, credits FROM credits.release_recharge($r20)")" "pending|100"
+	"$(q upg "$WORKER SELECT status, credits FROM credits.release_recharge($r20, '$t1')")" "pending|100"
 q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (20, 50)" >/dev/null
 same "a released recharge is never grown: the next batch opens a new one" \
 	"$(q upg "SELECT string_agg(credits || ':' || status, ',' ORDER BY recharge_id) FROM credits.recharges WHERE account_id = 20")" \
@@ -693,7 +693,7 @@ same "complete_recharge with the current token: succeeded, the batch is ready" \
 same "complete_recharge again with the same reference and a stale token: idempotent" \
 	"$(q upg "$WORKER SELECT status, payment_ref FROM credits.complete_recharge($r20, 'psp-20', '$t1')")" "succeeded|psp-20"
 fails_with "release_recharge of a settled recharge" upg MC006 "$WORKER SELECT credits.release_recharge($r20, '$t3')"
-fails_with "release_recharge of a recharge that does not exist" upg MC005 "$WORKER SELECT credits.release_recharge(99999)"
+fails_with "release_recharge of a recharge that does not exist" upg MC005 "$WORKER SELECT credits.release_recharge(99999, gen_random_uuid())"
 # A failure with a token counts towards credits.max_payment_failures.
 q upg "$ADMIN SELECT credits.enable_auto_recharge(20, 0, 1000)" >/dev/null
 q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (20, 1000)" >/dev/null
