@@ -50,8 +50,15 @@ SELECT credits.complete_recharge(:r1, 'ref-1100', NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT credits.fail_recharge(:r1, 'declined', NULL);
 \echo :LAST_ERROR_SQLSTATE
--- The worker has no 2-argument forms: those are for operators.
+SELECT credits.release_recharge(:r1, NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- The worker has no token-less forms: those are for operators (else a
+-- worker could release or settle another worker's claim).
 SELECT credits.complete_recharge(:r1, 'ref-1100');
+\echo :LAST_ERROR_SQLSTATE
+SELECT credits.fail_recharge(:r1, 'declined');
+\echo :LAST_ERROR_SQLSTATE
+SELECT credits.release_recharge(:r1);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 SELECT status, claim_token = :'t1' AS same_token, payment_ref, claim_count
