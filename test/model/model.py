@@ -205,12 +205,12 @@ class Model:
     def complete(self, rid, ref):
         if ref is None:
             raise ModelError('22004')
-        blanks = ' \t\n\r\f\v'
-        if len(ref.encode()) > 255 or ref.strip(blanks) == '' or ref != ref.strip(blanks):
-            raise ModelError('MC021')
         r = self._recharge(rid)
         if r['status'] == SUCCEEDED and r['payment_ref'] == ref:
             return r['status']                  # a retry: nothing changes
+        blanks = ' \t\n\r\f\v'
+        if len(ref.encode()) > 255 or ref.strip(blanks) == '' or ref != ref.strip(blanks):
+            raise ModelError('MC021')
         if r['status'] in SETTLED:
             raise ModelError('MC006')
         if r['status'] == PENDING:
