@@ -399,7 +399,7 @@ CreditsSettleBatchesFunction(FunctionCallInfo fcinfo)
 {
 	int64		recharge_id = PG_GETARG_INT64(0);
 	char	   *outcome = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bool		refund;
+	bool		refund = false;
 	Datum		values[1];
 	int			changed;
 
@@ -495,8 +495,10 @@ CheckClaim(const LockedRecharge *r, const pg_uuid_t *token)
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_CLAIM_NOT_HELD),
 			 errmsg("claim on recharge %lld is no longer held", (long long) r->recharge_id),
+			 r->claim_count > 1 ?
 			 errdetail("Its lease expired or it was released, and it was claimed again (claim %d).",
-					   r->claim_count),
+					   r->claim_count) :
+			 errdetail("The token is not the one its current claim was given."),
 			 errhint("Nothing was changed. Drop it: it is claimed again, and settled, by the next worker to hold it.")));
 }
 
