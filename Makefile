@@ -18,9 +18,13 @@ OBJS = \
 	src/settle.o \
 	src/plan_cache.o \
 	src/debit_state.o \
-	src/direct_access.o
+	src/direct_access.o \
+	src/legacy.o
 
-DATA = $(EXTENSION)--$(EXTVERSION).sql
+# Every install and update script: credits--0.1.0.sql is the base install
+# (released scripts are never edited) and CREATE EXTENSION applies the update
+# scripts after it to reach default_version.
+DATA = $(wildcard $(EXTENSION)--*.sql)
 
 REGRESS = \
 	install \

@@ -40,12 +40,12 @@ BEGIN
 	NEW.status := 'ready';
 	IF pol.enabled IS NOT TRUE THEN
 		IF new_balance < 0 THEN
-			RAISE EXCEPTION 'insufficient credits' USING ERRCODE = 'CR001';
+			RAISE EXCEPTION 'insufficient credits' USING ERRCODE = 'MC001';
 		END IF;
 	ELSIF new_balance + acct.in_flight < pol.min_balance THEN
 		need := pol.min_balance - (new_balance + acct.in_flight);
 		IF need > pol.max_credits THEN
-			RAISE EXCEPTION 'recharge limit exceeded' USING ERRCODE = 'CR002';
+			RAISE EXCEPTION 'recharge limit exceeded' USING ERRCODE = 'MC002';
 		END IF;
 		UPDATE bench.pl_recharges SET credits = credits + need
 		 WHERE account_id = NEW.account_id AND status = 'pending' AND credits + need <= pol.max_credits

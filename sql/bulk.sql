@@ -95,14 +95,14 @@ SELECT balance FROM credits.accounts WHERE account_id = 1021;
 
 -- Subtransactions inside a statement: a function with an EXCEPTION block
 -- inserting a batch for another account works, and its failure is undone
--- alone; for the account the statement is debiting it is refused (CR019).
+-- alone; for the account the statement is debiting it is refused (MC019).
 SELECT balance FROM credits.open_account(1022, 100);
 SELECT balance FROM credits.open_account(1023, 100);
 CREATE FUNCTION regress_side_send(acct bigint, n integer) RETURNS integer LANGUAGE plpgsql AS $$
 BEGIN
 	INSERT INTO credits.send_batches (account_id, messages) VALUES (acct, n);
 	RETURN n;
-EXCEPTION WHEN SQLSTATE 'CR001' THEN
+EXCEPTION WHEN SQLSTATE 'MC001' THEN
 	RETURN -1;
 END
 $$;
@@ -127,7 +127,7 @@ DROP FUNCTION regress_side_send(bigint, integer);
 
 -- Triggers someone adds to the extension's own tables may not change an
 -- account in the middle of a debit (they would write or drop the state in
--- use): refused with CR019, and nothing is written.
+-- use): refused with MC019, and nothing is written.
 SELECT balance FROM credits.open_account(1024, 0);
 SELECT enabled FROM credits.enable_auto_recharge(1024, 0, 1000);
 CREATE FUNCTION regress_bonus() RETURNS trigger LANGUAGE plpgsql AS $$

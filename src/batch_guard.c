@@ -38,14 +38,21 @@ static bool ColumnChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
 						  const char *name);
 
 /*
- * credits_guard_batch
+ * credits_guard_batch_0_1_1
  *		BEFORE UPDATE OR DELETE row and BEFORE TRUNCATE statement trigger on
- *		credits.send_batches.
+ *		credits.send_batches (legacy.c serves 0.1.0's name).
  */
-PG_FUNCTION_INFO_V1(credits_guard_batch);
+PG_FUNCTION_INFO_V1(credits_guard_batch_0_1_1);
 
 Datum
-credits_guard_batch(PG_FUNCTION_ARGS)
+credits_guard_batch_0_1_1(PG_FUNCTION_ARGS)
+{
+	credits_legacy_sqlstates = false;
+	return CreditsGuardBatchTrigger(fcinfo);
+}
+
+Datum
+CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	desc;
@@ -114,14 +121,21 @@ credits_guard_batch(PG_FUNCTION_ARGS)
 }
 
 /*
- * credits_guard_ledger
+ * credits_guard_ledger_0_1_1
  *		BEFORE UPDATE OR DELETE row and BEFORE TRUNCATE statement trigger on
- *		credits.ledger.
+ *		credits.ledger (legacy.c serves 0.1.0's name).
  */
-PG_FUNCTION_INFO_V1(credits_guard_ledger);
+PG_FUNCTION_INFO_V1(credits_guard_ledger_0_1_1);
 
 Datum
-credits_guard_ledger(PG_FUNCTION_ARGS)
+credits_guard_ledger_0_1_1(PG_FUNCTION_ARGS)
+{
+	credits_legacy_sqlstates = false;
+	return CreditsGuardLedgerTrigger(fcinfo);
+}
+
+Datum
+CreditsGuardLedgerTrigger(FunctionCallInfo fcinfo)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 

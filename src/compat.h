@@ -2,7 +2,8 @@
  *
  * compat.h
  *	  Every PG_VERSION_NUM difference the credits extension cares about,
- *	  in one place.  Supported: PostgreSQL 13 to 17.
+ *	  in one place.  Supported: PostgreSQL 13 to 17 (tested on 15 and 17);
+ *	  the PostgreSQL 18 API changes known so far are guarded too.
  *
  * Copyright (c) 2026, credits developers
  *
@@ -32,6 +33,41 @@
  */
 #if PG_VERSION_NUM < 140000
 #define HASH_STRINGS 0
+#endif
+
+/*
+ * index_beginscan() gained an IndexScanInstrumentation argument in 18.
+ */
+#if PG_VERSION_NUM >= 180000
+#define credits_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan(heap, index, snapshot, NULL, nkeys, norderbys)
+#else
+#define credits_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan(heap, index, snapshot, nkeys, norderbys)
+#endif
+
+/*
+ * 18 marks functions that do not return with the prefix pg_noreturn
+ * (C11 _Noreturn) and dropped the suffix pg_attribute_noreturn().  Write
+ *		pg_noreturn static void f(void) CREDITS_NORETURN;
+ * and both work.
+ */
+#ifdef pg_noreturn
+#define CREDITS_NORETURN
+#else
+#define pg_noreturn
+#define CREDITS_NORETURN pg_attribute_noreturn()
+#endif
+
+/*
+ * Ownership checks by catalog and OID replaced the per-catalog functions in
+ * 16 (pg_class_ownercheck became object_ownercheck(RelationRelationId, ...)).
+ */
+#if PG_VERSION_NUM >= 160000
+#define credits_owns_relation(relid, roleid) \
+	object_ownercheck(RelationRelationId, relid, roleid)
+#else
+#define credits_owns_relation(relid, roleid) pg_class_ownercheck(relid, roleid)
 #endif
 
 /* PG_MODULE_MAGIC_EXT (18+) lets the server report name and version. */

@@ -9,15 +9,22 @@
  * IDENTIFICATION
  *	  src/credits.c
  *
- * The extension keeps no shared memory and starts no background process;
- * it is loaded on first use and needs no shared_preload_libraries entry.
+ * The extension keeps no shared memory and starts no background process.
+ * It is loaded on first use, or at server start from
+ * shared_preload_libraries (recommended: the settings are then defined in
+ * every session from the start, so a misspelt credits.* setting is an error
+ * everywhere instead of a silently kept placeholder).  _PG_init only defines
+ * settings and registers callbacks, which is right in both cases.
  * The work is done by the trigger and function files:
  *
  *	  debit_trigger.c		BEFORE INSERT on send_batches: price, lock, debit
+ *	  debit_state.c			statement-level debits, written at statement end
+ *	  direct_access.c		row reads and the account lock without SPI
  *	  recharge_decision.c	the auto-recharge rule, pure arithmetic
  *	  settle.c				batch statuses and refunds when a recharge settles
  *	  batch_guard.c			what may never change in send_batches and ledger
  *	  plan_cache.c			SPI plans prepared once per backend
+ *	  legacy.c				the entry points credits--0.1.0.sql binds
  *
  * Settings are PGC_SUSET: they decide when a customer's card stops being
  * charged and when batches are failed, so only a superuser (or ALTER
@@ -41,6 +48,10 @@ CREDITS_MODULE_MAGIC;
 /* GUC variables */
 int			CreditsMaxPaymentFailures = 3;
 int			CreditsRechargeExpiry = 3600;	/* seconds; 0 = never */
+int			CreditsClaimLease = 900;	/* seconds */
+
+/* Which SQLSTATE class this backend raises; see credits.h and legacy.c. */
+bool		credits_legacy_sqlstates = false;
 
 void		_PG_init(void);
 
@@ -73,13 +84,26 @@ _PG_init(void)
 							NULL,
 							NULL);
 
+	DefineCustomIntVariable("credits.claim_lease",
+							"How long a payment worker's claim on a recharge lasts.",
+							"A processing recharge whose lease has expired can be claimed again by credits.claim_recharges(), with the same recharge_id and a new claim token.",
+							&CreditsClaimLease,
+							900,
+							1,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL,
+							NULL,
+							NULL);
+
 	MarkGUCPrefixReserved("credits");
 
 	CreditsDebitStateInit();
 }
 
 /*
- * CreditsMaxPaymentFailures
+ * credits_max_payment_failures
  *		credits._max_payment_failures() RETURNS integer
  */
 PG_FUNCTION_INFO_V1(credits_max_payment_failures);
@@ -100,4 +124,16 @@ Datum
 credits_recharge_expiry_seconds(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT32(CreditsRechargeExpiry);
+}
+
+/*
+ * credits_claim_lease_seconds
+ *		credits._claim_lease_seconds() RETURNS integer
+ */
+PG_FUNCTION_INFO_V1(credits_claim_lease_seconds);
+
+Datum
+credits_claim_lease_seconds(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(CreditsClaimLease);
 }

@@ -50,8 +50,10 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "lib/stringinfo.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -62,6 +64,7 @@
 #include "compat.h"
 #include "credits.h"
 #include "debit_state.h"
+#include "direct_access.h"
 #include "plan_cache.h"
 
 /* Ledger rows queued before they are written mid-statement. */
@@ -75,6 +78,22 @@ typedef struct CachedPrice
 	char		channel[PRICE_KEY_LEN]; /* hash key */
 	int32		price;
 } CachedPrice;
+
+/*
+ * A debited row to read back when the statement ends, because a BEFORE
+ * INSERT row trigger firing after ours could change or drop it.
+ */
+typedef struct BatchCheck
+{
+	int64		batch_id;
+	int64		account_id;
+	int32		messages;
+	char	   *channel;		/* in the layer's context */
+	int64		cost;
+	const char *status;			/* a string constant */
+	bool		has_recharge;
+	int64		recharge_id;
+} BatchCheck;
 
 typedef struct DebitLayer
 {
@@ -90,6 +109,9 @@ typedef struct DebitLayer
 	int64	   *ledger_delta;
 	int64	   *ledger_balance;
 	int64	   *ledger_batch;
+	int			nchecks;		/* rows to read back at statement end */
+	int			checks_capacity;
+	BatchCheck *checks;
 	struct DebitLayer *parent;
 } DebitLayer;
 
@@ -117,6 +139,11 @@ static void WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids,
 							   int64 *balances, int64 *in_flights);
 static void MergeIntoParent(DebitLayer *layer);
 static void EnsureCapacity(DebitLayer *layer, int needed);
+static void AddCheck(DebitLayer *layer, const BatchCheck *check);
+static void VerifyChecks(DebitLayer *layer, Relation rel);
+pg_noreturn static void BatchChanged(Relation rel, int64 batch_id, const char *column,
+									 const char *stored, const char *debited) CREDITS_NORETURN;
+static char *LaterTriggerNames(Relation rel);
 static Datum Int8ArrayDatum(int64 *values, int n);
 static void DebitXactCallback(XactEvent event, void *arg);
 static void DebitSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
@@ -239,6 +266,30 @@ CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id)
 }
 
 /*
+ * CreditsQueueBatchCheck
+ *		Remembers what was debited for a row, to compare with the stored row
+ *		when the statement ends (the caller found a later BEFORE row trigger).
+ */
+void
+CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
+					   const char *channel, int64 cost, const char *status,
+					   bool has_recharge, int64 recharge_id)
+{
+	DebitLayer *layer = CurrentLayer();
+	BatchCheck	check;
+
+	check.batch_id = batch_id;
+	check.account_id = account_id;
+	check.messages = messages;
+	check.channel = MemoryContextStrdup(layer->cxt, channel);
+	check.cost = cost;
+	check.status = status;
+	check.has_recharge = has_recharge;
+	check.recharge_id = recharge_id;
+	AddCheck(layer, &check);
+}
+
+/*
  * CreditsFlushDebits
  *		Writes the current subtransaction's pending debits.  With final, also
  *		the account rows, and the layer is emptied (the next row re-reads its
@@ -257,21 +308,35 @@ CreditsFlushDebits(bool final)
 	if (final)
 	{
 		if (layer->parent != NULL)
+		{
+			/* rows still to read back belong to the enclosing statement now */
+			for (int i = 0; i < layer->nchecks; i++)
+				AddCheck(layer->parent, &layer->checks[i]);
 			PopLayer();
+		}
 		else
 			ClearLayer(layer);
 	}
 }
 
 /*
- * credits_flush_debits
- *		AFTER STATEMENT trigger on credits.send_batches: writes what the
- *		statement debited.
+ * credits_flush_debits_0_1_1
+ *		AFTER STATEMENT trigger on credits.send_batches: checks what later
+ *		triggers did to the debited rows, and writes what the statement
+ *		debited (credits.flush_debits() from 0.1.1; legacy.c serves 0.1.0's
+ *		name).
  */
-PG_FUNCTION_INFO_V1(credits_flush_debits);
+PG_FUNCTION_INFO_V1(credits_flush_debits_0_1_1);
 
 Datum
-credits_flush_debits(PG_FUNCTION_ARGS)
+credits_flush_debits_0_1_1(PG_FUNCTION_ARGS)
+{
+	credits_legacy_sqlstates = false;
+	return CreditsFlushDebitsTrigger(fcinfo);
+}
+
+Datum
+CreditsFlushDebitsTrigger(FunctionCallInfo fcinfo)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Oid			save_userid;
@@ -289,6 +354,9 @@ credits_flush_debits(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(trigdata->tg_relation->rd_rel->relowner,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
+	if (top_layer != NULL && top_layer->subxid == GetCurrentSubTransactionId() &&
+		top_layer->nchecks > 0)
+		VerifyChecks(top_layer, trigdata->tg_relation);
 	CreditsFlushDebits(true);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
@@ -296,16 +364,23 @@ credits_flush_debits(PG_FUNCTION_ARGS)
 }
 
 /*
- * credits_flush_pending
+ * credits_flush_pending_0_1_1
  *		credits._flush_debits(account_id bigint) RETURNS void: called by every
  *		function before it locks an account, so that it sees the account's
  *		written row.  Refuses when the account's debits are pending in an
  *		enclosing subtransaction, which cannot be written from here.
  */
-PG_FUNCTION_INFO_V1(credits_flush_pending);
+PG_FUNCTION_INFO_V1(credits_flush_pending_0_1_1);
 
 Datum
-credits_flush_pending(PG_FUNCTION_ARGS)
+credits_flush_pending_0_1_1(PG_FUNCTION_ARGS)
+{
+	credits_legacy_sqlstates = false;
+	return CreditsFlushPendingFunction(fcinfo);
+}
+
+Datum
+CreditsFlushPendingFunction(FunctionCallInfo fcinfo)
 {
 	int64		account_id = PG_GETARG_INT64(0);
 	SubTransactionId current = GetCurrentSubTransactionId();
@@ -410,7 +485,8 @@ ClearLayer(DebitLayer *layer)
 static bool
 LayerIsEmpty(DebitLayer *layer)
 {
-	return !layer->pending && layer->nledger == 0 && layer->naccounts == 0;
+	return !layer->pending && layer->nledger == 0 && layer->naccounts == 0 &&
+		layer->nchecks == 0;
 }
 
 /*
@@ -606,6 +682,111 @@ MergeIntoParent(DebitLayer *layer)
 		   sizeof(int64) * layer->nledger);
 	parent->nledger += layer->nledger;
 	parent->pending = parent->pending || layer->pending;
+	for (int i = 0; i < layer->nchecks; i++)
+		AddCheck(parent, &layer->checks[i]);
+}
+
+/* Appends a row to read back (its channel copied into the layer). */
+static void
+AddCheck(DebitLayer *layer, const BatchCheck *check)
+{
+	if (layer->nchecks >= layer->checks_capacity)
+	{
+		int			capacity = layer->checks_capacity == 0 ? 16 : layer->checks_capacity * 2;
+
+		if (layer->checks == NULL)
+			layer->checks = MemoryContextAlloc(layer->cxt, sizeof(BatchCheck) * capacity);
+		else
+			layer->checks = repalloc(layer->checks, sizeof(BatchCheck) * capacity);
+		layer->checks_capacity = capacity;
+	}
+	layer->checks[layer->nchecks] = *check;
+	layer->checks[layer->nchecks].channel = MemoryContextStrdup(layer->cxt, check->channel);
+	layer->nchecks++;
+}
+
+/*
+ * VerifyChecks
+ *		Reads back every row debited while a BEFORE INSERT row trigger fires
+ *		after credits_debit, and refuses the statement (MC022) if one is
+ *		missing (that trigger returned NULL, or changed the row into one
+ *		ON CONFLICT skipped) or differs from what was debited: the ledger
+ *		would no longer match the batches.
+ *
+ *		Limitation: a later trigger that itself inserts into send_batches
+ *		ends a nested statement before its own row is stored; that row is
+ *		then reported missing.  The error is the safe side.
+ */
+static void
+VerifyChecks(DebitLayer *layer, Relation rel)
+{
+	for (int i = 0; i < layer->nchecks; i++)
+	{
+		BatchCheck *c = &layer->checks[i];
+		StoredBatch b;
+
+		if (!CreditsReadBatchDirect(c->batch_id, &b))
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT),
+					 errmsg("send batch %lld was debited but not stored", (long long) c->batch_id),
+					 errdetail("A BEFORE INSERT trigger that fires after credits_debit (%s) dropped the row or changed it into one that was not inserted, after %lld credits were debited for it.",
+							   LaterTriggerNames(rel), (long long) c->cost),
+					 errhint("Make that trigger fire before credits_debit (triggers fire in name order), or do its work in an AFTER trigger.")));
+		if (b.account_id != c->account_id)
+			BatchChanged(rel, c->batch_id, "account_id",
+						 psprintf(INT64_FORMAT, b.account_id),
+						 psprintf(INT64_FORMAT, c->account_id));
+		if (b.messages != c->messages)
+			BatchChanged(rel, c->batch_id, "messages",
+						 psprintf("%d", b.messages), psprintf("%d", c->messages));
+		if (b.channel == NULL || strcmp(b.channel, c->channel) != 0)
+			BatchChanged(rel, c->batch_id, "channel",
+						 b.channel ? b.channel : "null", c->channel);
+		if (b.cost != c->cost)
+			BatchChanged(rel, c->batch_id, "cost",
+						 psprintf(INT64_FORMAT, b.cost), psprintf(INT64_FORMAT, c->cost));
+		if (b.status == NULL || strcmp(b.status, c->status) != 0)
+			BatchChanged(rel, c->batch_id, "status",
+						 b.status ? b.status : "null", c->status);
+		if (b.has_recharge != c->has_recharge ||
+			(b.has_recharge && b.recharge_id != c->recharge_id))
+			BatchChanged(rel, c->batch_id, "recharge_id",
+						 b.has_recharge ? psprintf(INT64_FORMAT, b.recharge_id) : "null",
+						 c->has_recharge ? psprintf(INT64_FORMAT, c->recharge_id) : "null");
+	}
+	layer->nchecks = 0;
+}
+
+static void
+BatchChanged(Relation rel, int64 batch_id, const char *column, const char *stored,
+			 const char *debited)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT),
+			 errmsg("send batch %lld was changed after it was debited", (long long) batch_id),
+			 errdetail("A BEFORE INSERT trigger that fires after credits_debit (%s) set %s to %s; it was debited with %s.",
+					   LaterTriggerNames(rel), column, stored, debited),
+			 errhint("Make that trigger fire before credits_debit (triggers fire in name order), or do its work in an AFTER trigger.")));
+}
+
+/* The BEFORE INSERT row triggers of send_batches named after credits_debit. */
+static char *
+LaterTriggerNames(Relation rel)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	StringInfoData names;
+
+	initStringInfo(&names);
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (strcmp(t->tgname, "credits_debit") > 0 &&
+			TRIGGER_TYPE_MATCHES(t->tgtype, TRIGGER_TYPE_ROW, TRIGGER_TYPE_BEFORE,
+								 TRIGGER_TYPE_INSERT))
+			appendStringInfo(&names, "%s\"%s\"", names.len > 0 ? ", " : "", t->tgname);
+	}
+	return names.len > 0 ? names.data : "none found";
 }
 
 /* An int8[] of n values (n may be 0), in the current memory context. */
@@ -663,6 +844,7 @@ DebitSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 				{
 					/* the reusable base layer: just empty it */
 					top_layer->nledger = 0;
+					top_layer->nchecks = 0;
 					top_layer->pending = false;
 					ClearLayer(top_layer);
 					top_layer->subxid = parentSubid;

@@ -53,15 +53,19 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
 
+#include "compat.h"
 #include "credits.h"
 #include "debit_state.h"
 #include "direct_access.h"
@@ -92,11 +96,15 @@ typedef struct BatchOutcome
 
 static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
 static BatchOutcome DebitBatch(int64 batch_id, int64 account_id, int32 messages,
-							   const char *channel, text *idempotency_key);
+							   const char *channel, text *idempotency_key,
+							   bool check_later);
 static void ConnectSPI(bool *connected);
 static CachedAccount *LockAccount(int64 account_id);
 static bool IsDuplicate(int64 account_id, text *idempotency_key);
-static void UnknownChannel(const char *channel) pg_attribute_noreturn();
+pg_noreturn static void UnknownChannel(const char *channel) CREDITS_NORETURN;
+static bool IsRestoredRow(Relation rel, HeapTuple tuple, TupleDesc tupdesc,
+						  const BatchColumns *cols);
+static bool LaterRowTriggers(TriggerData *trigdata);
 static int64 MonthlyRoom(int64 account_id, const DebitDecision *d,
 						 const RechargePolicy *policy);
 static int64 CoveringRecharge(int64 account_id, int64 batch_id,
@@ -106,13 +114,25 @@ static int64 CoveringRecharge(int64 account_id, int64 batch_id,
 static int64 GetInt8(int row, int col, bool *isnull);
 
 /*
- * credits_debit_batch
- *		BEFORE INSERT FOR EACH ROW trigger on credits.send_batches.
+ * credits_debit_batch_0_1_1
+ *		BEFORE INSERT FOR EACH ROW trigger on credits.send_batches
+ *		(credits.debit_batch() from 0.1.1; legacy.c serves 0.1.0's name).
  */
-PG_FUNCTION_INFO_V1(credits_debit_batch);
+PG_FUNCTION_INFO_V1(credits_debit_batch_0_1_1);
 
 Datum
-credits_debit_batch(PG_FUNCTION_ARGS)
+credits_debit_batch_0_1_1(PG_FUNCTION_ARGS)
+{
+	credits_legacy_sqlstates = false;
+	return CreditsDebitBatchTrigger(fcinfo);
+}
+
+/*
+ * CreditsDebitBatchTrigger
+ *		The debit trigger itself, behind both generations' entry points.
+ */
+Datum
+CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Relation	rel;
@@ -150,6 +170,15 @@ credits_debit_batch(PG_FUNCTION_ARGS)
 	tuple = trigdata->tg_trigtuple;
 	LookUpColumns(tupdesc, &cols);
 
+	/*
+	 * A row that already carries its cost and status, written by the table
+	 * owner or a superuser, is a restored row (pg_restore, psql -f of a
+	 * dump): it was debited when it was first inserted, and its ledger rows
+	 * are restored beside it.  Stored as is.
+	 */
+	if (IsRestoredRow(rel, tuple, tupdesc, &cols))
+		return PointerGetDatum(tuple);
+
 	/* What only the extension may set. */
 	{
 		static const char *const managed[] = {"cost", "status", "recharge_id"};
@@ -162,7 +191,8 @@ credits_debit_batch(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_CREDITS_MANAGED_COLUMN),
 						 errmsg("column \"%s\" of send_batches is set by the extension", managed[i]),
 						 errdetail("An application inserts account_id, messages, channel and idempotency_key only."),
-						 errhint("Leave \"%s\" out of the INSERT.", managed[i])));
+						 errhint("Leave \"%s\" out of the INSERT. Restoring a dump? Restore as the table owner or a superuser: rows that carry both cost and status are then taken as restored.",
+								 managed[i])));
 		}
 	}
 
@@ -207,7 +237,8 @@ credits_debit_batch(PG_FUNCTION_ARGS)
 	CreditsBeginDebit();
 	PG_TRY();
 	{
-		out = DebitBatch(batch_id, account_id, messages, channel, idempotency_key);
+		out = DebitBatch(batch_id, account_id, messages, channel, idempotency_key,
+						 LaterRowTriggers(trigdata));
 	}
 	PG_FINALLY();
 	{
@@ -268,7 +299,7 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
  */
 static BatchOutcome
 DebitBatch(int64 batch_id, int64 account_id, int32 messages,
-		   const char *channel, text *idempotency_key)
+		   const char *channel, text *idempotency_key, bool check_later)
 {
 	BatchOutcome out = {0, "ready", false, 0};
 	bool		connected = false;
@@ -360,9 +391,18 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		ConnectSPI(&connected);
 		if (decision.verdict == DEBIT_NEEDS_RECHARGE)
 		{
+			int64		in_flight_after;
+
 			amount = CreditsRechargeAmount(&decision, account->in_flight, &account->policy);
 			if (account->policy.has_monthly_limit)
 				amount = Min(amount, MonthlyRoom(account_id, &decision, &account->policy));
+			if (pg_add_s64_overflow(account->in_flight, amount, &in_flight_after))
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_AMOUNT_OUT_OF_RANGE),
+						 errmsg("in-flight recharges of account %lld are out of range",
+								(long long) account_id),
+						 errdetail("In-flight recharges are %lld and the batch needs a recharge of %lld more; the sum must fit in a bigint.",
+								   (long long) account->in_flight, (long long) amount)));
 		}
 		out.recharge_id = CoveringRecharge(account_id, batch_id, balance,
 										   &decision, amount, &account->policy, &amount);
@@ -373,10 +413,57 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		out.status = "awaiting_credits";
 
 	CreditsQueueDebit(account, -out.cost, batch_id);
+	if (check_later)
+		CreditsQueueBatchCheck(batch_id, account_id, messages, channel, out.cost,
+							   out.status, out.has_recharge, out.recharge_id);
 
 	if (connected)
 		SPI_finish();
 	return out;
+}
+
+/*
+ * IsRestoredRow
+ *		Whether the new row is a restored one: cost and status both given,
+ *		by a role that owns send_batches (or a superuser).  Anyone else who
+ *		sets them gets CR007/MC007 below.
+ */
+static bool
+IsRestoredRow(Relation rel, HeapTuple tuple, TupleDesc tupdesc,
+			  const BatchColumns *cols)
+{
+	if (heap_attisnull(tuple, cols->cost, tupdesc) ||
+		heap_attisnull(tuple, cols->status, tupdesc))
+		return false;
+	return superuser() || credits_owns_relation(RelationGetRelid(rel), GetUserId());
+}
+
+/*
+ * LaterRowTriggers
+ *		Whether another BEFORE INSERT row trigger on send_batches fires after
+ *		this one (trigger names sort later).  Such a trigger could change
+ *		the row, or drop it, after it was debited; then each debited row is
+ *		read back when the statement ends (credits_flush_debits).  The
+ *		relation's triggers are listed in firing order.
+ */
+static bool
+LaterRowTriggers(TriggerData *trigdata)
+{
+	TriggerDesc *trigdesc = trigdata->tg_relation->trigdesc;
+	bool		after_mine = false;
+
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgoid == trigdata->tg_trigger->tgoid)
+			after_mine = true;
+		else if (after_mine && t->tgenabled != TRIGGER_DISABLED &&
+				 TRIGGER_TYPE_MATCHES(t->tgtype, TRIGGER_TYPE_ROW, TRIGGER_TYPE_BEFORE,
+									  TRIGGER_TYPE_INSERT))
+			return true;
+	}
+	return false;
 }
 
 /* Connects to SPI once per trigger call, when first needed. */

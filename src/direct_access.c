@@ -2,7 +2,8 @@
  *
  * direct_access.c
  *	  Reading and locking the rows the debit trigger needs without SPI: an
- *	  account (locked), its policy, a channel's price.
+ *	  account (locked), its policy, a channel's price, and a stored batch
+ *	  (to check what later triggers did to it).
  *
  * Copyright (c) 2026, credits developers
  *
@@ -26,18 +27,26 @@
  *	  lock, so a policy change committed by a transaction we waited for is
  *	  seen (every policy change holds the same account lock).
  *
- * Catalog lookups: the OIDs of the tables and indexes are found by name in
- * schema credits once and kept until a relcache invalidation touches any of
- * them (DROP EXTENSION, ALTER TABLE, ...).
+ * Catalog lookups: the OIDs of the tables, indexes and columns are found by
+ * name in schema credits once and kept until a relcache invalidation touches
+ * any of them (DROP EXTENSION, ALTER TABLE, REINDEX CONCURRENTLY, ...).  As
+ * RangeVarGetRelidExtended() does, a name is trusted only once its relation
+ * is locked: OpenPair() takes the locks on the cached OIDs, which processes
+ * pending invalidations, and if one of them touched our relations it
+ * resolves the names again (now under the locks) and retries.  So DDL that
+ * commits between the statement's start and our first read can neither make
+ * us open a dropped OID nor read a dropped column's number.
  *
  * Locking: RowShareLock on accounts (as SELECT FOR UPDATE), AccessShareLock
  * on the others and on the indexes, all kept to the end of the transaction.
+ * Names are trusted only under those locks (OpenPair).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/relation.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -52,47 +61,79 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "direct_access.h"
+
+/* The tables read here, each with the unique index it is read by. */
+typedef enum CreditsTable
+{
+	TABLE_ACCOUNTS,
+	TABLE_POLICIES,
+	TABLE_PRICES,
+	TABLE_BATCHES,
+	NUM_CREDITS_TABLES
+} CreditsTable;
+
+typedef struct TableAndIndex
+{
+	Oid			table;
+	Oid			index;
+} TableAndIndex;
 
 typedef struct CreditsRelations
 {
 	bool		valid;
-	Oid			accounts;
-	Oid			accounts_pkey;
+	TableAndIndex oids[NUM_CREDITS_TABLES];
 	AttrNumber	accounts_balance;
 	AttrNumber	accounts_in_flight;
-	Oid			policies;
-	Oid			policies_pkey;
 	AttrNumber	policy_enabled;
 	AttrNumber	policy_min_balance;
 	AttrNumber	policy_max_credits;
 	AttrNumber	policy_target_balance;
 	AttrNumber	policy_monthly_limit;
-	Oid			prices;
-	Oid			prices_pkey;
 	AttrNumber	price_credits;
+	AttrNumber	batch_account_id;
+	AttrNumber	batch_messages;
+	AttrNumber	batch_channel;
+	AttrNumber	batch_cost;
+	AttrNumber	batch_status;
+	AttrNumber	batch_recharge_id;
 } CreditsRelations;
+
+/* Names of the tables and indexes, in CreditsTable order. */
+static const char *const table_names[NUM_CREDITS_TABLES][2] = {
+	[TABLE_ACCOUNTS] = {"accounts", "accounts_pkey"},
+	[TABLE_POLICIES] = {"auto_recharge", "auto_recharge_pkey"},
+	[TABLE_PRICES] = {"prices", "prices_pkey"},
+	[TABLE_BATCHES] = {"send_batches", "send_batches_pkey"},
+};
 
 static CreditsRelations rels;
 
-/* A row read by key as committed now, and what must be released after. */
-typedef struct LatestRow
+/* A row read by key, and what must be released after. */
+typedef struct KeyedRow
 {
 	Relation	rel;
+	Relation	index;
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
-} LatestRow;
+} KeyedRow;
 static bool callback_registered = false;
+
+/* Relcache invalidations seen so far (any relation); see ResolveRelations. */
+static uint64 invalidations = 0;
 
 static void ResolveRelations(void);
 static Oid	RelationOid(Oid nsp, const char *name);
 static AttrNumber ColumnNumber(Oid relid, const char *name);
-static bool FetchByKey(Relation rel, Oid indexoid, Datum key, RegProcedure eqproc,
+static void OpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel,
+					 Relation *index);
+static bool FetchByKey(Relation rel, Relation index, Datum key, RegProcedure eqproc,
 					   Snapshot snapshot, TupleTableSlot *slot);
 static int64 SlotInt8(TupleTableSlot *slot, AttrNumber attnum, bool *isnull);
-static bool BeginLatestRow(LatestRow *row, Oid relid, Oid indexoid, Datum key,
-						   RegProcedure eqproc);
-static void EndLatestRow(LatestRow *row);
+static bool BeginKeyedRow(KeyedRow *row, CreditsTable which, Datum key,
+						  RegProcedure eqproc, Snapshot snapshot);
+static void EndKeyedRow(KeyedRow *row);
 static void InvalidateRelations(Datum arg, Oid relid);
 
 /*
@@ -104,6 +145,7 @@ bool
 CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 {
 	Relation	rel;
+	Relation	index;
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
 	TM_FailureData tmfd;
@@ -111,13 +153,12 @@ CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 	bool		found;
 	bool		isnull;
 
-	ResolveRelations();
+	OpenPair(TABLE_ACCOUNTS, RowShareLock, &rel, &index);
 	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	rel = table_open(rels.accounts, RowShareLock);
 	slot = table_slot_create(rel, NULL);
 
-	found = FetchByKey(rel, rels.accounts_pkey, Int64GetDatum(account_id), F_INT8EQ,
+	found = FetchByKey(rel, index, Int64GetDatum(account_id), F_INT8EQ,
 					   snapshot, slot);
 	if (found)
 	{
@@ -156,6 +197,7 @@ CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 	}
 
 	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
 	table_close(rel, NoLock);
 	UnregisterSnapshot(snapshot);
 	return found;
@@ -169,13 +211,12 @@ CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 void
 CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy)
 {
-	LatestRow	row;
+	KeyedRow	row;
 	bool		isnull;
 
-	ResolveRelations();
 	memset(policy, 0, sizeof(RechargePolicy));
-	if (BeginLatestRow(&row, rels.policies, rels.policies_pkey,
-					   Int64GetDatum(account_id), F_INT8EQ))
+	if (BeginKeyedRow(&row, TABLE_POLICIES, Int64GetDatum(account_id), F_INT8EQ,
+					  GetLatestSnapshot()))
 	{
 		Datum		enabled = slot_getattr(row.slot, rels.policy_enabled, &isnull);
 
@@ -187,7 +228,7 @@ CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy)
 		policy->monthly_limit = SlotInt8(row.slot, rels.policy_monthly_limit, &isnull);
 		policy->has_monthly_limit = !isnull;
 	}
-	EndLatestRow(&row);
+	EndKeyedRow(&row);
 }
 
 /*
@@ -197,59 +238,128 @@ CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy)
 bool
 CreditsReadPriceDirect(const char *channel, int32 *price)
 {
-	LatestRow	row;
+	KeyedRow	row;
 	bool		found;
 	bool		isnull;
 
-	ResolveRelations();
-	found = BeginLatestRow(&row, rels.prices, rels.prices_pkey,
-						   CStringGetTextDatum(channel), F_TEXTEQ);
+	found = BeginKeyedRow(&row, TABLE_PRICES, CStringGetTextDatum(channel), F_TEXTEQ,
+						  GetLatestSnapshot());
 	if (found)
-		*price = DatumGetInt32(slot_getattr(row.slot, rels.price_credits, &isnull));
-	EndLatestRow(&row);
+	{
+		Datum		v = slot_getattr(row.slot, rels.price_credits, &isnull);
+
+		/* a NULL price (possible only after DDL on prices) is no price */
+		found = !isnull;
+		if (found)
+			*price = DatumGetInt32(v);
+	}
+	EndKeyedRow(&row);
 	return found;
 }
 
 /*
- * BeginLatestRow
- *		Opens the table and fetches the row with this key as committed now
- *		(a fresh snapshot), into row->slot; false when there is none.  Every
- *		call is paired with EndLatestRow.
+ * CreditsReadBatchDirect
+ *		The stored send batch with this batch_id, as this transaction sees it
+ *		now (its own earlier commands included); false when there is none.
+ *		channel is palloc'd in the caller's memory context.
+ */
+bool
+CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch)
+{
+	KeyedRow	row;
+	bool		found;
+	bool		isnull;
+
+	CommandCounterIncrement();
+	found = BeginKeyedRow(&row, TABLE_BATCHES, Int64GetDatum(batch_id), F_INT8EQ,
+						  GetTransactionSnapshot());
+	if (found)
+	{
+		Datum		v;
+
+		batch->account_id = SlotInt8(row.slot, rels.batch_account_id, &isnull);
+		v = slot_getattr(row.slot, rels.batch_messages, &isnull);
+		batch->messages = isnull ? 0 : DatumGetInt32(v);
+		v = slot_getattr(row.slot, rels.batch_channel, &isnull);
+		batch->channel = isnull ? NULL : TextDatumGetCString(v);
+		batch->cost = SlotInt8(row.slot, rels.batch_cost, &isnull);
+		v = slot_getattr(row.slot, rels.batch_status, &isnull);
+		batch->status = isnull ? NULL : TextDatumGetCString(v);
+		batch->recharge_id = SlotInt8(row.slot, rels.batch_recharge_id, &isnull);
+		batch->has_recharge = !isnull;
+	}
+	EndKeyedRow(&row);
+	return found;
+}
+
+/*
+ * BeginKeyedRow
+ *		Opens the table and fetches the row with this key as the snapshot
+ *		sees it, into row->slot; false when there is none.  Every call is
+ *		paired with EndKeyedRow.
  */
 static bool
-BeginLatestRow(LatestRow *row, Oid relid, Oid indexoid, Datum key, RegProcedure eqproc)
+BeginKeyedRow(KeyedRow *row, CreditsTable which, Datum key, RegProcedure eqproc,
+			  Snapshot snapshot)
 {
-	row->snapshot = RegisterSnapshot(GetLatestSnapshot());
-	row->rel = table_open(relid, AccessShareLock);
+	OpenPair(which, AccessShareLock, &row->rel, &row->index);
+	row->snapshot = RegisterSnapshot(snapshot);
 	row->slot = table_slot_create(row->rel, NULL);
-	return FetchByKey(row->rel, indexoid, key, eqproc, row->snapshot, row->slot);
+	return FetchByKey(row->rel, row->index, key, eqproc, row->snapshot, row->slot);
 }
 
 static void
-EndLatestRow(LatestRow *row)
+EndKeyedRow(KeyedRow *row)
 {
 	ExecDropSingleTupleTableSlot(row->slot);
+	index_close(row->index, NoLock);
 	table_close(row->rel, NoLock);
 	UnregisterSnapshot(row->snapshot);
 }
 
+/*
+ * OpenPair
+ *		Opens and locks one of our tables and its key index by the cached
+ *		OIDs.  Taking a lock processes pending invalidations; if one touched
+ *		our relations (or an OID no longer exists), the names are resolved
+ *		again, under the locks already held, and the open is retried.  Locks
+ *		taken on a stale OID are harmless and kept to the end of the
+ *		transaction, as every lock here is.
+ */
+static void
+OpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel, Relation *index)
+{
+	for (;;)
+	{
+		ResolveRelations();
+		*rel = try_relation_open(rels.oids[which].table, lockmode);
+		*index = *rel == NULL ? NULL :
+			try_relation_open(rels.oids[which].index, AccessShareLock);
+		if (*rel != NULL && *index != NULL && rels.valid)
+			return;
+		if (*index != NULL)
+			relation_close(*index, NoLock);
+		if (*rel != NULL)
+			relation_close(*rel, NoLock);
+		rels.valid = false;
+	}
+}
+
 /* One row by a single-column unique index, visible to the snapshot. */
 static bool
-FetchByKey(Relation rel, Oid indexoid, Datum key, RegProcedure eqproc,
+FetchByKey(Relation rel, Relation index, Datum key, RegProcedure eqproc,
 		   Snapshot snapshot, TupleTableSlot *slot)
 {
-	Relation	index = index_open(indexoid, AccessShareLock);
 	ScanKeyData skey;
 	IndexScanDesc scan;
 	bool		found;
 
 	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   index->rd_indcollation[0], eqproc, key);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	scan = credits_index_beginscan(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
-	index_close(index, NoLock);
 	return found;
 }
 
@@ -261,11 +371,22 @@ SlotInt8(TupleTableSlot *slot, AttrNumber attnum, bool *isnull)
 	return *isnull ? 0 : DatumGetInt64(v);
 }
 
-/* Finds the extension's tables, indexes and columns by name, once. */
+/*
+ * ResolveRelations
+ *		Finds the extension's tables, indexes and columns by name, unless
+ *		they are known already.  rels becomes valid only if no invalidation
+ *		arrived while looking (the lookups themselves may process some);
+ *		OpenPair() checks again once it holds its locks.
+ */
 static void
 ResolveRelations(void)
 {
+	CreditsRelations found;
+	uint64		invalidations_before = invalidations;
 	Oid			nsp;
+	Oid			accounts;
+	Oid			policies;
+	Oid			batches;
 
 	if (rels.valid)
 		return;
@@ -275,21 +396,30 @@ ResolveRelations(void)
 		callback_registered = true;
 	}
 	nsp = get_namespace_oid("credits", false);
-	rels.accounts = RelationOid(nsp, "accounts");
-	rels.accounts_pkey = RelationOid(nsp, "accounts_pkey");
-	rels.accounts_balance = ColumnNumber(rels.accounts, "balance");
-	rels.accounts_in_flight = ColumnNumber(rels.accounts, "in_flight");
-	rels.policies = RelationOid(nsp, "auto_recharge");
-	rels.policies_pkey = RelationOid(nsp, "auto_recharge_pkey");
-	rels.policy_enabled = ColumnNumber(rels.policies, "enabled");
-	rels.policy_min_balance = ColumnNumber(rels.policies, "min_balance");
-	rels.policy_max_credits = ColumnNumber(rels.policies, "max_credits");
-	rels.policy_target_balance = ColumnNumber(rels.policies, "target_balance");
-	rels.policy_monthly_limit = ColumnNumber(rels.policies, "monthly_limit");
-	rels.prices = RelationOid(nsp, "prices");
-	rels.prices_pkey = RelationOid(nsp, "prices_pkey");
-	rels.price_credits = ColumnNumber(rels.prices, "credits_per_message");
-	rels.valid = true;
+	for (int i = 0; i < NUM_CREDITS_TABLES; i++)
+	{
+		found.oids[i].table = RelationOid(nsp, table_names[i][0]);
+		found.oids[i].index = RelationOid(nsp, table_names[i][1]);
+	}
+	accounts = found.oids[TABLE_ACCOUNTS].table;
+	policies = found.oids[TABLE_POLICIES].table;
+	batches = found.oids[TABLE_BATCHES].table;
+	found.accounts_balance = ColumnNumber(accounts, "balance");
+	found.accounts_in_flight = ColumnNumber(accounts, "in_flight");
+	found.policy_enabled = ColumnNumber(policies, "enabled");
+	found.policy_min_balance = ColumnNumber(policies, "min_balance");
+	found.policy_max_credits = ColumnNumber(policies, "max_credits");
+	found.policy_target_balance = ColumnNumber(policies, "target_balance");
+	found.policy_monthly_limit = ColumnNumber(policies, "monthly_limit");
+	found.price_credits = ColumnNumber(found.oids[TABLE_PRICES].table, "credits_per_message");
+	found.batch_account_id = ColumnNumber(batches, "account_id");
+	found.batch_messages = ColumnNumber(batches, "messages");
+	found.batch_channel = ColumnNumber(batches, "channel");
+	found.batch_cost = ColumnNumber(batches, "cost");
+	found.batch_status = ColumnNumber(batches, "status");
+	found.batch_recharge_id = ColumnNumber(batches, "recharge_id");
+	found.valid = (invalidations == invalidations_before);
+	rels = found;
 }
 
 static Oid
@@ -316,11 +446,15 @@ ColumnNumber(Oid relid, const char *name)
 static void
 InvalidateRelations(Datum arg, Oid relid)
 {
+	invalidations++;
 	if (!rels.valid)
 		return;
-	if (relid == InvalidOid ||
-		relid == rels.accounts || relid == rels.accounts_pkey ||
-		relid == rels.policies || relid == rels.policies_pkey ||
-		relid == rels.prices || relid == rels.prices_pkey)
+	if (relid == InvalidOid)
+	{
 		rels.valid = false;
+		return;
+	}
+	for (int i = 0; i < NUM_CREDITS_TABLES; i++)
+		if (relid == rels.oids[i].table || relid == rels.oids[i].index)
+			rels.valid = false;
 }

@@ -83,18 +83,22 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		" WHERE account_id" EQ "$1",
 		3, {INT8OID, INT8OID, INT8OID}
 	},
+	/* The newest pending recharge never claimed: the one a need may grow. */
 	[PLAN_FIND_PENDING] = {
 		"SELECT r.recharge_id, r.credits,"
 		"       r.created_at OPERATOR(pg_catalog.>=) " MONTH_START
 		"  FROM credits.recharges r"
 		" WHERE r.account_id" EQ "$1 AND r.status" EQ "'pending'"
+		"   AND r.claimed_credits IS NULL"
 		" ORDER BY r.recharge_id DESC LIMIT 1",
 		1, {INT8OID}
 	},
 
 	/*
-	 * The status test matters: a worker may have claimed the recharge since
-	 * we looked.  Under READ COMMITTED the UPDATE then waits for the claim
+	 * A recharge that was ever claimed (claimed_credits set; it may have
+	 * been released back to pending) never grows: a retry charges the same
+	 * amount under the same recharge_id.  The status test matters: a worker
+	 * may have claimed the recharge since we looked.  Under READ COMMITTED the UPDATE then waits for the claim
 	 * and re-checks the row, finds it processing, and changes nothing; the
 	 * caller opens a new recharge instead.  "credits <= max - need" cannot
 	 * overflow where "credits + need <= max" could.
@@ -104,6 +108,7 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		"   SET credits = credits OPERATOR(pg_catalog.+) $2, max_credits = $3,"
 		"       reason = CASE WHEN $4 THEN 'shortfall' ELSE reason END"
 		" WHERE recharge_id" EQ "$1 AND status" EQ "'pending'"
+		"   AND claimed_credits IS NULL"
 		"   AND credits OPERATOR(pg_catalog.<=) ($3 OPERATOR(pg_catalog.-) $2)"
 		" RETURNING recharge_id",
 		4, {INT8OID, INT8OID, INT8OID, BOOLOID}

@@ -60,16 +60,23 @@ static int	ReadyBatches(int64 account_id, int64 recharge_id);
 static int	CompareBatchIds(const void *a, const void *b);
 
 /*
- * credits_settle_batches
+ * credits_settle_batches_0_1_1
  *		credits._settle_batches(recharge_id bigint, outcome text) RETURNS int:
  *		moves the recharge's awaiting batches to "outcome" ('ready' or
  *		'failed', refunding each failed one) and returns how many batches
  *		changed, dependents included.
  */
-PG_FUNCTION_INFO_V1(credits_settle_batches);
+PG_FUNCTION_INFO_V1(credits_settle_batches_0_1_1);
 
 Datum
-credits_settle_batches(PG_FUNCTION_ARGS)
+credits_settle_batches_0_1_1(PG_FUNCTION_ARGS)
+{
+	credits_legacy_sqlstates = false;
+	return CreditsSettleBatchesFunction(fcinfo);
+}
+
+Datum
+CreditsSettleBatchesFunction(FunctionCallInfo fcinfo)
 {
 	int64		recharge_id = PG_GETARG_INT64(0);
 	char	   *outcome = text_to_cstring(PG_GETARG_TEXT_PP(1));

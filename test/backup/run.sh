@@ -15,7 +15,7 @@
 #   f. custom, pg_restore with session_replication_role = replica (README)
 #
 # a-c leave the debit trigger on while the data loads: the batches are
-# refused (CR007), which must be reported, and nothing may be debited twice.
+# refused (MC007), which must be reported, and nothing may be debited twice.
 # d-f are full restores.
 #
 # For every restore, every table, sequence and grant must come back identical,
@@ -133,7 +133,7 @@ INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (2, 10, 
 DO $$
 BEGIN
 	INSERT INTO credits.send_batches (account_id, messages) VALUES (8, 1);
-EXCEPTION WHEN SQLSTATE 'CR001' THEN NULL;
+EXCEPTION WHEN SQLSTATE 'MC001' THEN NULL;
 END
 $$;
 SQL
@@ -300,7 +300,7 @@ note "the plain dump made with --disable-triggers holds $(grep -c 'DISABLE TRIGG
 say "a-c. restores that leave the triggers on (not the documented way)"
 # --disable-triggers acts only on data-only restores, so a, b and c all load
 # the data with the debit trigger on: COPY into send_batches is refused
-# (CR007).  What must hold: the restore says so, and nothing is debited twice.
+# (MC007).  What must hold: the restore says so, and nothing is debited twice.
 if diff <(grep -v '^.restrict\|^.unrestrict' "$WORK/plain.sql") \
         <(grep -v '^.restrict\|^.unrestrict' "$WORK/plain_nodt.sql") >/dev/null; then
 	note "pg_dump writes the same plain dump with and without --disable-triggers"
@@ -320,7 +320,7 @@ for c in "a:rest_a:$rc_a:plain --disable-triggers" "b:rest_b:$rc_b:pg_restore --
 	note "$kind. $label: exit code $rc; send_batches $(wc -l <"$WORK/$db/send_batches") of $(wc -l <"$WORK/src/send_batches") rows"
 	grep 'ERROR' "$WORK/c_$kind.log" | head -1 | sed 's/^/#   /'
 	check "$kind. $label: the restore reports the refused batches rather than passing silently" \
-		grep -q 'CR007\|set by the extension' "$WORK/c_$kind.log"
+		grep -q 'MC007\|set by the extension' "$WORK/c_$kind.log"
 	check "$kind. $label: nothing is debited a second time (ledger and balances identical to src)" \
 		diff -q <(cat "$WORK/src/ledger" "$WORK/src/accounts") <(cat "$WORK/$db/ledger" "$WORK/$db/accounts")
 	lost "$kind. $label" "$db"

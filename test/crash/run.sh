@@ -471,7 +471,7 @@ recover() {
 						UPDATE crash_test.batches SET outcome = 'committed', batch_id = bid, retry = 'present'
 						 WHERE key = k.key;
 					END IF;
-				EXCEPTION WHEN sqlstate 'CR001' OR sqlstate 'CR002' OR sqlstate 'CR018' THEN
+				EXCEPTION WHEN sqlstate 'MC001' OR sqlstate 'MC002' OR sqlstate 'MC018' THEN
 					err := SQLSTATE;
 					UPDATE crash_test.batches SET outcome = 'failed', sqlstate = err, retry = 'failed'
 					 WHERE key = k.key;

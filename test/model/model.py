@@ -48,8 +48,8 @@ READY, AWAITING, BATCH_FAILED = 'ready', 'awaiting_credits', 'failed'
 START_PRICES = {'email': 1, 'sms': 7, 'push': 3}
 UNKNOWN_CHANNEL = 'fax'
 ACCOUNT_POOL = [1, 2, 3]
-NEVER_OPENED = 99               # never opened: CR003
-NO_SUCH_RECHARGE = 999999999    # an id no recharge will ever have: CR005
+NEVER_OPENED = 99               # never opened: MC003
+NO_SUCH_RECHARGE = 999999999    # an id no recharge will ever have: MC005
 FAIL_REASONS = ['card declined', 'insufficient funds', 'timeout']
 CANCEL_BY_USER = 'auto-recharge disabled'
 CANCEL_BY_FAILURES = 'auto-recharge turned off after payment failures'
@@ -90,7 +90,7 @@ class Model:
         if aid is None:
             raise ModelError('22004')
         if aid not in self.accounts:
-            raise ModelError('CR003')
+            raise ModelError('MC003')
         return self.accounts[aid]
 
     def _post(self, aid, delta, kind, batch=None, recharge=None, note=None):
@@ -102,7 +102,7 @@ class Model:
         if rid is None:
             raise ModelError('22004')
         if rid < 0 or rid >= len(self.recharges):
-            raise ModelError('CR005')
+            raise ModelError('MC005')
         return self.recharges[rid]
 
     def _enabled(self, aid):
@@ -113,16 +113,16 @@ class Model:
 
     def open_account(self, aid, initial):
         if initial < 0:
-            raise ModelError('CR014')
+            raise ModelError('MC014')
         if aid in self.accounts:
-            raise ModelError('CR010')
+            raise ModelError('MC010')
         self.accounts[aid] = {'balance': initial, 'in_flight': 0}
         self.ledger.append((aid, initial, initial, 'open', None, None, None))
         return initial
 
     def add_credits(self, aid, credits, note=None):
         if credits <= 0:
-            raise ModelError('CR014')
+            raise ModelError('MC014')
         self._account(aid)
         self._post(aid, credits, 'grant', note=note)
         return self.accounts[aid]['balance']
@@ -136,7 +136,7 @@ class Model:
         if (min_balance < 0 or max_credits <= 0
                 or (target is not None and target < min_balance)
                 or (limit is not None and limit <= 0)):
-            raise ModelError('CR013')
+            raise ModelError('MC013')
         self._account(aid)
         self.policies[aid] = {
             'enabled': True, 'min_balance': min_balance, 'max_credits': max_credits,
@@ -211,11 +211,11 @@ class Model:
         if r['status'] == SUCCEEDED and r['payment_ref'] == ref:
             return r['status']                  # a retry: nothing changes
         if r['status'] in SETTLED:
-            raise ModelError('CR006')
+            raise ModelError('MC006')
         if r['status'] == PENDING:
-            raise ModelError('CR015')
+            raise ModelError('MC015')
         if any(o['payment_ref'] == ref for o in self.recharges):
-            raise ModelError('CR017')
+            raise ModelError('MC017')
         self._saw('recharge succeeded')
         r['status'] = SUCCEEDED
         r['payment_ref'] = ref
@@ -250,9 +250,9 @@ class Model:
         if r['status'] == FAILED and r['failure_reason'] == reason:
             return r['status']                  # a retry: nothing changes
         if r['status'] in SETTLED:
-            raise ModelError('CR006')
+            raise ModelError('MC006')
         if r['status'] == PENDING:
-            raise ModelError('CR015')
+            raise ModelError('MC015')
         self._saw('recharge failed')
         r['status'] = FAILED
         r['failure_reason'] = reason
@@ -303,10 +303,10 @@ class Model:
         """One row, in the trigger's order of checks: the new batch's id,
         or the stored batch it conflicts with (nothing debited)."""
         if messages is None or messages <= 0:
-            raise ModelError('CR011')
+            raise ModelError('MC011')
         acct = self._account(aid)
         if channel not in self.prices:
-            raise ModelError('CR004')
+            raise ModelError('MC004')
         cost = messages * self.prices[channel]
         if key is not None:
             for b in self.batches:
@@ -320,7 +320,7 @@ class Model:
         covering = None
         if not self._enabled(aid):
             if shortfall:
-                raise ModelError('CR001')
+                raise ModelError('MC001')
         else:
             p = self.policies[aid]
             available = after + acct['in_flight']
@@ -332,7 +332,7 @@ class Model:
             else:
                 need = p['min_balance'] - available
                 if need > p['max_credits']:
-                    raise ModelError('CR002')
+                    raise ModelError('MC002')
                 amount = need
                 if p['target_balance'] is not None:
                     amount = max(need, min(p['target_balance'] - available,
@@ -343,7 +343,7 @@ class Model:
                                and r['status'] in (PENDING, PROCESSING, SUCCEEDED))
                     room = max(0, p['monthly_limit'] - used)
                     if need > room:
-                        raise ModelError('CR018')
+                        raise ModelError('MC018')
                     if amount > room:
                         self._saw('amount cut by monthly limit')
                     if need == room:

@@ -32,8 +32,8 @@ MODEL="$REPO_ROOT/test/model/model.py"
 
 # Chosen among seeds 1-100 for what they reach (dependent batches failed,
 # monthly limit cut and exactly filled, growth under a new max_credits,
-# DO UPDATE returning a stored batch, payment-failure turn-off, 21000, CR017,
-# CR002 at the boundary); together they catch every one of a set of
+# DO UPDATE returning a stored batch, payment-failure turn-off, 21000, MC017,
+# MC002 at the boundary); together they catch every one of a set of
 # one-off mutations of the model's rules.  Seed 70 finds the bug of ready
 # batches that lived on a failed recharge's credits (verify(): "balance +
 # in-flight is negative", step 78); it fails until that is fixed.

@@ -280,19 +280,22 @@ SELECT results_eq(
 	   WHERE p.pronamespace = 'credits'::regnamespace
 		 AND p.proname IN ('open_account', 'add_credits', 'enable_auto_recharge',
 						   'disable_auto_recharge', 'claim_recharges', 'complete_recharge',
-						   'fail_recharge', 'verify')
-	   ORDER BY 1$$,
+						   'fail_recharge', 'release_recharge', 'verify')
+	   ORDER BY 1, 2$$,
 	$$VALUES
 		('add_credits', 'account_id bigint, credits bigint, note text DEFAULT NULL::text', 'bigint'),
 		('claim_recharges', 'max_rows integer DEFAULT 1', 'SETOF credits.recharges'),
 		('complete_recharge', 'recharge_id bigint, payment_ref text', 'credits.recharges'),
+		('complete_recharge', 'recharge_id bigint, payment_ref text, claim_token uuid', 'credits.recharges'),
 		('disable_auto_recharge', 'account_id bigint', 'credits.auto_recharge'),
 		('enable_auto_recharge', 'account_id bigint, min_balance bigint, max_credits bigint, target_balance bigint DEFAULT NULL::bigint, monthly_limit bigint DEFAULT NULL::bigint',
 		 'credits.auto_recharge'),
 		('fail_recharge', 'recharge_id bigint, reason text', 'credits.recharges'),
+		('fail_recharge', 'recharge_id bigint, reason text, claim_token uuid', 'credits.recharges'),
 		('open_account', 'account_id bigint, initial_credits bigint DEFAULT 0', 'credits.accounts'),
+		('release_recharge', 'recharge_id bigint, claim_token uuid DEFAULT NULL::uuid', 'credits.recharges'),
 		('verify', '', 'TABLE(account_id bigint, problem text)')$$,
-	'each public function has exactly one overload with the contract''s argument names and defaults');
+	'the public functions have exactly these overloads, argument names and defaults (complete and fail: with and without a claim token)');
 
 -- Every public API function runs with its owner's rights.
 SELECT is_definer('credits', 'open_account', ARRAY['bigint', 'bigint'],

@@ -38,11 +38,11 @@ SELECT results_eq(
 	$$SELECT kind, delta, balance_after, batch_id, recharge_id FROM credits.ledger WHERE account_id = 1001$$,
 	$$VALUES ('open'::text, 100::bigint, 100::bigint, NULL::bigint, NULL::bigint)$$,
 	'open_account writes one ''open'' ledger row');
-SELECT throws_ok($$SELECT credits.open_account(1001, 5)$$, 'CR010', NULL,
-	'open_account on an existing account: CR010');
+SELECT throws_ok($$SELECT credits.open_account(1001, 5)$$, 'MC010', NULL,
+	'open_account on an existing account: MC010');
 SELECT is(pg_temp.bal(1001), 100::bigint, 'the failed open_account left the balance alone');
-SELECT throws_ok($$SELECT credits.open_account(1002, -1)$$, 'CR014', NULL,
-	'open_account with negative initial credits: CR014');
+SELECT throws_ok($$SELECT credits.open_account(1002, -1)$$, 'MC014', NULL,
+	'open_account with negative initial credits: MC014');
 SELECT ok(NOT EXISTS (SELECT FROM credits.accounts WHERE account_id = 1002),
 	'the refused account was not opened');
 SELECT results_eq(
@@ -59,19 +59,19 @@ SELECT results_eq(
 	'add_credits writes one ''grant'' ledger row with the note');
 SELECT is(credits.add_credits(account_id => 1001, credits => 5), 155::bigint,
 	'add_credits works with named arguments and no note');
-SELECT throws_ok($$SELECT credits.add_credits(1001, 0)$$, 'CR014', NULL,
-	'add_credits of 0 credits: CR014');
-SELECT throws_ok($$SELECT credits.add_credits(1001, -7)$$, 'CR014', NULL,
-	'add_credits of negative credits: CR014');
-SELECT throws_ok($$SELECT credits.add_credits(1999, 10)$$, 'CR003', NULL,
-	'add_credits to an unknown account: CR003');
+SELECT throws_ok($$SELECT credits.add_credits(1001, 0)$$, 'MC014', NULL,
+	'add_credits of 0 credits: MC014');
+SELECT throws_ok($$SELECT credits.add_credits(1001, -7)$$, 'MC014', NULL,
+	'add_credits of negative credits: MC014');
+SELECT throws_ok($$SELECT credits.add_credits(1999, 10)$$, 'MC003', NULL,
+	'add_credits to an unknown account: MC003');
 SELECT is(pg_temp.entries(1001), 3::bigint, 'account 1001: one ledger row per change, none for refusals');
 
 -- Balance overflow.
 SELECT lives_ok($$SELECT credits.open_account(1003, 9223372036854775807)$$,
 	'an account may open with the largest bigint balance');
-SELECT throws_ok($$SELECT credits.add_credits(1003, 1)$$, 'CR012', NULL,
-	'add_credits that overflows the balance: CR012');
+SELECT throws_ok($$SELECT credits.add_credits(1003, 1)$$, 'MC012', NULL,
+	'add_credits that overflows the balance: MC012');
 SELECT is(pg_temp.bal(1003), 9223372036854775807::bigint, 'the overflowing grant left the balance alone');
 
 --------------------------------------------------------------------------------
@@ -155,15 +155,15 @@ SELECT is(pg_temp.bal(1011), 0::bigint, 'and takes the balance to zero');
 --------------------------------------------------------------------------------
 
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1999, 1)$$,
-	'CR003', NULL, 'batch for an unknown account: CR003');
+	'MC003', NULL, 'batch for an unknown account: MC003');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (1010, 1, 'regress_pigeon')$$,
-	'CR004', NULL, 'batch on a channel with no price: CR004');
+	'MC004', NULL, 'batch on a channel with no price: MC004');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1010, NULL)$$,
-	'CR011', NULL, 'batch with NULL messages: CR011');
+	'MC011', NULL, 'batch with NULL messages: MC011');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1010, 0)$$,
-	'CR011', NULL, 'batch with zero messages: CR011');
+	'MC011', NULL, 'batch with zero messages: MC011');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1010, -3)$$,
-	'CR011', NULL, 'batch with negative messages: CR011');
+	'MC011', NULL, 'batch with negative messages: MC011');
 SELECT is(pg_temp.bal(1010), 931::bigint, 'refused batches debited nothing');
 SELECT is(pg_temp.batches(1010), 10::bigint, 'refused batches were not stored');
 
@@ -173,13 +173,13 @@ SELECT is(pg_temp.batches(1010), 10::bigint, 'refused batches were not stored');
 
 DO $$ BEGIN PERFORM credits.open_account(1020, 5); END $$;
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1020, 6)$$,
-	'CR001', NULL, 'batch above the balance with auto-recharge off: CR001');
+	'MC001', NULL, 'batch above the balance with auto-recharge off: MC001');
 SELECT throws_ok(
 	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (1020, 3), (1020, 3)$$,
-	'CR001', NULL, 'multi-row INSERT whose second row is short: CR001');
+	'MC001', NULL, 'multi-row INSERT whose second row is short: MC001');
 SELECT throws_ok(
 	$$COPY credits.send_batches (account_id, messages) FROM PROGRAM 'printf "1020\t4\n1020\t4\n"'$$,
-	'CR001', NULL, 'COPY whose second row is short: CR001');
+	'MC001', NULL, 'COPY whose second row is short: MC001');
 SELECT is(pg_temp.bal(1020), 5::bigint, 'account 1020: balance untouched by the refusals');
 SELECT is(pg_temp.batches(1020), 0::bigint, 'account 1020: no batch written');
 SELECT is(pg_temp.entries(1020), 1::bigint, 'account 1020: no ledger row beyond the opening');
@@ -242,13 +242,13 @@ SELECT is(pg_temp.bal(1030), -30::bigint, 'b4 was debited below zero');
 
 -- b5: need 300 > max_credits 200: refused, nothing written.
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1030, 300, 'b5')$$,
-	'CR002', NULL, 'a batch needing more than max_credits: CR002');
-SELECT is(pg_temp.bal(1030), -30::bigint, 'CR002: balance untouched');
+	'MC002', NULL, 'a batch needing more than max_credits: MC002');
+SELECT is(pg_temp.bal(1030), -30::bigint, 'MC002: balance untouched');
 SELECT results_eq(
 	$$SELECT count(*), max(credits) FROM credits.recharges WHERE account_id = 1030$$,
 	$$VALUES (1::bigint, 80::bigint)$$,
-	'CR002: the pending recharge did not grow');
-SELECT is(pg_temp.batch(1030, 'b5'), NULL, 'CR002: no batch written');
+	'MC002: the pending recharge did not grow');
+SELECT is(pg_temp.batch(1030, 'b5'), NULL, 'MC002: no batch written');
 
 -- b6: -30 -> -180, available -100: need 150; 80 + 150 > 200 but 150 <= 200: a new recharge.
 INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1030, 150, 'b6');
@@ -305,41 +305,41 @@ SELECT results_eq(
 DO $$ BEGIN PERFORM credits.open_account(1034, 0); END $$;
 DO $$ BEGIN PERFORM credits.enable_auto_recharge(1034, 0, 10); END $$;
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1034, 11)$$,
-	'CR002', NULL, 'need = max_credits + 1: CR002');
+	'MC002', NULL, 'need = max_credits + 1: MC002');
 SELECT lives_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1034, 10)$$,
 	'need = max_credits is accepted');
 SELECT is((SELECT credits FROM credits.recharges WHERE account_id = 1034), 10::bigint,
 	'a recharge of exactly max_credits opened');
 DO $$ BEGIN PERFORM credits.disable_auto_recharge(a) FROM generate_series(1033, 1034) AS a; END $$;
 
--- Balance + in-flight overflow in the debit: CR012.
+-- Balance + in-flight overflow in the debit: MC012.
 DO $$ BEGIN PERFORM credits.open_account(1032, 0); END $$;
 DO $$ BEGIN PERFORM credits.enable_auto_recharge(1032, 100, 1000); END $$;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (1032, 1);
 DO $$ BEGIN PERFORM credits.add_credits(1032, 9223372036854775807); END $$;
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1032, 1)$$,
-	'CR012', NULL, 'a debit whose balance + in-flight overflows: CR012');
-SELECT is(pg_temp.batches(1032), 1::bigint, 'CR012: no batch written');
+	'MC012', NULL, 'a debit whose balance + in-flight overflows: MC012');
+SELECT is(pg_temp.batches(1032), 1::bigint, 'MC012: no batch written');
 
 --------------------------------------------------------------------------------
 -- Rule 6: enable_auto_recharge validation, disable_auto_recharge
 --------------------------------------------------------------------------------
 
 DO $$ BEGIN PERFORM credits.open_account(1040, 0); END $$;
-SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, -1, 10)$$, 'CR013', NULL,
-	'enable_auto_recharge with negative min_balance: CR013');
-SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, 0, 0)$$, 'CR013', NULL,
-	'enable_auto_recharge with max_credits 0: CR013');
-SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, 0, -5)$$, 'CR013', NULL,
-	'enable_auto_recharge with negative max_credits: CR013');
+SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, -1, 10)$$, 'MC013', NULL,
+	'enable_auto_recharge with negative min_balance: MC013');
+SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, 0, 0)$$, 'MC013', NULL,
+	'enable_auto_recharge with max_credits 0: MC013');
+SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, 0, -5)$$, 'MC013', NULL,
+	'enable_auto_recharge with negative max_credits: MC013');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, NULL, 10)$$, '22004', NULL,
 	'enable_auto_recharge with NULL min_balance: 22004');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(1040, 0, NULL)$$, '22004', NULL,
 	'enable_auto_recharge with NULL max_credits: 22004');
-SELECT throws_ok($$SELECT credits.enable_auto_recharge(1999, 0, 10)$$, 'CR003', NULL,
-	'enable_auto_recharge on an unknown account: CR003');
-SELECT throws_ok($$SELECT credits.disable_auto_recharge(1999)$$, 'CR003', NULL,
-	'disable_auto_recharge on an unknown account: CR003');
+SELECT throws_ok($$SELECT credits.enable_auto_recharge(1999, 0, 10)$$, 'MC003', NULL,
+	'enable_auto_recharge on an unknown account: MC003');
+SELECT throws_ok($$SELECT credits.disable_auto_recharge(1999)$$, 'MC003', NULL,
+	'disable_auto_recharge on an unknown account: MC003');
 SELECT ok(NOT EXISTS (SELECT FROM credits.auto_recharge WHERE account_id = 1040),
 	'refused policies were not stored');
 
@@ -389,10 +389,10 @@ SELECT results_eq(
 SELECT is(pg_temp.entries(1030), 8::bigint,
 	'the second disable wrote nothing (open + 5 debits + 2 refunds)');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1030, 21)$$,
-	'CR001', NULL, 'after disable, a batch above the balance: CR001');
+	'MC001', NULL, 'after disable, a batch above the balance: MC001');
 SELECT is(pg_temp.recharges(1030), 2::bigint, 'after disable, no recharge is opened');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1030, 1), 'regress-ref-cancelled')$$,
-	'CR006', NULL, 'complete_recharge of a cancelled recharge: CR006');
+	'MC006', NULL, 'complete_recharge of a cancelled recharge: MC006');
 SELECT results_eq(
 	$$SELECT enabled, min_balance, max_credits FROM credits.enable_auto_recharge(1030, 50, 200)$$,
 	$$VALUES (true, 50::bigint, 200::bigint)$$,
@@ -512,17 +512,17 @@ SELECT results_eq(
 	$$VALUES (0::bigint, 3::bigint)$$,
 	'and changes nothing (no second recharge ledger row)');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1050, 1), 'regress-ref-other')$$,
-	'CR006', NULL, 'complete_recharge of a succeeded recharge with another payment_ref: CR006');
+	'MC006', NULL, 'complete_recharge of a succeeded recharge with another payment_ref: MC006');
 SELECT throws_ok($$SELECT credits.fail_recharge(pg_temp.rc(1050, 1), 'declined')$$,
-	'CR006', NULL, 'fail_recharge of a succeeded recharge: CR006');
+	'MC006', NULL, 'fail_recharge of a succeeded recharge: MC006');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1051, 1), 'regress-ref-a')$$,
-	'CR017', NULL, 'complete_recharge with a payment_ref used by another recharge: CR017');
+	'MC017', NULL, 'complete_recharge with a payment_ref used by another recharge: MC017');
 SELECT is((SELECT status FROM credits.recharges WHERE recharge_id = pg_temp.rc(1051, 1)), 'processing',
-	'CR017 left the recharge processing');
+	'MC017 left the recharge processing');
 SELECT throws_ok($$SELECT credits.complete_recharge((SELECT max(recharge_id) + 1000 FROM credits.recharges), 'regress-ref-x')$$,
-	'CR005', NULL, 'complete_recharge of an unknown recharge: CR005');
+	'MC005', NULL, 'complete_recharge of an unknown recharge: MC005');
 SELECT throws_ok($$SELECT credits.fail_recharge((SELECT max(recharge_id) + 1000 FROM credits.recharges), 'declined')$$,
-	'CR005', NULL, 'fail_recharge of an unknown recharge: CR005');
+	'MC005', NULL, 'fail_recharge of an unknown recharge: MC005');
 
 -- fail_recharge
 SELECT results_eq(
@@ -541,7 +541,7 @@ SELECT results_eq(
 							('refund', 20, pg_temp.batch(1051, 'c'), pg_temp.rc(1051, 1))) AS v$$,
 	'account 1051 ledger: open, debit, refund of the cost');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1051, 1), 'regress-ref-b')$$,
-	'CR006', NULL, 'complete_recharge of a failed recharge: CR006');
+	'MC006', NULL, 'complete_recharge of a failed recharge: MC006');
 
 -- Several awaiting batches on one recharge.
 INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1053, 4, 'm1'), (1053, 6, 'm2');
@@ -550,9 +550,9 @@ SELECT results_eq(
 	$$VALUES (1::bigint, 10::bigint, 'pending'::text)$$,
 	'two shortfall batches share one pending recharge of 10');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1053, 1), 'regress-ref-c')$$,
-	'CR015', NULL, 'complete_recharge of an unclaimed (pending) recharge: CR015');
+	'MC015', NULL, 'complete_recharge of an unclaimed (pending) recharge: MC015');
 SELECT is((SELECT status FROM credits.recharges WHERE recharge_id = pg_temp.rc(1053, 1)), 'pending',
-	'CR015 left the recharge pending');
+	'MC015 left the recharge pending');
 SELECT is((SELECT count(*) FROM credits.claim_recharges(5)), 1::bigint, 'claim it');
 SELECT lives_ok($$SELECT credits.fail_recharge(pg_temp.rc(1053, 1), 'insufficient funds')$$,
 	'fail the recharge of two batches');
@@ -629,46 +629,46 @@ CREATE TEMP TABLE regress_batch_before AS
 	SELECT * FROM credits.send_batches WHERE account_id = 1070;
 
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (1070, 10, 0)$$,
-	'CR007', NULL, 'INSERT setting cost: CR007');
+	'MC007', NULL, 'INSERT setting cost: MC007');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, status) VALUES (1070, 10, 'ready')$$,
-	'CR007', NULL, 'INSERT setting status: CR007');
+	'MC007', NULL, 'INSERT setting status: MC007');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, recharge_id) VALUES (1070, 10, 1)$$,
-	'CR007', NULL, 'INSERT setting recharge_id: CR007');
+	'MC007', NULL, 'INSERT setting recharge_id: MC007');
 SELECT throws_ok(
 	$$COPY credits.send_batches (account_id, messages, cost) FROM PROGRAM 'printf "1070\t10\t0\n"'$$,
-	'CR007', NULL, 'COPY setting cost: CR007');
+	'MC007', NULL, 'COPY setting cost: MC007');
 
 SELECT throws_ok($$UPDATE credits.send_batches SET account_id = 1060 WHERE account_id = 1070$$,
-	'CR008', NULL, 'UPDATE of account_id: CR008');
+	'MC008', NULL, 'UPDATE of account_id: MC008');
 SELECT throws_ok($$UPDATE credits.send_batches SET messages = 1 WHERE account_id = 1070$$,
-	'CR008', NULL, 'UPDATE of messages: CR008');
+	'MC008', NULL, 'UPDATE of messages: MC008');
 SELECT throws_ok($$UPDATE credits.send_batches SET channel = 'regress_sms' WHERE account_id = 1070$$,
-	'CR008', NULL, 'UPDATE of channel: CR008');
+	'MC008', NULL, 'UPDATE of channel: MC008');
 SELECT throws_ok($$UPDATE credits.send_batches SET cost = 0 WHERE account_id = 1070$$,
-	'CR008', NULL, 'UPDATE of cost: CR008');
+	'MC008', NULL, 'UPDATE of cost: MC008');
 SELECT throws_ok($$UPDATE credits.send_batches SET status = 'failed' WHERE account_id = 1070$$,
-	'CR008', NULL, 'UPDATE of status outside the extension: CR008');
+	'MC008', NULL, 'UPDATE of status outside the extension: MC008');
 SELECT throws_ok($$UPDATE credits.send_batches SET recharge_id = 1 WHERE account_id = 1070$$,
-	'CR008', NULL, 'UPDATE of recharge_id outside the extension: CR008');
+	'MC008', NULL, 'UPDATE of recharge_id outside the extension: MC008');
 SELECT throws_ok($$DELETE FROM credits.send_batches WHERE account_id = 1070$$,
-	'CR008', NULL, 'DELETE of a batch: CR008');
+	'MC008', NULL, 'DELETE of a batch: MC008');
 SELECT throws_ok($$TRUNCATE credits.send_batches$$,
-	'CR008', NULL, 'TRUNCATE of send_batches: CR008');
+	'MC008', NULL, 'TRUNCATE of send_batches: MC008');
 SELECT throws_ok(
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1070, 99, 'g')
 		ON CONFLICT (account_id, idempotency_key) DO UPDATE SET messages = excluded.messages$$,
-	'CR008', NULL, 'ON CONFLICT DO UPDATE changing messages: CR008');
+	'MC008', NULL, 'ON CONFLICT DO UPDATE changing messages: MC008');
 SELECT results_eq(
 	$$SELECT * FROM credits.send_batches WHERE account_id = 1070$$,
 	$$SELECT * FROM regress_batch_before$$,
 	'the batch is unchanged');
 
 SELECT throws_ok($$UPDATE credits.ledger SET delta = 0 WHERE account_id = 1070$$,
-	'CR009', NULL, 'UPDATE of the ledger: CR009');
+	'MC009', NULL, 'UPDATE of the ledger: MC009');
 SELECT throws_ok($$DELETE FROM credits.ledger WHERE account_id = 1070$$,
-	'CR009', NULL, 'DELETE from the ledger: CR009');
+	'MC009', NULL, 'DELETE from the ledger: MC009');
 SELECT throws_ok($$TRUNCATE credits.ledger$$,
-	'CR009', NULL, 'TRUNCATE of the ledger: CR009');
+	'MC009', NULL, 'TRUNCATE of the ledger: MC009');
 SELECT is(pg_temp.entries(1070), 2::bigint, 'the ledger rows are still there');
 SELECT is(pg_temp.bal(1070), 90::bigint, 'account 1070: balance 90');
 
@@ -695,9 +695,9 @@ SELECT lives_ok($$INSERT INTO credits.send_batches (account_id, messages, idempo
 SELECT lives_ok($$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1081, 12, 'app')$$,
 	'the application role inserts a batch that opens a recharge');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1080, 1000)$$,
-	'CR001', NULL, 'the application role gets CR001 like anyone');
+	'MC001', NULL, 'the application role gets MC001 like anyone');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (1080, 1, 0)$$,
-	'CR007', NULL, 'the application role cannot set cost: CR007');
+	'MC007', NULL, 'the application role cannot set cost: MC007');
 SELECT throws_ok($$UPDATE credits.accounts SET balance = 1000000 WHERE account_id = 1080$$,
 	'42501', NULL, 'the application role cannot UPDATE accounts');
 SELECT throws_ok($$UPDATE credits.ledger SET delta = 0 WHERE account_id = 1080$$,
@@ -747,15 +747,15 @@ SELECT results_eq(
 -- Even a role with every table privilege cannot rewrite history.
 SET LOCAL ROLE regress_table_admin;
 SELECT throws_ok($$UPDATE credits.send_batches SET cost = 0 WHERE account_id = 1080$$,
-	'CR008', NULL, 'a role with UPDATE on send_batches still cannot change cost: CR008');
+	'MC008', NULL, 'a role with UPDATE on send_batches still cannot change cost: MC008');
 SELECT throws_ok($$DELETE FROM credits.send_batches WHERE account_id = 1080$$,
-	'CR008', NULL, 'a role with DELETE on send_batches still cannot delete: CR008');
+	'MC008', NULL, 'a role with DELETE on send_batches still cannot delete: MC008');
 SELECT throws_ok($$TRUNCATE credits.send_batches$$,
-	'CR008', NULL, 'a role with TRUNCATE on send_batches still cannot truncate: CR008');
+	'MC008', NULL, 'a role with TRUNCATE on send_batches still cannot truncate: MC008');
 SELECT throws_ok($$DELETE FROM credits.ledger WHERE account_id = 1080$$,
-	'CR009', NULL, 'a role with DELETE on the ledger still cannot delete: CR009');
+	'MC009', NULL, 'a role with DELETE on the ledger still cannot delete: MC009');
 SELECT throws_ok($$TRUNCATE credits.ledger$$,
-	'CR009', NULL, 'a role with TRUNCATE on the ledger still cannot truncate: CR009');
+	'MC009', NULL, 'a role with TRUNCATE on the ledger still cannot truncate: MC009');
 RESET ROLE;
 
 -- Rule 11: a role with no grant beyond USAGE on the schema (what PUBLIC has, plus USAGE).

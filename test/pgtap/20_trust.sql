@@ -70,11 +70,11 @@ $$;
 
 DO $$ BEGIN PERFORM credits.open_account(2000, 100); END $$;
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(2000, 50, 1000, target_balance => 49)$$,
-	'CR013', NULL, 'target_balance below min_balance: CR013');
+	'MC013', NULL, 'target_balance below min_balance: MC013');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(2000, 50, 1000, monthly_limit => 0)$$,
-	'CR013', NULL, 'monthly_limit 0: CR013');
+	'MC013', NULL, 'monthly_limit 0: MC013');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(2000, 50, 1000, monthly_limit => -100)$$,
-	'CR013', NULL, 'negative monthly_limit: CR013');
+	'MC013', NULL, 'negative monthly_limit: MC013');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(2000, NULL, 1000)$$,
 	'22004', NULL, 'NULL min_balance: 22004');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(2000, 50, NULL)$$,
@@ -89,7 +89,7 @@ SELECT results_eq(
 	$$VALUES (true, 50::bigint, 1000::bigint, 50::bigint, 1::bigint)$$,
 	'target_balance = min_balance and monthly_limit 1 are valid');
 SELECT throws_ok($$SELECT credits.enable_auto_recharge(2000, 60, 1000, target_balance => 59, monthly_limit => 10)$$,
-	'CR013', NULL, 'raising min_balance above the target: CR013');
+	'MC013', NULL, 'raising min_balance above the target: MC013');
 SELECT results_eq(
 	$$SELECT min_balance, target_balance, monthly_limit FROM credits.auto_recharge WHERE account_id = 2000$$,
 	$$VALUES (50::bigint, 50::bigint, 1::bigint)$$,
@@ -148,9 +148,9 @@ SELECT results_eq(
 	'target 10000: the top-up is capped at max_credits 300');
 -- balance -100, in_flight 300: a batch of 700 needs 500 > max_credits.
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2003, 700)$$,
-	'CR002', NULL, 'target: a need (500) above max_credits (300) is refused with CR002');
+	'MC002', NULL, 'target: a need (500) above max_credits (300) is refused with MC002');
 SELECT is(pg_temp.state(2003), 'balance -100, in_flight 300, batches 1, ledger 2, recharges 300 pending',
-	'the CR002 refusal wrote nothing');
+	'the MC002 refusal wrote nothing');
 -- A batch of 500 needs exactly 300 = max_credits: the pending recharge is
 -- full, so a second recharge of 300 (need 300, top-up capped at 300).
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2003, 500);
@@ -159,7 +159,7 @@ SELECT results_eq(
 	$$VALUES (300::bigint, 100::bigint, 'pending'::text), (300::bigint, 300::bigint, 'pending'::text)$$,
 	'target: a need of exactly max_credits opens a second recharge of max_credits');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2003, 301)$$,
-	'CR002', NULL, 'target: a need of max_credits + 1 is refused with CR002');
+	'MC002', NULL, 'target: a need of max_credits + 1 is refused with MC002');
 SELECT is(pg_temp.state(2003), 'balance -600, in_flight 600, batches 2, ledger 3, recharges 300 pending, 300 pending',
 	'account 2003 after the refusal');
 
@@ -205,14 +205,14 @@ SELECT is_empty($$SELECT * FROM credits.verify() WHERE account_id BETWEEN 2000 A
 DO $$ BEGIN PERFORM credits.open_account(2010, 0);
 	PERFORM credits.enable_auto_recharge(2010, 0, 1000, monthly_limit => 100); END $$;
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2010, 101)$$,
-	'CR018', NULL, 'monthly limit 100: a need of 101 is refused with CR018');
+	'MC018', NULL, 'monthly limit 100: a need of 101 is refused with MC018');
 SELECT is(pg_temp.state(2010), 'balance 0, in_flight 0, batches 0, ledger 1, recharges none',
-	'the CR018 refusal wrote nothing');
+	'the MC018 refusal wrote nothing');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2010, 100);
 SELECT is(pg_temp.month_total(2010), 100::bigint, 'monthly limit 100: a need of exactly 100 is accepted');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2010, 1)$$,
-	'CR018', 'monthly recharge limit exceeded for account 2010',
-	'monthly limit reached: a need of 1 is refused with CR018');
+	'MC018', 'monthly recharge limit exceeded for account 2010',
+	'monthly limit reached: a need of 1 is refused with MC018');
 SELECT is(pg_temp.state(2010), 'balance -100, in_flight 100, batches 1, ledger 2, recharges 100 pending',
 	'the second refusal wrote nothing either');
 
@@ -226,7 +226,7 @@ INSERT INTO credits.send_batches (account_id, messages) VALUES (2011, 1);
 SELECT is(pg_temp.state(2011), 'balance -100, in_flight 100, batches 2, ledger 3, recharges 100 pending',
 	'monthly limit 100: one more grows the pending recharge to exactly the limit');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2011, 1)$$,
-	'CR018', NULL, 'monthly limit 100: the 101st credit is refused with CR018');
+	'MC018', NULL, 'monthly limit 100: the 101st credit is refused with MC018');
 SELECT results_eq(
 	$$SELECT monthly_limit, committed_this_month, monthly_room FROM credits.account_overview WHERE account_id = 2011$$,
 	$$VALUES (100::bigint, 100::numeric, 0::numeric)$$,
@@ -245,7 +245,7 @@ INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 20);
 SELECT is(pg_temp.state(2012), 'balance -60, in_flight 60, batches 3, ledger 5, recharges 40 succeeded, 40 processing, 20 pending',
 	'limit: succeeded 40 + processing 40 + pending 20 = the limit of 100');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 1)$$,
-	'CR018', NULL, 'limit: succeeded + processing + pending at the limit: CR018');
+	'MC018', NULL, 'limit: succeeded + processing + pending at the limit: MC018');
 -- R2 fails: its batch is refunded and its 40 no longer count.
 SELECT is(pg_temp.fail_last(2012), 'failed', 'limit: R2 fails');
 SELECT is(pg_temp.month_total(2012), 60::bigint, 'limit: a failed recharge frees its room (60 of 100 used)');
@@ -253,7 +253,7 @@ INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 40);
 SELECT is(pg_temp.state(2012), 'balance -60, in_flight 60, batches 4, ledger 7, recharges 40 succeeded, 40 failed, 20 pending, 40 pending',
 	'limit: the freed 40 are bought again');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 1)$$,
-	'CR018', NULL, 'limit: and then the month is full again');
+	'MC018', NULL, 'limit: and then the month is full again');
 SELECT is(pg_temp.month_total(2012), 100::bigint, 'limit: never more than 100');
 
 -- A target top-up is clamped to the month's room, never below the need.
@@ -268,7 +268,7 @@ SELECT results_eq(
 	'target + limit: the top-up is clamped to the month''s room of 400');
 -- available 300: a batch of 350 needs 50 with no room left.
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2013, 350)$$,
-	'CR018', NULL, 'target + limit: a need beyond the room is refused, not clamped below the need');
+	'MC018', NULL, 'target + limit: a need beyond the room is refused, not clamped below the need');
 SELECT is(pg_temp.state(2013), 'balance -100, in_flight 400, batches 1, ledger 2, recharges 400 pending',
 	'target + limit: the refusal wrote nothing');
 
@@ -308,7 +308,7 @@ SELECT results_eq(
 	$$VALUES (130::bigint, 70::numeric, 30::numeric)$$,
 	'previous month: in_flight 130 (both), this month 70, room 30');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2015, 31)$$,
-	'CR018', NULL, 'previous month: this month''s room is 30, a need of 31 is refused');
+	'MC018', NULL, 'previous month: this month''s room is 30, a need of 31 is refused');
 -- Turned off: its pending recharges are cancelled, so the expiry tests
 -- below see none of them.
 DO $$ BEGIN PERFORM credits.disable_auto_recharge(2015); END $$;
@@ -375,14 +375,14 @@ SELECT results_eq(
 SELECT is((SELECT auto_recharge FROM credits.account_overview WHERE account_id = 2020), 'off (payment_failed)',
 	'account_overview shows why auto-recharge is off');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2020, 20)$$,
-	'CR001', NULL, 'auto-recharge off: a short batch is refused with CR001');
+	'MC001', NULL, 'auto-recharge off: a short batch is refused with MC001');
 -- A later success resets the count but does not turn auto-recharge back on.
 SELECT is((SELECT status FROM credits.complete_recharge(pg_temp.rc(2020, 7), 'ref-2020-7')), 'succeeded',
 	'the processing recharge succeeds after the turn-off');
 SELECT is(pg_temp.policy(2020), 'enabled false, failures 0, reason payment_failed, disabled_at now',
 	'a success after the turn-off resets the count but leaves auto-recharge off');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2020, 20)$$,
-	'CR001', NULL, 'still off: only enable_auto_recharge turns it on');
+	'MC001', NULL, 'still off: only enable_auto_recharge turns it on');
 SELECT is(pg_temp.policy(2020) || ' / ' || pg_temp.state(2020),
 	'enabled false, failures 0, reason payment_failed, disabled_at now / balance 0, in_flight 0, batches 8, ledger 17, recharges 10 failed, 10 failed, 10 succeeded, 10 failed, 10 failed, 10 failed, 10 succeeded, 10 cancelled',
 	'account 2020 after the turn-off');
@@ -476,7 +476,7 @@ DO $$ BEGIN PERFORM credits.open_account(2031, 0);
 	PERFORM credits.enable_auto_recharge(2031, 0, 1000, monthly_limit => 50); END $$;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2031, 50);
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2031, 1)$$,
-	'CR018', NULL, 'expiry: the month is full');
+	'MC018', NULL, 'expiry: the month is full');
 UPDATE credits.recharges SET created_at = now() - interval '2 minutes' WHERE account_id = 2031;
 SELECT is(credits.expire_recharges(), 1, 'expiry: the pending recharge of 2031 expires');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2031, 50);

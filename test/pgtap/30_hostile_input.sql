@@ -15,7 +15,7 @@
 -- superuser (as pg_prove does in scripts/test).  Everything is rolled back.
 
 BEGIN;
-SELECT plan(119);
+SELECT plan(123);
 
 -- Helpers, gone at ROLLBACK.
 -- The account's n-th recharge, oldest first.
@@ -27,7 +27,7 @@ CREATE FUNCTION pg_temp.rc(bigint, integer) RETURNS bigint LANGUAGE sql AS
 CREATE FUNCTION pg_temp.mb() RETURNS text LANGUAGE sql IMMUTABLE AS
 	'SELECT string_agg(md5(g::text), '''' ORDER BY g) FROM generate_series(1, 32768) AS g';
 -- Inserts one batch inside a subtransaction (an EXCEPTION block): called
--- from the row of an INSERT that is debiting the same account, that is CR019.
+-- from the row of an INSERT that is debiting the same account, that is MC019.
 CREATE FUNCTION pg_temp.nested_batch(acct bigint) RETURNS integer LANGUAGE plpgsql AS $$
 BEGIN
 	BEGIN
@@ -175,34 +175,34 @@ INSERT INTO cases (description, sql, sqlstate) VALUES
 ('batch with account_id NULL',
 	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (NULL, 1)$$, '23502'),
 ('batch with messages NULL',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, NULL)$$, 'CR011'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, NULL)$$, 'MC011'),
 ('batch with channel NULL',
 	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, NULL)$$, '23502');
 
 -- Zero and negative counts and amounts
 INSERT INTO cases (description, sql, sqlstate) VALUES
 ('batch of 0 messages',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 0)$$, 'CR011'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 0)$$, 'MC011'),
 ('batch of -5 messages',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, -5)$$, 'CR011'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, -5)$$, 'MC011'),
 ('multi-row INSERT whose second row has 0 messages (the first row''s debit goes too)',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 5), (3001, 0)$$, 'CR011'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 5), (3001, 0)$$, 'MC011'),
 ('open_account with -1 initial credits',
-	$$SELECT credits.open_account(3099, -1)$$, 'CR014'),
+	$$SELECT credits.open_account(3099, -1)$$, 'MC014'),
 ('add_credits of 0',
-	$$SELECT credits.add_credits(3001, 0)$$, 'CR014'),
+	$$SELECT credits.add_credits(3001, 0)$$, 'MC014'),
 ('add_credits of -1',
-	$$SELECT credits.add_credits(3001, -1)$$, 'CR014'),
+	$$SELECT credits.add_credits(3001, -1)$$, 'MC014'),
 ('add_credits of the smallest bigint',
-	$$SELECT credits.add_credits(3001, -9223372036854775808)$$, 'CR014'),
+	$$SELECT credits.add_credits(3001, -9223372036854775808)$$, 'MC014'),
 ('enable_auto_recharge with min_balance -1',
-	$$SELECT credits.enable_auto_recharge(3001, -1, 100)$$, 'CR013'),
+	$$SELECT credits.enable_auto_recharge(3001, -1, 100)$$, 'MC013'),
 ('enable_auto_recharge with max_credits 0',
-	$$SELECT credits.enable_auto_recharge(3001, 0, 0)$$, 'CR013'),
+	$$SELECT credits.enable_auto_recharge(3001, 0, 0)$$, 'MC013'),
 ('enable_auto_recharge with target_balance below min_balance',
-	$$SELECT credits.enable_auto_recharge(3001, 100, 1000, 99)$$, 'CR013'),
+	$$SELECT credits.enable_auto_recharge(3001, 100, 1000, 99)$$, 'MC013'),
 ('enable_auto_recharge with monthly_limit 0',
-	$$SELECT credits.enable_auto_recharge(3001, 0, 100, NULL, 0)$$, 'CR013'),
+	$$SELECT credits.enable_auto_recharge(3001, 0, 100, NULL, 0)$$, 'MC013'),
 ('claim_recharges(0)',
 	$$SELECT credits.claim_recharges(0)$$, '22023'),
 ('claim_recharges(-1)',
@@ -227,97 +227,105 @@ INSERT INTO cases (description, sql, sqlstate, message) VALUES
 	'22003', 'value "2147483648" is out of range for type integer');
 INSERT INTO cases (description, sql, sqlstate) VALUES
 ('add_credits(1) to a balance of 2^63 - 1',
-	$$SELECT credits.add_credits(3004, 1)$$, 'CR012'),
+	$$SELECT credits.add_credits(3004, 1)$$, 'MC012'),
 ('add_credits(2^63 - 1) to a balance of 999',
-	$$SELECT credits.add_credits(3001, 9223372036854775807)$$, 'CR012'),
+	$$SELECT credits.add_credits(3001, 9223372036854775807)$$, 'MC012'),
 ('a batch whose debit takes the balance below -2^63',
-	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3005, 2147483647, 'regress_max')$$, 'CR012'),
+	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3005, 2147483647, 'regress_max')$$, 'MC012'),
 ('failing a recharge whose refund would take the balance above 2^63 - 1',
-	$$SELECT credits.fail_recharge(pg_temp.rc(3006, 1), 'declined')$$, 'CR012');
+	$$SELECT credits.fail_recharge(pg_temp.rc(3006, 1), 'declined')$$, 'MC012');
 
 -- Unknown accounts, channels and recharges; wrong states
 INSERT INTO cases (description, sql, sqlstate) VALUES
 ('batch for an unknown account',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3999, 1)$$, 'CR003'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3999, 1)$$, 'MC003'),
 ('batch for account 0',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (0, 1)$$, 'CR003'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (0, 1)$$, 'MC003'),
 ('add_credits to an unknown account',
-	$$SELECT credits.add_credits(3999, 10)$$, 'CR003'),
+	$$SELECT credits.add_credits(3999, 10)$$, 'MC003'),
 ('enable_auto_recharge on an unknown account',
-	$$SELECT credits.enable_auto_recharge(3999, 0, 10)$$, 'CR003'),
+	$$SELECT credits.enable_auto_recharge(3999, 0, 10)$$, 'MC003'),
 ('disable_auto_recharge on an unknown account',
-	$$SELECT credits.disable_auto_recharge(3999)$$, 'CR003'),
+	$$SELECT credits.disable_auto_recharge(3999)$$, 'MC003'),
 ('batch on a channel without a price',
-	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, 'carrier-pigeon')$$, 'CR004'),
+	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, 'carrier-pigeon')$$, 'MC004'),
 ('batch on the empty channel',
-	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, '')$$, 'CR004'),
+	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, '')$$, 'MC004'),
 ('batch on channel ''EMAIL'' (channels are case-sensitive)',
-	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, 'EMAIL')$$, 'CR004'),
+	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, 'EMAIL')$$, 'MC004'),
 ('complete_recharge of recharge -1',
-	$$SELECT credits.complete_recharge(-1, 'regress-ref-x')$$, 'CR005'),
+	$$SELECT credits.complete_recharge(-1, 'regress-ref-x')$$, 'MC005'),
 ('fail_recharge of recharge 2^63 - 1',
-	$$SELECT credits.fail_recharge(9223372036854775807, 'declined')$$, 'CR005'),
+	$$SELECT credits.fail_recharge(9223372036854775807, 'declined')$$, 'MC005'),
 ('open_account on an existing account',
-	$$SELECT credits.open_account(3001, 5)$$, 'CR010'),
+	$$SELECT credits.open_account(3001, 5)$$, 'MC010'),
 ('batch above the balance, auto-recharge off',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 1000)$$, 'CR001'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 1000)$$, 'MC001'),
 ('batch needing a recharge above max_credits',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3002, 101)$$, 'CR002'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3002, 101)$$, 'MC002'),
 ('batch needing a recharge above the monthly limit',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3003, 60)$$, 'CR018'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3003, 60)$$, 'MC018'),
 ('complete_recharge of a succeeded recharge with another reference',
-	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 1), 'regress-ref-other')$$, 'CR006'),
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 1), 'regress-ref-other')$$, 'MC006'),
 ('fail_recharge of a succeeded recharge',
-	$$SELECT credits.fail_recharge(pg_temp.rc(3007, 1), 'declined')$$, 'CR006'),
+	$$SELECT credits.fail_recharge(pg_temp.rc(3007, 1), 'declined')$$, 'MC006'),
 ('complete_recharge with a reference another recharge used',
-	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), 'regress-ref-1')$$, 'CR017'),
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), 'regress-ref-1')$$, 'MC017'),
 ('complete_recharge of a pending recharge',
-	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 3), 'regress-ref-x')$$, 'CR015'),
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 3), 'regress-ref-x')$$, 'MC015'),
 ('fail_recharge of a pending recharge',
-	$$SELECT credits.fail_recharge(pg_temp.rc(3007, 3), 'declined')$$, 'CR015'),
+	$$SELECT credits.fail_recharge(pg_temp.rc(3007, 3), 'declined')$$, 'MC015'),
 ('complete_recharge with an empty reference',
-	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), '')$$, '22023'),
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), '')$$, 'MC021'),
+('complete_recharge with a reference of blanks',
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), E' \t ')$$, 'MC021'),
+('complete_recharge with a leading blank',
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), ' ch_1')$$, 'MC021'),
+('complete_recharge with a trailing newline',
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), E'ch_1\n')$$, 'MC021'),
+('complete_recharge with a 256-byte reference (128 two-byte characters)',
+	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), repeat('é', 128))$$, 'MC021'),
 ('batch that sets cost',
-	$$INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (3001, 1, 0)$$, 'CR007'),
+	$$INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (3001, 1, 0)$$, 'MC007'),
 ('batch that sets status',
-	$$INSERT INTO credits.send_batches (account_id, messages, status) VALUES (3001, 1, 'ready')$$, 'CR007'),
+	$$INSERT INTO credits.send_batches (account_id, messages, status) VALUES (3001, 1, 'ready')$$, 'MC007'),
 ('batch that sets recharge_id',
-	$$INSERT INTO credits.send_batches (account_id, messages, recharge_id) VALUES (3001, 1, 1)$$, 'CR007'),
+	$$INSERT INTO credits.send_batches (account_id, messages, recharge_id) VALUES (3001, 1, 1)$$, 'MC007'),
 ('batch that sets batch_id',
 	$$INSERT INTO credits.send_batches (batch_id, account_id, messages) VALUES (1, 3001, 1)$$, '428C9'),
 ('a batch inserted in a subtransaction while the enclosing INSERT debits the same account',
-	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 1), (3001, pg_temp.nested_batch(3001))$$, 'CR019'),
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (3001, 1), (3001, pg_temp.nested_batch(3001))$$, 'MC019'),
 ('batch repeating an idempotency key without ON CONFLICT',
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (3001, 1, 'regress-dup')$$, '23505'),
 ('ON CONFLICT DO UPDATE that changes messages',
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (3001, 1, 'regress-dup')
-	  ON CONFLICT (account_id, idempotency_key) DO UPDATE SET messages = 1000$$, 'CR008'),
+	  ON CONFLICT (account_id, idempotency_key) DO UPDATE SET messages = 1000$$, 'MC008'),
 ('UPDATE of a batch''s messages',
-	$$UPDATE credits.send_batches SET messages = 1 WHERE account_id = 3006$$, 'CR008'),
+	$$UPDATE credits.send_batches SET messages = 1 WHERE account_id = 3006$$, 'MC008'),
 ('UPDATE of a batch''s status',
-	$$UPDATE credits.send_batches SET status = 'ready' WHERE account_id = 3006$$, 'CR008'),
+	$$UPDATE credits.send_batches SET status = 'ready' WHERE account_id = 3006$$, 'MC008'),
 ('UPDATE of a batch''s recharge_id to NULL',
-	$$UPDATE credits.send_batches SET recharge_id = NULL WHERE account_id = 3006$$, 'CR008'),
+	$$UPDATE credits.send_batches SET recharge_id = NULL WHERE account_id = 3006$$, 'MC008'),
 ('DELETE of a batch',
-	$$DELETE FROM credits.send_batches WHERE account_id = 3001$$, 'CR008'),
+	$$DELETE FROM credits.send_batches WHERE account_id = 3001$$, 'MC008'),
 ('TRUNCATE of send_batches',
-	$$TRUNCATE credits.send_batches$$, 'CR008'),
+	$$TRUNCATE credits.send_batches$$, 'MC008'),
 ('UPDATE of a ledger row',
-	$$UPDATE credits.ledger SET delta = 0 WHERE account_id = 3001$$, 'CR009'),
+	$$UPDATE credits.ledger SET delta = 0 WHERE account_id = 3001$$, 'MC009'),
 ('DELETE of a ledger row',
-	$$DELETE FROM credits.ledger WHERE account_id = 3001$$, 'CR009'),
+	$$DELETE FROM credits.ledger WHERE account_id = 3001$$, 'MC009'),
 ('TRUNCATE of the ledger',
-	$$TRUNCATE credits.ledger$$, 'CR009');
+	$$TRUNCATE credits.ledger$$, 'MC009');
 
 -- Odd and huge strings in keys, channels, references, notes and reasons
 INSERT INTO cases (description, sql, sqlstate, message) VALUES
 ('key with quotes and backslashes on an unknown account',
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key)
 	  VALUES (3999, 1, $k$it's a "key" \ with \\ backslashes; DROP TABLE credits.ledger; --$k$)$$,
-	'CR003', 'account 3999 does not exist'),
+	'MC003', 'account 3999 does not exist'),
 ('channel with quotes and backslashes: named as given in the message',
 	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, $c$x'y"z\$c$)$$,
-	'CR004', $m$channel "x'y"z\" has no price$m$),
+	'MC004', $m$channel "x'y"z\" has no price$m$),
 ('channel with an escaped NUL, E''\\000''',
 	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, E'sms\000')$$,
 	'22021', format('invalid byte sequence for encoding "%s": 0x00', current_setting('server_encoding'))),
@@ -333,22 +341,22 @@ INSERT INTO cases (description, sql, sqlstate, message) VALUES
 ('1 MB idempotency key on a funded account: larger than a btree entry may be',
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (3001, 1, pg_temp.mb())$$,
 	'54000', NULL),
-('1 MB payment_ref on a processing recharge: larger than a btree entry may be',
+('1 MB payment_ref on a processing recharge: over 255 bytes',
 	$$SELECT credits.complete_recharge(pg_temp.rc(3007, 2), pg_temp.mb())$$,
-	'54000', NULL),
+	'MC021', NULL),
 ('1 MB channel',
 	$$INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (3001, 1, pg_temp.mb())$$,
-	'CR004', NULL),
+	'MC004', NULL),
 ('1 MB key with quotes and backslashes on an unknown account',
 	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key)
 	  VALUES (3999, 1, $k$'\"$k$ || pg_temp.mb() || $k$\'$k$)$$,
-	'CR003', NULL),
+	'MC003', NULL),
 ('1 MB note on a grant of 0 credits',
 	$$SELECT credits.add_credits(3001, 0, pg_temp.mb())$$,
-	'CR014', NULL),
+	'MC014', NULL),
 ('1 MB reason failing a pending recharge',
 	$$SELECT credits.fail_recharge(pg_temp.rc(3007, 3), pg_temp.mb())$$,
-	'CR015', NULL);
+	'MC015', NULL);
 
 -- Wrong types, in INSERT and in COPY (COPY ... FROM PROGRAM: superuser)
 INSERT INTO cases (description, sql, sqlstate, message) VALUES
@@ -387,19 +395,19 @@ INSERT INTO cases (description, sql, sqlstate, message) VALUES
 	'22P02', 'invalid input syntax for type integer: "zz"'),
 ('COPY: setting cost',
 	$$COPY credits.send_batches (account_id, messages, cost) FROM PROGRAM 'printf "3001\t1\t0\n"'$$,
-	'CR007', NULL),
+	'MC007', NULL),
 ('COPY: 0 messages',
 	$$COPY credits.send_batches (account_id, messages) FROM PROGRAM 'printf "3001\t0\n"'$$,
-	'CR011', NULL),
+	'MC011', NULL),
 ('COPY: an unknown account',
 	$$COPY credits.send_batches (account_id, messages) FROM PROGRAM 'printf "3999\t1\n"'$$,
-	'CR003', NULL),
+	'MC003', NULL),
 ('COPY: account_id \N',
 	$$COPY credits.send_batches (account_id, messages) FROM PROGRAM 'printf "\\\\N\t1\n"'$$,
 	'23502', NULL);
 
 SELECT cmp_ok((SELECT count(*)::integer FROM cases), '>=', 40, 'at least 40 hostile cases');
-SELECT is((SELECT count(*)::integer FROM cases), 100, 'the case count this file plans for');
+SELECT is((SELECT count(*)::integer FROM cases), 104, 'the case count this file plans for');
 
 SELECT throws_ok(c.sql, c.sqlstate, c.message, format('case %s: %s -> %s', c.id, c.description, c.sqlstate))
   FROM cases c
@@ -463,7 +471,7 @@ SELECT results_eq(
 -- A recharge whose completion would overflow the balance
 --------------------------------------------------------------------------------
 -- 3008: balance 2^63 - 101 and a processing recharge of 600.  Every
--- invariant holds (completing the recharge is refused with CR012), so
+-- invariant holds (completing the recharge is refused with MC012), so
 -- verify() must say so, and the reports must still read.
 
 DO $$ BEGIN PERFORM credits.open_account(3008, 1000); PERFORM credits.enable_auto_recharge(3008, 500, 1000); END $$;
@@ -478,7 +486,7 @@ SELECT lives_ok($$SELECT * FROM credits.verify()$$,
 SELECT lives_ok($$SELECT * FROM credits.account_overview$$,
 	'credits.account_overview reads when balance + in_flight exceeds 2^63 - 1');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(3008, 1), 'regress-ref-overflow')$$,
-	'CR012', NULL, 'completing a recharge that would take the balance above 2^63 - 1: CR012');
+	'MC012', NULL, 'completing a recharge that would take the balance above 2^63 - 1: MC012');
 SELECT results_eq(
 	$$SELECT a.balance, a.in_flight, r.status FROM credits.accounts a
 		JOIN credits.recharges r ON r.account_id = a.account_id WHERE a.account_id = 3008$$,

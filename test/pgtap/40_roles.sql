@@ -27,7 +27,7 @@
 -- (roles included) is rolled back.
 
 BEGIN;
-SELECT plan(190);
+SELECT plan(203);
 
 CREATE ROLE regress_app;
 CREATE ROLE regress_worker;
@@ -46,10 +46,11 @@ INSERT INTO readme_grants (stmt) VALUES
 ($$GRANT SELECT ON credits.accounts, credits.prices, credits.recharges TO regress_app$$),
 -- The payment worker
 ($$GRANT USAGE ON SCHEMA credits TO regress_worker$$),
-($$GRANT SELECT ON credits.recharges TO regress_worker$$),
+($$GRANT SELECT ON credits.recharges, credits.recharge_queue TO regress_worker$$),
 ($$GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer),
-                          credits.complete_recharge(bigint, text),
-                          credits.fail_recharge(bigint, text) TO regress_worker$$),
+                          credits.complete_recharge(bigint, text, uuid),
+                          credits.fail_recharge(bigint, text, uuid),
+                          credits.release_recharge(bigint, uuid) TO regress_worker$$),
 -- The policy admin
 ($$GRANT USAGE ON SCHEMA credits TO regress_admin$$),
 ($$GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_admin$$),
@@ -108,22 +109,22 @@ SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
 	ARRAY['account_id', 'messages', 'channel', 'idempotency_key'],
 	'application: INSERT only on account_id, messages, channel, idempotency_key');
 SELECT is(pg_temp.privileges_of('regress_worker'),
-	ARRAY['recharges:SELECT', 'schema:USAGE'],
-	'payment worker: SELECT on recharges only');
+	ARRAY['recharge_queue:SELECT', 'recharges:SELECT', 'schema:USAGE'],
+	'payment worker: SELECT on recharges and recharge_queue only');
 SELECT is(pg_temp.privileges_of('regress_admin'),
 	ARRAY['prices:DELETE', 'prices:INSERT', 'prices:SELECT', 'prices:UPDATE', 'schema:USAGE'],
 	'policy admin: prices only');
 SELECT is(pg_temp.privileges_of('regress_reporting'),
 	ARRAY['account_overview:SELECT', 'accounts:SELECT', 'auto_recharge:SELECT', 'ledger:SELECT',
-		  'prices:SELECT', 'recharge_history:SELECT', 'recharges:SELECT', 'schema:USAGE',
+		  'prices:SELECT', 'recharge_history:SELECT', 'recharge_queue:SELECT', 'recharges:SELECT', 'schema:USAGE',
 		  'send_batches:SELECT', 'usage_daily:SELECT', 'usage_monthly:SELECT'],
 	'reporting: SELECT on every table and view, nothing else');
 SELECT is(pg_temp.functions_of('regress_app'), '{}'::text[],
 	'application: no credits function');
 SELECT is(pg_temp.functions_of('regress_worker'),
-	ARRAY['credits.claim_recharges(integer)', 'credits.complete_recharge(bigint,text)',
-		  'credits.fail_recharge(bigint,text)'],
-	'payment worker: claim_recharges, complete_recharge, fail_recharge only');
+	ARRAY['credits.claim_recharges(integer)', 'credits.complete_recharge(bigint,text,uuid)',
+		  'credits.fail_recharge(bigint,text,uuid)', 'credits.release_recharge(bigint,uuid)'],
+	'payment worker: claim_recharges, and complete_recharge, fail_recharge and release_recharge with a claim token, only');
 SELECT is(pg_temp.functions_of('regress_admin'),
 	ARRAY['credits.add_credits(bigint,bigint,text)', 'credits.disable_auto_recharge(bigint)',
 		  'credits.enable_auto_recharge(bigint,bigint,bigint,bigint,bigint)',
@@ -291,9 +292,10 @@ SELECT is(pg_temp.attack('regress_app',
 SELECT is(
 	(SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
 	  WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef),
-	ARRAY['add_credits', 'claim_recharges', 'complete_recharge', 'disable_auto_recharge',
-		  'enable_auto_recharge', 'expire_recharges', 'fail_recharge', 'open_account', 'verify'],
-	'the SECURITY DEFINER functions are exactly the nine attacked below');
+	ARRAY['add_credits', 'claim_recharges', 'complete_recharge', 'complete_recharge',
+		  'disable_auto_recharge', 'enable_auto_recharge', 'expire_recharges', 'fail_recharge',
+		  'fail_recharge', 'open_account', 'release_recharge', 'verify'],
+	'the SECURITY DEFINER functions are exactly the twelve attacked below');
 
 SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.open_account(4001, 0)$$), 'ok',
 	'attack: open_account (admin)');
@@ -319,14 +321,25 @@ SELECT is(pg_temp.attack('regress_app',
 	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (4001, 400)$$), 'ok',
 	'attack: trigger, a batch that opens a second recharge while the first is processing (app)');
 SELECT is(pg_temp.attack('regress_worker',
-	$$SELECT credits.complete_recharge((SELECT pg_catalog.min(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4001), 'evil-ref-1')$$), 'ok',
-	'attack: complete_recharge (worker)');
+	$$SELECT credits.release_recharge(r.recharge_id, r.claim_token)
+		FROM credits.recharges r WHERE r.account_id OPERATOR(pg_catalog.=) 4001
+		 AND r.status OPERATOR(pg_catalog.=) 'processing'$$), 'ok',
+	'attack: release_recharge with the claim token (worker)');
+SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
+	'attack: claim_recharges of the released recharge (worker)');
+SELECT is(pg_temp.attack('regress_worker',
+	$$SELECT credits.complete_recharge(r.recharge_id, 'evil-ref-1', r.claim_token)
+		FROM credits.recharges r WHERE r.recharge_id OPERATOR(pg_catalog.=)
+			(SELECT pg_catalog.min(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4001)$$), 'ok',
+	'attack: complete_recharge with the claim token (worker)');
 SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
 	'attack: claim_recharges again (worker)');
 SET LOCAL credits.max_payment_failures = 1;
 SELECT is(pg_temp.attack('regress_worker',
-	$$SELECT credits.fail_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4001), 'evil declined')$$), 'ok',
-	'attack: fail_recharge, refunds and the payment-failure turn-off with NOTIFY (worker)');
+	$$SELECT credits.fail_recharge(r.recharge_id, 'evil declined', r.claim_token)
+		FROM credits.recharges r WHERE r.recharge_id OPERATOR(pg_catalog.=)
+			(SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4001)$$), 'ok',
+	'attack: fail_recharge with the claim token, refunds and the payment-failure turn-off with NOTIFY (worker)');
 RESET credits.max_payment_failures;
 SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.enable_auto_recharge(4001, 100, 1000)$$), 'ok',
 	'attack: enable_auto_recharge after the turn-off (admin)');
@@ -348,6 +361,29 @@ SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.add_credits(4001, 100
 	'attack: add_credits (admin)');
 SELECT is(pg_temp.attack('regress_admin', $$SELECT * FROM credits.verify()$$), 'ok',
 	'attack: verify (admin)');
+-- The operators' forms without a claim token, on an account of their own.
+DO $$ BEGIN PERFORM credits.open_account(4005, 0); PERFORM credits.enable_auto_recharge(4005, 0, 1000); END $$;
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (4005, 100)$$), 'ok',
+	'attack: trigger, a batch that opens a recharge for the operator (app)');
+SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
+	'attack: claim_recharges for the operator (worker)');
+SELECT is(pg_temp.attack(NULL,
+	$$SELECT credits.complete_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4005), 'evil-ref-2')$$), 'ok',
+	'attack: complete_recharge without a token (operator)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages) VALUES (4005, 100)$$), 'ok',
+	'attack: trigger, a batch that opens a second recharge for the operator (app)');
+SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
+	'attack: claim_recharges of it (worker)');
+SELECT is(pg_temp.attack(NULL,
+	$$SELECT credits.fail_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4005), 'evil operator')$$), 'ok',
+	'attack: fail_recharge without a token (operator)');
+SELECT results_eq(
+	$$SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 4005 ORDER BY entry_id$$,
+	$$VALUES ('open'::text, 0::bigint, 0::bigint), ('debit', -100, -100), ('recharge', 100, 0),
+			 ('debit', -100, -100), ('refund', 100, 0)$$,
+	'the operators'' attacked calls credited and refunded exactly as without the attack');
 
 -- The attacked calls did their real work, and did it right.
 SELECT results_eq(
@@ -491,6 +527,8 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_worker', 'enable_auto_recharge', $$SELECT credits.enable_auto_recharge(4002, 0, 1000000)$$),
 ('regress_worker', 'disable_auto_recharge', $$SELECT credits.disable_auto_recharge(4001)$$),
 ('regress_worker', 'expire_recharges', $$SELECT credits.expire_recharges()$$),
+('regress_worker', 'complete_recharge without a claim token', $$SELECT credits.complete_recharge(1, 'x')$$),
+('regress_worker', 'fail_recharge without a claim token', $$SELECT credits.fail_recharge(1, 'x')$$),
 ('regress_worker', '_settle_batches', $$SELECT credits._settle_batches(1, 'ready')$$),
 ('regress_worker', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
 ('regress_worker', 'UPDATE of recharges', $$UPDATE credits.recharges SET credits = 1$$),
@@ -607,8 +645,9 @@ SELECT results_eq(
 	$$VALUES (4002::bigint, 130::bigint)$$,
 	'payment worker: claims the pending recharge');
 SELECT lives_ok(
-	$$SELECT credits.complete_recharge((SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 4002), 'regress-worker-ref')$$,
-	'payment worker: completes it');
+	$$SELECT credits.complete_recharge(recharge_id, 'regress-worker-ref', claim_token)
+		FROM credits.recharges WHERE recharge_id = (SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 4002)$$,
+	'payment worker: completes it with its claim token');
 RESET ROLE;
 SET ROLE regress_app;
 INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4002, 100, 'app-4');
@@ -616,8 +655,12 @@ RESET ROLE;
 SET ROLE regress_worker;
 SELECT lives_ok($$SELECT credits.claim_recharges(10)$$, 'payment worker: claims the next one');
 SELECT lives_ok(
-	$$SELECT credits.fail_recharge((SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 4002), 'regress declined')$$,
-	'payment worker: fails it');
+	$$SELECT credits.fail_recharge(recharge_id, 'regress declined', claim_token)
+		FROM credits.recharges WHERE recharge_id = (SELECT max(recharge_id) FROM credits.recharges WHERE account_id = 4002)$$,
+	'payment worker: fails it with its claim token');
+SELECT results_eq($$SELECT pending, processing FROM credits.recharge_queue$$,
+	$$VALUES (0::bigint, 0::bigint)$$,
+	'payment worker: reads the recharge queue');
 SELECT results_eq(
 	$$SELECT status FROM credits.recharges WHERE account_id = 4002 ORDER BY recharge_id$$,
 	$$VALUES ('succeeded'::text), ('failed')$$,
