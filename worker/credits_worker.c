@@ -146,6 +146,7 @@ typedef struct Recharge
 	char		token[48];		/* claim_token */
 	char		lease_until[48];	/* lease_expires_at, for the log */
 	int64_t		lease_end;		/* the same on our monotonic clock */
+	int64_t		lease_ms;		/* the lease's length when claimed */
 } Recharge;
 
 typedef enum OutcomeKind
@@ -1679,6 +1680,7 @@ Claim(int max)
 		snprintf(h->r.token, sizeof(h->r.token), "%s", PQgetvalue(res, i, 3));
 		snprintf(h->r.lease_until, sizeof(h->r.lease_until), "%s", PQgetvalue(res, i, 4));
 		h->r.lease_end = sent + lease_ms;
+		h->r.lease_ms = lease_ms;
 		n_claimed++;
 		if (atoi(PQgetvalue(res, i, 6)) > 1)
 			LogInfo("recharge %s account %s credits %s: claimed again (claim %s; an earlier claim's outcome was unknown or released): charged with the same CREDITS_RECHARGE_ID",
@@ -1750,8 +1752,9 @@ RecordOnce(Held *h, char *error, size_t errsize)
 				DropConnection(when);
 			}
 		}
-		else if (HasState(res, "MC020"))
-			result = REC_STALE;
+		else if (HasState(res, "MC020") ||
+				 (HasState(res, "MC015") && h->action != ACT_RELEASE))
+			result = REC_STALE; /* MC015: released, pending again */
 		else if (HasState(res, "MC021") && h->action == ACT_COMPLETE)
 			result = REC_BAD_REF;
 		else
@@ -1905,9 +1908,12 @@ CommandFault(void)
 
 /*
  * Charges h (claimed, or an unknown outcome to retry) and records the
- * outcome.  Charges only while the lease leaves LEASE_MARGIN_MS (a first
- * charge) or room for a whole charge (a retry); otherwise a first claim is
- * released and a retry is left to whoever claims it after the lease.
+ * outcome.  A first charge starts only while the lease has LEASE_MARGIN_MS
+ * left (a quarter of the lease if that is less, so a fresh claim always
+ * qualifies); a claim that waited too long for its turn is released.  A
+ * retry starts only while the lease has room for a whole charge, kill grace
+ * and margin included, so it never overlaps another worker's claim; else
+ * it is left to whoever claims it after the lease.
  */
 static void
 ChargeHeld(Held *h)
@@ -1915,6 +1921,8 @@ ChargeHeld(Held *h)
 	Outcome		o;
 	int64_t		start;
 	int64_t		left = h->r.lease_end - NowMs();
+	int64_t		margin = h->r.lease_ms / 4 < LEASE_MARGIN_MS ?
+		h->r.lease_ms / 4 : LEASE_MARGIN_MS;
 
 	if (h->state == HELD_TO_RETRY &&
 		left < (int64_t) opt_charge_timeout_ms + KILL_GRACE_MS + LEASE_MARGIN_MS)
@@ -1924,7 +1932,7 @@ ChargeHeld(Held *h)
 				 h->r.id, h->r.account_id, h->r.credits, h->r.lease_until);
 		return;
 	}
-	if (h->state == HELD_TO_CHARGE && left < LEASE_MARGIN_MS)
+	if (h->state == HELD_TO_CHARGE && left < margin)
 	{
 		LogError("recharge %s account %s credits %s: its lease ends at %s, before its turn to be charged: releasing it",
 				 h->r.id, h->r.account_id, h->r.credits, h->r.lease_until);

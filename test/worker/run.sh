@@ -134,7 +134,7 @@ verify_ok() {
 }
 
 run_case() {
-	local name=$1
+	local name=$1 p
 	shift
 	why=""
 	if "$@"; then
@@ -145,6 +145,11 @@ run_case() {
 		echo "not ok - $name"
 		[ -n "$why" ] && echo "#   $why"
 	fi
+	# A case that failed half-way must not leave a worker to disturb the next.
+	for p in "${WORKER_PIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	WORKER_PIDS=()
 }
 
 fail() {
@@ -642,7 +647,7 @@ case_not_run() {
 		sleep 0.1
 	done
 	grep -q "recharge $id account 8011 credits 100: released back to pending" "$T/notrun-2.log" || fail "no 'released' line" || return 1
-	[ "$(q "SELECT p.payment_failures || ' ' || p.enabled || ' ' || r.status IN ('pending', 'processing')
+	[ "$(q "SELECT p.payment_failures || ' ' || p.enabled || ' ' || (r.status IN ('pending', 'processing'))
 	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.recharge_id = $id")" = "0 true true" ] ||
 		fail "counted as a payment failure" || return 1
 	[ "$(q "SELECT status FROM credits.send_batches WHERE account_id = 8011")" = awaiting_credits ] ||
