@@ -40,12 +40,13 @@
  * never holds up the others: each pass handles every entry that is due.
  *
  * Outcomes.  Exit 0 with a valid payment reference on the first line of
- * stdout: complete_recharge.  Exit 1-125: a decline, fail_recharge with
+ * stdout: complete_recharge.  Exit 1-125 but 75: a decline, fail_recharge with
  * stderr as the reason.  Exit 126/127 (the shell could not run the program)
  * or a failed fork: a worker fault, release_recharge hands the recharge back
  * to pending, the other unstarted claims are released too and claiming
- * pauses (--retry-interval doubling to 5 min).  Killed by a signal, exit
- * 129-192 (a shell whose command was killed), no answer within
+ * pauses (--retry-interval doubling to 5 min).  Exit 75 (EX_TEMPFAIL: the
+ * command itself does not know), killed by a signal, exit 129-192 (a shell
+ * whose command was killed), no answer within
  * --charge-timeout (the process group gets SIGTERM, then SIGKILL after
  * KILL_GRACE_MS), or exit 0 with a blank, over-long or white-space-padded
  * reference: the outcome is unknown; the recharge is neither failed nor
@@ -125,6 +126,8 @@
 #define MAX_REASON_BYTES	1000
 #define MAX_REF_BYTES		255
 #define MAX_CAPTURE_BYTES	65536
+#define EXIT_TEMPFAIL		75	/* sysexits.h EX_TEMPFAIL: the charge
+								 * command's "outcome unknown" */
 
 /* Exit statuses; worker/README.md documents them. */
 #define EXIT_STOPPED		0	/* clean stop, or --once settled everything */
@@ -1528,6 +1531,9 @@ RunCharge(const Recharge *r, Outcome *o)
 			 (WEXITSTATUS(status) == 126 || WEXITSTATUS(status) == 127))
 		SetOutcome(o, OUT_NOT_RUN, "exit status %d%s%s", WEXITSTATUS(status),
 				   *text ? ": " : "", text);
+	else if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_TEMPFAIL)
+		SetOutcome(o, OUT_UNKNOWN, "exit status %d: the command does not know whether the card was charged%s%s",
+				   EXIT_TEMPFAIL, *text ? "; stderr: " : "", text);
 	else if (WIFEXITED(status) && WEXITSTATUS(status) > 128 &&
 			 WEXITSTATUS(status) <= 128 + 64)
 		SetOutcome(o, OUT_UNKNOWN, "exit status %d, as a shell reports a command killed by signal %d%s%s",
@@ -2173,10 +2179,11 @@ Usage(FILE *f)
 			"\n"
 			"The command gets CREDITS_RECHARGE_ID, CREDITS_ACCOUNT_ID and CREDITS_CREDITS\n"
 			"in its environment and must be idempotent on CREDITS_RECHARGE_ID.  Exit 0\n"
-			"printing a payment reference on the first line of stdout: charged.  Exit 1-125:\n"
-			"declined, stderr is the reason.  Exit 126/127: the command did not run (the\n"
-			"recharge is handed back).  Killed, timed out, exit 129-192, or a blank or bad\n"
-			"reference: outcome unknown, charged again later with the same recharge id.\n"
+			"printing a payment reference on the first line of stdout: charged.  Exit 1-125\n"
+			"(not 75): declined, stderr is the reason.  Exit 126/127: the command did not\n"
+			"run (the recharge is handed back).  Exit 75, killed, timed out, exit 129-192,\n"
+			"or a blank or bad reference: outcome unknown, charged again later with the\n"
+			"same recharge id.\n"
 			"\n"
 			"Exit status: 0 stopped, 1 bad usage, 2 could not connect at start, 3 stopped\n"
 			"with outcomes not recorded (see the log), 4 --once left errors or unknown\n"

@@ -192,6 +192,7 @@ case $CREDITS_ACCOUNT_ID in
 2104) head -c 5000 /dev/zero | tr '\0' x >&2; exit 1 ;;
 2105) printf '\377bad\000byte\n' >&2; exit 1 ;;
 2106) head -c 999 /dev/zero | tr '\0' y >&2; printf '\303\251zzz' >&2; exit 1 ;;
+2107) echo "psp timed out" >&2; exit 75 ;;
 esac
 EOF
 chmod +x "$T"/charge-*.sh
@@ -254,10 +255,10 @@ case_declines() {
 }
 
 case_outcomes() {
-	accounts 2100 2106 && batches 2100 2106 10 || fail "setup" || return 1
+	accounts 2100 2107 && batches 2100 2107 10 || fail "setup" || return 1
 	CHARGE_LOG=$T/outcomes.charges "$W" --once -c "exec $T/charge-outcomes.sh" >"$T/outcomes.log" 2>&1
 	local rc=$?
-	# Two outcomes are unknown (exit 0 without a reference; killed): --once
+	# Three outcomes are unknown (exit 0 without a reference; killed; exit 75): --once
 	# leaves them processing for their lease and exits 4.
 	[ $rc -eq 4 ] || fail "--once exited $rc, expected 4" || return 1
 	local got
@@ -265,7 +266,7 @@ case_outcomes() {
 	                 CASE WHEN octet_length(failure_reason) > 100
 	                      THEN octet_length(failure_reason)::text || ' bytes ending ' || right(failure_reason, 3)
 	                      ELSE coalesce(failure_reason, '') END, E'\n' ORDER BY account_id)
-	         FROM credits.recharges WHERE account_id BETWEEN 2100 AND 2106")
+	         FROM credits.recharges WHERE account_id BETWEEN 2100 AND 2107")
 	local id2100
 	id2100=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 2100")
 	local want="2100 succeeded ref-$id2100|
@@ -274,17 +275,20 @@ case_outcomes() {
 2103 processing |
 2104 failed |1000 bytes ending xxx
 2105 failed |?bad?byte
-2106 failed |999 bytes ending yyy"
+2106 failed |999 bytes ending yyy
+2107 processing |"
 	[ "$got" = "$want" ] || fail "got: $(echo "$got" | tr '\n' ';')" || return 1
 	grep -q 'account 2101 credits 10: outcome UNKNOWN .*payment reference (first line of stdout) is blank' "$T/outcomes.log" ||
 		fail "no unknown-outcome line for the blank reference" || return 1
 	grep -q 'account 2103 credits 10: outcome UNKNOWN .*killed by signal 9' "$T/outcomes.log" ||
 		fail "no unknown-outcome line for the killed command" || return 1
-	[ "$(q "SELECT count(*) FROM credits.auto_recharge WHERE account_id IN (2101, 2103) AND payment_failures = 0 AND enabled")" = 2 ] ||
+	grep -q 'account 2107 credits 10: outcome UNKNOWN .*exit status 75: the command does not know.*psp timed out' "$T/outcomes.log" ||
+		fail "no unknown-outcome line for exit 75" || return 1
+	[ "$(q "SELECT count(*) FROM credits.auto_recharge WHERE account_id IN (2101, 2103, 2107) AND payment_failures = 0 AND enabled")" = 3 ] ||
 		fail "an unknown outcome counted as a payment failure" || return 1
 	# An operator checked with the PSP: neither was charged.
 	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged (checked with the PSP)'))
-	   FROM credits.recharges WHERE account_id IN (2101, 2103)" >/dev/null || fail "cleanup" || return 1
+	   FROM credits.recharges WHERE account_id IN (2101, 2103, 2107)" >/dev/null || fail "cleanup" || return 1
 	verify_ok || fail "verify() reports problems"
 }
 
@@ -830,7 +834,7 @@ say "worker cases"
 run_case "usage: --help, bad options (exit 1), no server at start (exit 2)" case_usage
 run_case "basic: --once settles 20 recharges with the printed references" case_basic
 run_case "declines: exit 1 fails the recharge with stderr as reason, batches refunded" case_declines
-run_case "outcomes: no reference, silent exit, signal, long and invalid stderr" case_outcomes
+run_case "outcomes: no reference and signal and exit 75 unknown, silent exit, long and invalid stderr" case_outcomes
 run_case "two workers, 200 recharges: each charged exactly once" case_two_workers
 run_case "restart: server killed mid-charge, same worker reconnects and settles" case_restart
 run_case "sigterm: exit 0 promptly after the recharge in hand; at once when idle" case_sigterm
