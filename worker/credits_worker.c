@@ -86,6 +86,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1121,8 +1124,11 @@ CheckCommand(void)
 			const char *end = strchr(dir, ':');
 			size_t		dlen = end ? (size_t) (end - dir) : strlen(dir);
 
-			snprintf(full, sizeof(full), "%.*s%s%s", (int) dlen,
-					 dlen ? dir : ".", dlen ? "/" : "/", word);
+			/* an empty PATH entry means the current directory */
+			if (dlen == 0)
+				snprintf(full, sizeof(full), "./%s", word);
+			else
+				snprintf(full, sizeof(full), "%.*s/%s", (int) dlen, dir, word);
 			if (*ExecutableProblem(full) == '\0')
 			{
 				LogInfo("charge command: runs %s", full);
@@ -1393,11 +1399,14 @@ JudgeReference(char *out, Outcome *o)
  * and stderr together with poll() so neither pipe can fill up and block it,
  * and decides the outcome (see the file header).  A command still running
  * after --charge-timeout gets SIGTERM, its whole process group with it, and
- * SIGKILL KILL_GRACE_MS later; once the command itself has exited after the
- * SIGTERM, whatever is left in its group is killed at once.  The command
- * (a zombie until reaped) keeps its process-group id reserved, so the
- * group kills cannot reach another process.  A command that exits by itself
- * is not waited for beyond 1 s of reading what it left in the pipes.
+ * whatever is left of the group SIGKILL KILL_GRACE_MS later (the shell
+ * running the command may die at once while the program it started cleans
+ * up).  Until the command exits it is unreaped, so its pid, the group's id,
+ * cannot be reused; after that the group id stays reserved by the kernel as
+ * long as a member lives, and the worker, a child subreaper on Linux, reaps
+ * the members that die so an empty group shows as ESRCH.  A command that
+ * exits by itself is not waited for beyond 1 s of reading what it left in
+ * the pipes, and what it left running is not killed.
  */
 static void
 RunCharge(const Recharge *r, Outcome *o)
@@ -1412,6 +1421,7 @@ RunCharge(const Recharge *r, Outcome *o)
 	bool		err_open = true;
 	bool		exited = false;
 	bool		timed_out = false;
+	bool		reaped = false;
 	int			status = 0;
 	int64_t		start = NowMs();
 	int64_t		drain_end = 0;
@@ -1479,13 +1489,36 @@ RunCharge(const Recharge *r, Outcome *o)
 				drain_end = now + 1000;
 				if (timed_out)
 				{
-					/* it is gone: what it left in its group goes too */
-					kill(-pid, SIGKILL);
-					drain_end = now;
+					/*
+					 * The command (or the shell wrapping it) is gone, but
+					 * what it started may still be cleaning up: the group
+					 * keeps its grace.  Reap the command now so that an
+					 * empty group shows as ESRCH below.
+					 */
+					while (waitpid(pid, &status, 0) != pid && errno == EINTR)
+						;
+					reaped = true;
 				}
 			}
 		}
-		if (exited && ((!out_open && !err_open) || now >= drain_end))
+		if (exited && timed_out)
+		{
+			/* orphans of the group are our children (subreaper): reap */
+			while (waitpid(-pid, NULL, WNOHANG) > 0)
+				;
+			if (kill(-pid, 0) != 0 && errno == ESRCH)
+				break;			/* the whole group is gone */
+			if (kill_at > 0 && now >= kill_at)
+			{
+				LogError("recharge %s: processes of the charge command are still running %d ms after SIGTERM: SIGKILL to its process group %d",
+						 r->id, KILL_GRACE_MS, (int) pid);
+				kill(-pid, SIGKILL);
+				kill_at = 0;
+			}
+			else if (kill_at == 0)
+				break;			/* killed; init or the main loop reaps */
+		}
+		else if (exited && ((!out_open && !err_open) || now >= drain_end))
 			break;				/* what holds the pipes now is something it
 								 * left in the background */
 		if (!exited && !timed_out && now - start >= opt_charge_timeout_ms)
@@ -1506,7 +1539,7 @@ RunCharge(const Recharge *r, Outcome *o)
 		MaybeHeartbeat();
 		NoteStopSignal();
 	}
-	while (waitpid(pid, &status, 0) != pid)
+	while (!reaped && waitpid(pid, &status, 0) != pid)
 	{
 		if (errno != EINTR)
 		{
@@ -2094,7 +2127,7 @@ PrepareToStop(void)
 		else if (h->state == HELD_TO_RETRY)
 		{
 			h->done = true;
-			LogError("recharge %s account %s credits %s: outcome unknown, left in processing (stopped); any worker claims it again (same recharge id) once its lease ends at %s",
+			LogError("recharge %s account %s credits %s: outcome unknown, left in processing (the worker is exiting); any worker claims it again (same recharge id) once its lease ends at %s",
 					 h->r.id, h->r.account_id, h->r.credits, h->r.lease_until);
 		}
 	}
@@ -2426,6 +2459,11 @@ main(int argc, char **argv)
 	EnsureStandardDescriptors();
 	ParseOptions(argc, argv);
 	SetUpSignals();
+#ifdef PR_SET_CHILD_SUBREAPER
+	/* what a charge command leaves behind is ours to reap (RunCharge) */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+		LogError("could not become a child subreaper: %s", strerror(errno));
+#endif
 
 	LogInfo("starting (credits %s): batch %d, poll interval %.3g s, charge timeout %.3g s, lock timeout %.3g s, statement timeout %.3g s%s",
 			CREDITS_VERSION, opt_batch, opt_poll_ms / 1000.0,
@@ -2455,6 +2493,9 @@ main(int argc, char **argv)
 		int64_t		deadline;
 
 		MaybeHeartbeat();
+		/* no charge runs now: reap what charge commands left behind */
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
 		if (conn == NULL && !Reconnect())
 			break;
 		ProcessHeld();

@@ -568,7 +568,14 @@ cat >"$T/charge-missing.sh" <<'MISS'
 #!/bin/sh
 exec /nonexistent/psp-client --charge "$CREDITS_RECHARGE_ID"
 MISS
-chmod +x "$T"/psp.sh "$T"/charge-badref.sh "$T"/charge-missing.sh
+# Ignores SIGTERM (and so do its children): only SIGKILL ends it.
+cat >"$T/charge-stubborn.sh" <<'STUB'
+#!/bin/sh
+trap '' TERM
+echo $$ >"$STUB_PIDFILE"
+while :; do sleep 0.2; done
+STUB
+chmod +x "$T"/psp.sh "$T"/charge-badref.sh "$T"/charge-missing.sh "$T"/charge-stubborn.sh
 
 recharge_of() { q "SELECT recharge_id FROM credits.recharges WHERE account_id = $1 ORDER BY recharge_id DESC LIMIT 1"; }
 
@@ -668,8 +675,23 @@ case_not_run() {
 }
 
 case_timeout() {
-	local p id child psp=$T/psp-timeout
+	local p id child psp=$T/psp-timeout rc t0 elapsed
 	mkdir -p "$psp"
+	# A command that ignores SIGTERM gets SIGKILL after the 5 s grace.
+	accounts 8022 8022 && batches 8022 8022 100 || fail "setup" || return 1
+	id=$(recharge_of 8022)
+	t0=$(now_ms)
+	STUB_PIDFILE=$T/stubborn.pid "$W" --once -t 1 -c "$T/charge-stubborn.sh" >"$T/stubborn.log" 2>&1
+	rc=$?
+	elapsed=$(($(now_ms) - t0))
+	[ $rc -eq 4 ] || fail "stubborn: --once exited $rc, expected 4 (unknown outcome left)" || return 1
+	[ "$elapsed" -ge 5500 ] || fail "stubborn: killed after $elapsed ms, before the grace" || return 1
+	grep -q "recharge $id: .*still running 5000 ms after SIGTERM: SIGKILL to its process group" "$T/stubborn.log" ||
+		fail "stubborn: no SIGKILL line" || return 1
+	! alive "$(cat "$T/stubborn.pid")" || fail "stubborn: the command survived SIGKILL" || return 1
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = processing ] ||
+		fail "stubborn: expected processing" || return 1
+	q "SELECT credits.fail_recharge($id, 'not charged (checked with the PSP)')" >/dev/null || fail "cleanup" || return 1
 	accounts 8020 8021 && batches 8020 8021 100 || fail "setup" || return 1
 	id=$(recharge_of 8020)
 	# The first request for each id charges and then hangs past the 1 s
@@ -844,7 +866,7 @@ run_case "notify: a NOTIFY wakes a worker polling every 60 s" case_notify
 run_case "sigterm during an outage: records if the server returns, else exit 3 with the SQL" case_term_outage
 run_case "start checks: command not found (5), no extension (6), missing grants (7); nothing claimed" case_start_checks
 run_case "command not run (126/127): recharge released, no payment failure, batches still awaiting" case_not_run
-run_case "charge timeout: process group killed, outcome unknown, retried with the same id, charged once" case_timeout
+run_case "charge timeout: process group killed (SIGKILL after the grace), outcome unknown, retried with the same id, charged once" case_timeout
 run_case "bad references (300 bytes, blank): unknown outcome, logged in full, not failed" case_bad_refs
 run_case "lock_timeout: a locked account delays only its own recharge" case_lock
 run_case "stale claim: lease expired and re-claimed, MC020 logged with the reference, not retried" case_stale
