@@ -2526,8 +2526,8 @@ main(int argc, char **argv)
 			if (opt_once && r == 0)
 				break;			/* nothing to claim, nothing to record */
 		}
-		if (c > 0)
-			continue;
+		if (c > 0 && NowMs() >= claims_paused_until)
+			continue;			/* more to charge (not while paused: no spin) */
 		deadline = NowMs() + opt_poll_ms;
 		if (NextDue() < deadline)
 			deadline = NextDue();
