@@ -9,19 +9,36 @@
 #   usage        --help, bad options, no server at start
 #   basic        --once settles every recharge with the printed references
 #   declines     exit 1 + stderr fails the recharge, batches refunded
-#   outcomes     empty stdout, silent exit, killed, long and invalid stderr
+#   outcomes     empty stdout, killed, exit 75: unknown (left processing);
+#                silent exit, long and invalid stderr: declines
 #   two-workers  200 recharges, two workers: each charged exactly once
 #   restart      server killed mid-charge and restarted; the same worker
 #                reconnects, records the charge in hand, settles new work
-#   sigterm      exits 0 promptly after the recharge in hand; idle too
+#   sigterm      exits 0 promptly after the recharge in hand; idle too;
+#                the signal is logged
 #   leftovers    --once -q settles what sigterm left pending, silently
-#   double-term  a second signal leaves unstarted claims, exit 3
+#   double-term  a second signal: unstarted claims released, exit 0
 #   notify       with a 60 s poll interval, a NOTIFY wakes the worker
 #   term-outage  SIGTERM with a charge in hand and the server down: records
 #                it if the server returns within 10 s, else exit 3 + the SQL
+#   start-checks command not found / not executable (5), no extension (6),
+#                missing grants (7): refuses to start, nothing claimed
+#   not-run      exit 127 and 126 (chmod -x while running): released, no
+#                payment failure, auto-recharge on, batches awaiting
+#   timeout      --charge-timeout: process group killed (SIGKILL after the
+#                grace for one ignoring SIGTERM), outcome unknown, retried
+#                with the same id; an idempotent fake PSP charges once
+#   bad-refs     300-byte and blank references: unknown, logged whole
+#   lock         an account row held by a transaction delays that account
+#                only (lock_timeout); settled after the holder commits
+#   stale        lease expired and claimed again by SQL: MC020 logged with
+#                the reference, not retried
+#   heartbeat    --heartbeat 1 lines; auto-recharge turned off (own NOTIFY
+#                confirmed, a foreign one logged as a hint)
 #
 # Prints "ok - NAME" or "not ok - NAME" per case, then "N passed, N failed",
-# and exits non-zero on any failure.  Port: CREDITS_WORKER_PORT (54343).
+# and exits non-zero on any failure.  Port: CREDITS_WORKER_PORT (54343);
+# run directory: CREDITS_RUN_DIR (/tmp/credits-worker).
 # Worker logs are kept in the printed directory when a case fails, or
 # always with CREDITS_WORKER_KEEP=1.
 set -uo pipefail
