@@ -442,44 +442,59 @@ $$;
 COMMENT ON FUNCTION credits.claim_recharges(integer) IS
 	'Moves up to max_rows recharges, oldest first, to processing and returns them, each with a new claim_token and a lease of credits.claim_lease: pending ones, and processing ones whose lease has expired. Concurrent workers get disjoint rows. A claimed recharge''s amount never changes.';
 
--- Checks a settling call's claim token; the caller holds the recharge row
--- lock.  NULL (the 2-argument forms, for operators) checks nothing.
+-- Checks a settling call's claim token against the recharge's current claim;
+-- the caller holds the recharge row lock and has dealt with settled
+-- recharges.  NULL (the 2-argument forms, for operators) checks nothing.
 CREATE FUNCTION credits._check_claim(p_recharge credits.recharges, p_claim_token uuid)
 	RETURNS void
 	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF p_claim_token IS NOT NULL AND p_recharge.status = 'processing'
-	   AND p_recharge.claim_token IS DISTINCT FROM p_claim_token THEN
-		RAISE EXCEPTION 'claim on recharge % is no longer held', p_recharge.recharge_id
-			USING ERRCODE = 'MC020',
-				  DETAIL = CASE WHEN p_recharge.claim_token IS NULL
-							   THEN 'It is pending again: it was released.'
-							   ELSE format('Its lease expired and it was claimed again (claim %s of it), or it was released and claimed again.',
-										   p_recharge.claim_count) END,
-				  HINT = 'Another claim holds it now; nothing was changed. Drop it: the current holder settles it.';
+	IF p_claim_token IS NULL
+	   OR (p_recharge.status = 'processing' AND p_recharge.claim_token = p_claim_token) THEN
+		RETURN;
 	END IF;
+	RAISE EXCEPTION 'claim on recharge % is no longer held', p_recharge.recharge_id
+		USING ERRCODE = 'MC020',
+			  DETAIL = CASE
+				WHEN p_recharge.status = 'pending'
+				THEN 'It was released and is pending again.'
+				WHEN p_recharge.claim_token IS NULL
+				THEN 'It was claimed before version 0.1.1 and holds no claim token.'
+				ELSE format('Its lease expired or it was released, and it was claimed again (claim %s).',
+							p_recharge.claim_count) END,
+			  HINT = CASE
+				WHEN p_recharge.status = 'processing' AND p_recharge.claim_token IS NULL
+				THEN 'An operator settles it with the 2-argument form, or releases it.'
+				ELSE 'Nothing was changed. Drop it: it is claimed again, and settled, by the next worker to hold it.' END;
 END
 $$;
 
 -- The payment reference rules: what a worker may record as a charge's id.
+-- White space is an explicit list (ASCII and Unicode spaces, zero-width
+-- space, BOM) so that the rule does not depend on the database's collation;
+-- control characters are refused anywhere.
 CREATE FUNCTION credits._check_payment_ref(p_payment_ref text)
 	RETURNS void
-	LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+	LANGUAGE plpgsql STABLE PARALLEL SAFE
 	SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	blank constant text :=
+		'[ \t\n\v\f\r\u0085\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]';
 BEGIN
 	IF p_payment_ref IS NULL THEN
 		RAISE EXCEPTION 'payment_ref must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	IF pg_catalog.octet_length(p_payment_ref) > 255
-	   OR p_payment_ref OPERATOR(pg_catalog.~) '^\s*$'
-	   OR p_payment_ref OPERATOR(pg_catalog.~) '^\s|\s$' THEN
+	   OR p_payment_ref OPERATOR(pg_catalog.~) ('^' || blank || '*$')
+	   OR p_payment_ref OPERATOR(pg_catalog.~) ('^' || blank || '|' || blank || '$')
+	   OR p_payment_ref OPERATOR(pg_catalog.~) '[\x01-\x1f\x7f]' THEN
 		RAISE EXCEPTION 'invalid payment reference'
 			USING ERRCODE = 'MC021',
-				  DETAIL = format('The reference is %s bytes long (%L); a payment reference is 1 to 255 bytes with no leading or trailing white space.',
+				  DETAIL = format('The reference is %s bytes long (%L); a payment reference is 1 to 255 bytes, with no control characters and no leading or trailing white space.',
 								  pg_catalog.octet_length(p_payment_ref),
 								  CASE WHEN pg_catalog.octet_length(p_payment_ref) > 64
 									   THEN pg_catalog.left(p_payment_ref, 64) || '...'
@@ -501,22 +516,30 @@ DECLARE
 	acct credits.accounts;
 	other bigint;
 BEGIN
-	PERFORM credits._check_payment_ref(p_payment_ref);
+	IF p_payment_ref IS NULL THEN
+		RAISE EXCEPTION 'payment_ref must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	r := credits._lock_recharge(p_recharge_id);
 	IF r.status = 'succeeded' AND r.payment_ref = p_payment_ref THEN
 		RETURN r;				-- a retry of the same completion: nothing to do
-	ELSIF r.status IN ('succeeded', 'failed', 'cancelled') THEN
+	END IF;
+	PERFORM credits._check_payment_ref(p_payment_ref);
+	IF r.status IN ('succeeded', 'failed', 'cancelled') THEN
 		RAISE EXCEPTION 'recharge % is already settled', r.recharge_id
 			USING ERRCODE = 'MC006',
 				  DETAIL = format('Its status is %s%s.', r.status,
 								  CASE WHEN r.payment_ref IS NOT NULL
 									   THEN format(' with payment_ref %L', r.payment_ref) ELSE '' END);
-	ELSIF r.status = 'pending' THEN
+	END IF;
+	PERFORM credits._check_claim(r, p_claim_token);
+	-- An operator (no token) may settle a recharge that was claimed before
+	-- and released: they checked with the payment provider.
+	IF r.status = 'pending' AND r.claimed_credits IS NULL THEN
 		RAISE EXCEPTION 'recharge % has not been claimed', r.recharge_id
 			USING ERRCODE = 'MC015',
 				  HINT = 'A payment worker claims it with credits.claim_recharges() before charging.';
 	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
 	SELECT rc.recharge_id INTO other FROM credits.recharges rc
 		WHERE rc.payment_ref = p_payment_ref;
 	IF FOUND THEN
@@ -593,12 +616,15 @@ BEGIN
 		RAISE EXCEPTION 'recharge % is already settled', r.recharge_id
 			USING ERRCODE = 'MC006',
 				  DETAIL = format('Its status is %s.', r.status);
-	ELSIF r.status = 'pending' THEN
+	END IF;
+	PERFORM credits._check_claim(r, p_claim_token);
+	-- An operator (no token) may settle a recharge that was claimed before
+	-- and released: they checked with the payment provider.
+	IF r.status = 'pending' AND r.claimed_credits IS NULL THEN
 		RAISE EXCEPTION 'recharge % has not been claimed', r.recharge_id
 			USING ERRCODE = 'MC015',
 				  HINT = 'A payment worker claims it with credits.claim_recharges() before charging.';
 	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
 	UPDATE credits.recharges AS rc
 		SET status = 'failed',
 			failure_reason = p_reason,
@@ -654,15 +680,16 @@ $$;
 COMMENT ON FUNCTION credits.fail_recharge(bigint, text, uuid) IS
 	'As fail_recharge(bigint, text), for the worker holding the claim: refused (MC020, nothing changed) when claim_token is not the recharge''s current claim.';
 
-CREATE FUNCTION credits.release_recharge(recharge_id bigint, claim_token uuid DEFAULT NULL)
+-- release_recharge, with or without a claim token.
+CREATE FUNCTION credits._release_recharge(p_recharge_id bigint, p_claim_token uuid)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r credits.recharges;
 BEGIN
-	r := credits._lock_recharge(release_recharge.recharge_id);
+	r := credits._lock_recharge(p_recharge_id);
 	IF r.status = 'pending' THEN
 		RETURN r;				-- not claimed (or released already): nothing to do
 	ELSIF r.status IN ('succeeded', 'failed', 'cancelled') THEN
@@ -670,7 +697,7 @@ BEGIN
 			USING ERRCODE = 'MC006',
 				  DETAIL = format('Its status is %s.', r.status);
 	END IF;
-	PERFORM credits._check_claim(r, release_recharge.claim_token);
+	PERFORM credits._check_claim(r, p_claim_token);
 	-- Back to pending, amount unchanged for good (claimed_credits stays, so
 	-- no batch grows it): a retry charges the same amount under the same
 	-- recharge_id.  No payment failure is counted.
@@ -683,8 +710,35 @@ BEGIN
 	RETURN r;
 END
 $$;
+
+CREATE FUNCTION credits.release_recharge(recharge_id bigint)
+	RETURNS credits.recharges
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN credits._release_recharge(release_recharge.recharge_id, NULL);
+END
+$$;
+COMMENT ON FUNCTION credits.release_recharge(bigint) IS
+	'For operators: hands a processing recharge back to pending, whoever holds it, without counting a payment failure. Its amount never changes again, and it is never cancelled automatically: its card may have been charged, so the next worker retries with the same recharge_id. A pending recharge is returned unchanged.';
+
+CREATE FUNCTION credits.release_recharge(recharge_id bigint, claim_token uuid)
+	RETURNS credits.recharges
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF release_recharge.claim_token IS NULL THEN
+		RAISE EXCEPTION 'claim_token must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the claim_token that credits.claim_recharges() returned.';
+	END IF;
+	RETURN credits._release_recharge(release_recharge.recharge_id, release_recharge.claim_token);
+END
+$$;
 COMMENT ON FUNCTION credits.release_recharge(bigint, uuid) IS
-	'Hands a processing recharge back to pending (for operators, or a worker that could not run its charge command) without counting a payment failure. Its amount never changes again, and it is never cancelled automatically: its card may have been charged, so the next worker retries with the same recharge_id. A pending recharge is returned unchanged.';
+	'For the worker holding the claim (its charge command could not run): as release_recharge(bigint), refused (MC020, nothing changed) when claim_token is not the current claim.';
 
 --------------------------------------------------------------------------------
 -- Audit
@@ -863,6 +917,6 @@ COMMENT ON VIEW credits.recharge_queue IS
 REVOKE ALL ON credits.recharge_queue FROM PUBLIC;
 REVOKE ALL ON FUNCTION credits._claim_lease_seconds(), credits._check_claim(credits.recharges, uuid),
 	credits._check_payment_ref(text), credits._complete_recharge(bigint, text, uuid),
-	credits._fail_recharge(bigint, text, uuid),
+	credits._fail_recharge(bigint, text, uuid), credits._release_recharge(bigint, uuid),
 	credits.complete_recharge(bigint, text, uuid), credits.fail_recharge(bigint, text, uuid),
-	credits.release_recharge(bigint, uuid) FROM PUBLIC;
+	credits.release_recharge(bigint), credits.release_recharge(bigint, uuid) FROM PUBLIC;

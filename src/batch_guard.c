@@ -47,7 +47,7 @@ PG_FUNCTION_INFO_V1(credits_guard_batch_0_1_1);
 Datum
 credits_guard_batch_0_1_1(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = false;
+	credits_serving_0_1_0 = false;
 	return CreditsGuardBatchTrigger(fcinfo);
 }
 
@@ -130,7 +130,7 @@ PG_FUNCTION_INFO_V1(credits_guard_ledger_0_1_1);
 Datum
 credits_guard_ledger_0_1_1(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = false;
+	credits_serving_0_1_0 = false;
 	return CreditsGuardLedgerTrigger(fcinfo);
 }
 

@@ -51,7 +51,7 @@ int			CreditsRechargeExpiry = 3600;	/* seconds; 0 = never */
 int			CreditsClaimLease = 900;	/* seconds */
 
 /* Which SQLSTATE class this backend raises; see credits.h and legacy.c. */
-bool		credits_legacy_sqlstates = false;
+bool		credits_serving_0_1_0 = false;
 
 void		_PG_init(void);
 

@@ -17,7 +17,9 @@
  * class is "MC" (implementation-defined, unused by PostgreSQL), same
  * numbers.  A database whose extension is still at 0.1.0 keeps getting "CR"
  * from this library: the SQL of 0.1.0 binds the entry points in legacy.c,
- * which select the old class before doing the work (credits_legacy_sqlstates).
+ * which set credits_serving_0_1_0 before doing the work.  The codes new in
+ * 0.1.1 are then CR-class too (only CR022 can arise there: the later-trigger
+ * check protects 0.1.0 databases as well).
  *
  *-------------------------------------------------------------------------
  */
@@ -28,12 +30,14 @@
 
 /*
  * True while serving a 0.1.0 schema (set by every entry point: legacy.c sets
- * it, the current entry points clear it).  Selects the SQLSTATE class.
+ * it, the current entry points clear it).  Selects the SQLSTATE class, and
+ * keeps 0.1.0's refusal of rows that carry cost and status (no restored-row
+ * recognition there).
  */
-extern bool credits_legacy_sqlstates;
+extern bool credits_serving_0_1_0;
 
 #define CREDITS_SQLSTATE(a, b, c) \
-	(credits_legacy_sqlstates ? MAKE_SQLSTATE('C', 'R', a, b, c) \
+	(credits_serving_0_1_0 ? MAKE_SQLSTATE('C', 'R', a, b, c) \
 	 : MAKE_SQLSTATE('M', 'C', a, b, c))
 
 #define ERRCODE_CREDITS_INSUFFICIENT_CREDITS		CREDITS_SQLSTATE('0','0','1')
@@ -55,7 +59,7 @@ extern bool credits_legacy_sqlstates;
 #define ERRCODE_CREDITS_PAYMENT_REF_IN_USE		CREDITS_SQLSTATE('0','1','7')
 #define ERRCODE_CREDITS_MONTHLY_LIMIT_EXCEEDED	CREDITS_SQLSTATE('0','1','8')
 #define ERRCODE_CREDITS_NESTED_DEBIT				CREDITS_SQLSTATE('0','1','9')
-/* New in 0.1.1 (raised only with the MC class). */
+/* New in 0.1.1. */
 #define ERRCODE_CREDITS_CLAIM_NOT_HELD			CREDITS_SQLSTATE('0','2','0')
 #define ERRCODE_CREDITS_INVALID_PAYMENT_REF		CREDITS_SQLSTATE('0','2','1')
 #define ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT	CREDITS_SQLSTATE('0','2','2')

@@ -58,6 +58,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -86,9 +87,12 @@ typedef struct CachedPrice
 typedef struct BatchCheck
 {
 	int64		batch_id;
+	bool		absent;			/* not debited (a duplicate): must not be
+								 * stored; the fields below are unset */
 	int64		account_id;
 	int32		messages;
 	char	   *channel;		/* in the layer's context */
+	char	   *idempotency_key;	/* in the layer's context, or NULL */
 	int64		cost;
 	const char *status;			/* a string constant */
 	bool		has_recharge;
@@ -272,21 +276,38 @@ CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id)
  */
 void
 CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
-					   const char *channel, int64 cost, const char *status,
-					   bool has_recharge, int64 recharge_id)
+					   const char *channel, text *idempotency_key, int64 cost,
+					   const char *status, bool has_recharge, int64 recharge_id)
 {
-	DebitLayer *layer = CurrentLayer();
 	BatchCheck	check;
 
 	check.batch_id = batch_id;
+	check.absent = false;
 	check.account_id = account_id;
 	check.messages = messages;
-	check.channel = MemoryContextStrdup(layer->cxt, channel);
+	check.channel = (char *) channel;
+	check.idempotency_key = idempotency_key ? text_to_cstring(idempotency_key) : NULL;
 	check.cost = cost;
 	check.status = status;
 	check.has_recharge = has_recharge;
 	check.recharge_id = recharge_id;
-	AddCheck(layer, &check);
+	AddCheck(CurrentLayer(), &check);
+}
+
+/*
+ * CreditsQueueBatchAbsent
+ *		Remembers a row that was not debited (it conflicts with a stored
+ *		batch), to make sure at statement end that it was not stored either.
+ */
+void
+CreditsQueueBatchAbsent(int64 batch_id)
+{
+	BatchCheck	check;
+
+	memset(&check, 0, sizeof(check));
+	check.batch_id = batch_id;
+	check.absent = true;
+	AddCheck(CurrentLayer(), &check);
 }
 
 /*
@@ -331,7 +352,7 @@ PG_FUNCTION_INFO_V1(credits_flush_debits_0_1_1);
 Datum
 credits_flush_debits_0_1_1(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = false;
+	credits_serving_0_1_0 = false;
 	return CreditsFlushDebitsTrigger(fcinfo);
 }
 
@@ -375,7 +396,7 @@ PG_FUNCTION_INFO_V1(credits_flush_pending_0_1_1);
 Datum
 credits_flush_pending_0_1_1(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = false;
+	credits_serving_0_1_0 = false;
 	return CreditsFlushPendingFunction(fcinfo);
 }
 
@@ -701,7 +722,11 @@ AddCheck(DebitLayer *layer, const BatchCheck *check)
 		layer->checks_capacity = capacity;
 	}
 	layer->checks[layer->nchecks] = *check;
-	layer->checks[layer->nchecks].channel = MemoryContextStrdup(layer->cxt, check->channel);
+	if (check->channel != NULL)
+		layer->checks[layer->nchecks].channel = MemoryContextStrdup(layer->cxt, check->channel);
+	if (check->idempotency_key != NULL)
+		layer->checks[layer->nchecks].idempotency_key =
+			MemoryContextStrdup(layer->cxt, check->idempotency_key);
 	layer->nchecks++;
 }
 
@@ -724,8 +749,20 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 	{
 		BatchCheck *c = &layer->checks[i];
 		StoredBatch b;
+		bool		stored = CreditsReadBatchDirect(c->batch_id, &b);
 
-		if (!CreditsReadBatchDirect(c->batch_id, &b))
+		if (c->absent)
+		{
+			if (stored)
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT),
+						 errmsg("send batch %lld was stored without a debit", (long long) c->batch_id),
+						 errdetail("It repeated the idempotency key of a stored batch, so it was not debited, but a BEFORE INSERT trigger that fires after credits_debit (%s) changed it into a row that was stored.",
+								   LaterTriggerNames(rel)),
+						 errhint("Make that trigger fire before credits_debit (triggers fire in name order), or do its work in an AFTER trigger.")));
+			continue;
+		}
+		if (!stored)
 			ereport(ERROR,
 					(errcode(ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT),
 					 errmsg("send batch %lld was debited but not stored", (long long) c->batch_id),
@@ -748,6 +785,11 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 		if (b.status == NULL || strcmp(b.status, c->status) != 0)
 			BatchChanged(rel, c->batch_id, "status",
 						 b.status ? b.status : "null", c->status);
+		if ((b.idempotency_key == NULL) != (c->idempotency_key == NULL) ||
+			(b.idempotency_key != NULL && strcmp(b.idempotency_key, c->idempotency_key) != 0))
+			BatchChanged(rel, c->batch_id, "idempotency_key",
+						 b.idempotency_key ? quote_literal_cstr(b.idempotency_key) : "null",
+						 c->idempotency_key ? quote_literal_cstr(c->idempotency_key) : "null");
 		if (b.has_recharge != c->has_recharge ||
 			(b.has_recharge && b.recharge_id != c->recharge_id))
 			BatchChanged(rel, c->batch_id, "recharge_id",

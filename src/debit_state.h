@@ -33,8 +33,10 @@ extern bool CreditsCachedPrice(const char *channel, int32 *price);
 extern void CreditsCachePrice(const char *channel, int32 price);
 extern void CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id);
 extern void CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
-								   const char *channel, int64 cost, const char *status,
+								   const char *channel, text *idempotency_key,
+								   int64 cost, const char *status,
 								   bool has_recharge, int64 recharge_id);
+extern void CreditsQueueBatchAbsent(int64 batch_id);
 extern void CreditsFlushDebits(bool final);
 extern void CreditsBeginDebit(void);
 extern void CreditsEndDebit(void);

@@ -123,7 +123,7 @@ PG_FUNCTION_INFO_V1(credits_debit_batch_0_1_1);
 Datum
 credits_debit_batch_0_1_1(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = false;
+	credits_serving_0_1_0 = false;
 	return CreditsDebitBatchTrigger(fcinfo);
 }
 
@@ -176,7 +176,7 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	 * dump): it was debited when it was first inserted, and its ledger rows
 	 * are restored beside it.  Stored as is.
 	 */
-	if (IsRestoredRow(rel, tuple, tupdesc, &cols))
+	if (!credits_serving_0_1_0 && IsRestoredRow(rel, tuple, tupdesc, &cols))
 		return PointerGetDatum(tuple);
 
 	/* What only the extension may set. */
@@ -338,8 +338,12 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		 * This row conflicts with a stored batch: the executor will skip it
 		 * (ON CONFLICT DO NOTHING) or reject it (unique_violation).  Debit
 		 * nothing.  It is priced only to pass the NOT NULL checks, which run
-		 * before the conflict check.
+		 * before the conflict check.  A later trigger could change its key
+		 * or account so that it no longer conflicts and is stored: then it
+		 * must be found absent at statement end.
 		 */
+		if (check_later)
+			CreditsQueueBatchAbsent(batch_id);
 		if (connected)
 			SPI_finish();
 		return out;
@@ -414,8 +418,9 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 
 	CreditsQueueDebit(account, -out.cost, batch_id);
 	if (check_later)
-		CreditsQueueBatchCheck(batch_id, account_id, messages, channel, out.cost,
-							   out.status, out.has_recharge, out.recharge_id);
+		CreditsQueueBatchCheck(batch_id, account_id, messages, channel,
+							   idempotency_key, out.cost, out.status,
+							   out.has_recharge, out.recharge_id);
 
 	if (connected)
 		SPI_finish();
@@ -425,8 +430,13 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 /*
  * IsRestoredRow
  *		Whether the new row is a restored one: cost and status both given,
- *		by a role that owns send_batches (or a superuser).  Anyone else who
- *		sets them gets CR007/MC007 below.
+ *		by a role that owns send_batches (or a superuser), acting as itself.
+ *		Not inside a SECURITY DEFINER function or any other code that runs
+ *		as another role (SECURITY_LOCAL_USERID_CHANGE), nor in a
+ *		security-restricted operation: a superuser-owned function must not
+ *		become a way for its callers to store batches without a debit.  A
+ *		restore runs as the restoring role itself.  Anyone else who sets
+ *		cost or status gets MC007 below.
  */
 static bool
 IsRestoredRow(Relation rel, HeapTuple tuple, TupleDesc tupdesc,
@@ -434,6 +444,8 @@ IsRestoredRow(Relation rel, HeapTuple tuple, TupleDesc tupdesc,
 {
 	if (heap_attisnull(tuple, cols->cost, tupdesc) ||
 		heap_attisnull(tuple, cols->status, tupdesc))
+		return false;
+	if (InLocalUserIdChange() || InSecurityRestrictedOperation())
 		return false;
 	return superuser() || credits_owns_relation(RelationGetRelid(rel), GetUserId());
 }

@@ -95,6 +95,7 @@ typedef struct CreditsRelations
 	AttrNumber	batch_account_id;
 	AttrNumber	batch_messages;
 	AttrNumber	batch_channel;
+	AttrNumber	batch_idempotency_key;
 	AttrNumber	batch_cost;
 	AttrNumber	batch_status;
 	AttrNumber	batch_recharge_id;
@@ -282,6 +283,8 @@ CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch)
 		batch->messages = isnull ? 0 : DatumGetInt32(v);
 		v = slot_getattr(row.slot, rels.batch_channel, &isnull);
 		batch->channel = isnull ? NULL : TextDatumGetCString(v);
+		v = slot_getattr(row.slot, rels.batch_idempotency_key, &isnull);
+		batch->idempotency_key = isnull ? NULL : TextDatumGetCString(v);
 		batch->cost = SlotInt8(row.slot, rels.batch_cost, &isnull);
 		v = slot_getattr(row.slot, rels.batch_status, &isnull);
 		batch->status = isnull ? NULL : TextDatumGetCString(v);
@@ -415,6 +418,7 @@ ResolveRelations(void)
 	found.batch_account_id = ColumnNumber(batches, "account_id");
 	found.batch_messages = ColumnNumber(batches, "messages");
 	found.batch_channel = ColumnNumber(batches, "channel");
+	found.batch_idempotency_key = ColumnNumber(batches, "idempotency_key");
 	found.batch_cost = ColumnNumber(batches, "cost");
 	found.batch_status = ColumnNumber(batches, "status");
 	found.batch_recharge_id = ColumnNumber(batches, "recharge_id");

@@ -23,6 +23,7 @@ typedef struct StoredBatch
 	int64		account_id;
 	int32		messages;
 	char	   *channel;
+	char	   *idempotency_key;	/* NULL when null */
 	int64		cost;
 	char	   *status;
 	bool		has_recharge;

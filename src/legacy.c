@@ -34,7 +34,7 @@ PG_FUNCTION_INFO_V1(credits_debit_batch);
 Datum
 credits_debit_batch(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = true;
+	credits_serving_0_1_0 = true;
 	return CreditsDebitBatchTrigger(fcinfo);
 }
 
@@ -44,7 +44,7 @@ PG_FUNCTION_INFO_V1(credits_flush_debits);
 Datum
 credits_flush_debits(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = true;
+	credits_serving_0_1_0 = true;
 	return CreditsFlushDebitsTrigger(fcinfo);
 }
 
@@ -54,7 +54,7 @@ PG_FUNCTION_INFO_V1(credits_flush_pending);
 Datum
 credits_flush_pending(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = true;
+	credits_serving_0_1_0 = true;
 	return CreditsFlushPendingFunction(fcinfo);
 }
 
@@ -64,7 +64,7 @@ PG_FUNCTION_INFO_V1(credits_guard_batch);
 Datum
 credits_guard_batch(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = true;
+	credits_serving_0_1_0 = true;
 	return CreditsGuardBatchTrigger(fcinfo);
 }
 
@@ -74,7 +74,7 @@ PG_FUNCTION_INFO_V1(credits_guard_ledger);
 Datum
 credits_guard_ledger(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = true;
+	credits_serving_0_1_0 = true;
 	return CreditsGuardLedgerTrigger(fcinfo);
 }
 
@@ -84,6 +84,6 @@ PG_FUNCTION_INFO_V1(credits_settle_batches);
 Datum
 credits_settle_batches(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = true;
+	credits_serving_0_1_0 = true;
 	return CreditsSettleBatchesFunction(fcinfo);
 }

@@ -71,7 +71,7 @@ PG_FUNCTION_INFO_V1(credits_settle_batches_0_1_1);
 Datum
 credits_settle_batches_0_1_1(PG_FUNCTION_ARGS)
 {
-	credits_legacy_sqlstates = false;
+	credits_serving_0_1_0 = false;
 	return CreditsSettleBatchesFunction(fcinfo);
 }
 

@@ -133,7 +133,7 @@ class Model:
     # ------------------------------------------------------------ policy
 
     def enable(self, aid, min_balance, max_credits, target, limit):
-        if (min_balance < 0 or max_credits <= 0
+        if (min_balance < 0 or max_credits <= 0 or min_balance > max_credits
                 or (target is not None and target < min_balance)
                 or (limit is not None and limit <= 0)):
             raise ModelError('MC013')
@@ -205,11 +205,12 @@ class Model:
     def complete(self, rid, ref):
         if ref is None:
             raise ModelError('22004')
-        if ref == '':
-            raise ModelError('22023')
         r = self._recharge(rid)
         if r['status'] == SUCCEEDED and r['payment_ref'] == ref:
             return r['status']                  # a retry: nothing changes
+        blanks = ' \t\n\r\f\v'
+        if len(ref.encode()) > 255 or ref.strip(blanks) == '' or ref != ref.strip(blanks):
+            raise ModelError('MC021')
         if r['status'] in SETTLED:
             raise ModelError('MC006')
         if r['status'] == PENDING:
@@ -637,7 +638,7 @@ class Generator:
             r = self.recharge_in(m, (PENDING,))
         elif kind == 'empty':
             r = self.recharge_in(m, IN_FLIGHT + SETTLED)
-            ref = rng.choice(['', None])
+            ref = rng.choice(['', None, ' ', ' ch_x', 'ch_x\n', 'é' * 128, 'r' * 255])
         if r is None and m.recharges and kind != 'unknown':
             r = rng.choice(m.recharges)
         rid = r['id'] if r is not None else None

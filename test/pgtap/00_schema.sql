@@ -293,9 +293,10 @@ SELECT results_eq(
 		('fail_recharge', 'recharge_id bigint, reason text', 'credits.recharges'),
 		('fail_recharge', 'recharge_id bigint, reason text, claim_token uuid', 'credits.recharges'),
 		('open_account', 'account_id bigint, initial_credits bigint DEFAULT 0', 'credits.accounts'),
-		('release_recharge', 'recharge_id bigint, claim_token uuid DEFAULT NULL::uuid', 'credits.recharges'),
+		('release_recharge', 'recharge_id bigint', 'credits.recharges'),
+		('release_recharge', 'recharge_id bigint, claim_token uuid', 'credits.recharges'),
 		('verify', '', 'TABLE(account_id bigint, problem text)')$$,
-	'the public functions have exactly these overloads, argument names and defaults (complete and fail: with and without a claim token)');
+	'the public functions have exactly these overloads, argument names and defaults (complete, fail and release: with and without a claim token)');
 
 -- Every public API function runs with its owner's rights.
 SELECT is_definer('credits', 'open_account', ARRAY['bigint', 'bigint'],

@@ -27,7 +27,7 @@
 -- (roles included) is rolled back.
 
 BEGIN;
-SELECT plan(203);
+SELECT plan(205);
 
 CREATE ROLE regress_app;
 CREATE ROLE regress_worker;
@@ -294,8 +294,8 @@ SELECT is(
 	  WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef),
 	ARRAY['add_credits', 'claim_recharges', 'complete_recharge', 'complete_recharge',
 		  'disable_auto_recharge', 'enable_auto_recharge', 'expire_recharges', 'fail_recharge',
-		  'fail_recharge', 'open_account', 'release_recharge', 'verify'],
-	'the SECURITY DEFINER functions are exactly the twelve attacked below');
+		  'fail_recharge', 'open_account', 'release_recharge', 'release_recharge', 'verify'],
+	'the SECURITY DEFINER functions are exactly the thirteen attacked below');
 
 SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.open_account(4001, 0)$$), 'ok',
 	'attack: open_account (admin)');
@@ -377,8 +377,11 @@ SELECT is(pg_temp.attack('regress_app',
 SELECT is(pg_temp.attack('regress_worker', $$SELECT * FROM credits.claim_recharges(10)$$), 'ok',
 	'attack: claim_recharges of it (worker)');
 SELECT is(pg_temp.attack(NULL,
+	$$SELECT credits.release_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4005))$$), 'ok',
+	'attack: release_recharge without a token (operator)');
+SELECT is(pg_temp.attack(NULL,
 	$$SELECT credits.fail_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4005), 'evil operator')$$), 'ok',
-	'attack: fail_recharge without a token (operator)');
+	'attack: fail_recharge without a token, on the released recharge (operator)');
 SELECT results_eq(
 	$$SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 4005 ORDER BY entry_id$$,
 	$$VALUES ('open'::text, 0::bigint, 0::bigint), ('debit', -100, -100), ('recharge', 100, 0),
@@ -529,6 +532,7 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_worker', 'expire_recharges', $$SELECT credits.expire_recharges()$$),
 ('regress_worker', 'complete_recharge without a claim token', $$SELECT credits.complete_recharge(1, 'x')$$),
 ('regress_worker', 'fail_recharge without a claim token', $$SELECT credits.fail_recharge(1, 'x')$$),
+('regress_worker', 'release_recharge without a claim token', $$SELECT credits.release_recharge(1)$$),
 ('regress_worker', '_settle_batches', $$SELECT credits._settle_batches(1, 'ready')$$),
 ('regress_worker', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
 ('regress_worker', 'UPDATE of recharges', $$UPDATE credits.recharges SET credits = 1$$),
