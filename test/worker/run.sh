@@ -670,11 +670,12 @@ case_not_run() {
 	id=$(recharge_of 8011)
 	wait_lines "$T/notrun-2.log" 1 10
 	local deadline=$(($(now_ms) + 10000))
-	until grep -q "recharge $id account 8011 credits 100: the charge command did not run (exit status 126" "$T/notrun-2.log"; do
-		[ "$(now_ms)" -ge "$deadline" ] && { fail "no 'did not run' line for $id"; return 1; }
+	until grep -q "recharge $id account 8011 credits 100: released back to pending" "$T/notrun-2.log"; do
+		[ "$(now_ms)" -ge "$deadline" ] && { fail "no 'released' line for $id"; return 1; }
 		sleep 0.1
 	done
-	grep -q "recharge $id account 8011 credits 100: released back to pending" "$T/notrun-2.log" || fail "no 'released' line" || return 1
+	grep -q "recharge $id account 8011 credits 100: the charge command did not run (exit status 126" "$T/notrun-2.log" ||
+		fail "no 'did not run' line" || return 1
 	[ "$(q "SELECT p.payment_failures || ' ' || p.enabled || ' ' || (r.status IN ('pending', 'processing'))
 	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.recharge_id = $id")" = "0 true true" ] ||
 		fail "counted as a payment failure" || return 1
