@@ -529,9 +529,10 @@ Trim(char *s)
 
 
 /*
- * Length in bytes of the Unicode white-space character (outside ASCII:
- * U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F,
- * U+3000) that valid UTF-8 s starts with, or 0.
+ * Length in bytes of the white-space character outside ASCII that valid
+ * UTF-8 s starts with, or 0: U+0085, U+00A0, U+1680, U+2000-U+200B, U+2028,
+ * U+2029, U+202F, U+205F, U+3000 and U+FEFF, the extension's own list
+ * (credits._check_payment_ref, MC021).
  */
 static int
 WideSpaceLength(const unsigned char *s)
@@ -541,8 +542,10 @@ WideSpaceLength(const unsigned char *s)
 	if (s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80)
 		return 3;
 	if (s[0] == 0xe2 && s[1] == 0x80 &&
-		((s[2] >= 0x80 && s[2] <= 0x8a) || s[2] == 0xa8 || s[2] == 0xa9 ||
+		((s[2] >= 0x80 && s[2] <= 0x8b) || s[2] == 0xa8 || s[2] == 0xa9 ||
 		 s[2] == 0xaf))
+		return 3;
+	if (s[0] == 0xef && s[1] == 0xbb && s[2] == 0xbf)
 		return 3;
 	if (s[0] == 0xe2 && s[1] == 0x81 && s[2] == 0x9f)
 		return 3;
@@ -1385,6 +1388,10 @@ JudgeReference(char *out, Outcome *o)
 				   len, MAX_REF_BYTES, quoted);
 	else if (HasWideSpaceAtEdges(ref))
 		SetOutcome(o, OUT_UNKNOWN, "exit 0 but the payment reference has leading or trailing white space: %s",
+				   quoted);
+	else if (strpbrk(ref, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
+					 "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f") != NULL)
+		SetOutcome(o, OUT_UNKNOWN, "exit 0 but the payment reference has control characters: %s",
 				   quoted);
 	else
 	{

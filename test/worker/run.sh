@@ -577,6 +577,8 @@ cat >"$T/charge-badref.sh" <<'BAD'
 case $CREDITS_ACCOUNT_ID in
 8100) head -c 300 /dev/zero | tr '\0' r; printf '\n' ;;
 8101) printf '   \t  \n' ;;
+8102) printf 'ch_nbsp\302\240\n' ;;
+8103) printf 'ch_with\ttab\n' ;;
 esac
 BAD
 
@@ -743,7 +745,7 @@ case_timeout() {
 
 case_bad_refs() {
 	local rc long id0 id1
-	accounts 8100 8101 && batches 8100 8101 100 || fail "setup" || return 1
+	accounts 8100 8103 && batches 8100 8103 100 || fail "setup" || return 1
 	id0=$(recharge_of 8100)
 	id1=$(recharge_of 8101)
 	long=$(head -c 300 /dev/zero | tr '\0' r)
@@ -754,11 +756,16 @@ case_bad_refs() {
 		fail "the 300-byte reference is not logged in full" || return 1
 	grep -q "recharge $id1 account 8101 credits 100: outcome UNKNOWN .*is blank" "$T/badref.log" ||
 		fail "no unknown-outcome line for the blank reference" || return 1
+	grep -q "account 8102 credits 100: outcome UNKNOWN .*leading or trailing white space: 'ch_nbsp"$'\302\240'"'" "$T/badref.log" ||
+		fail "no unknown-outcome line for the reference ending in U+00A0" || return 1
+	grep -q "account 8103 credits 100: outcome UNKNOWN .*control characters: 'ch_with\\\\x09tab'" "$T/badref.log" ||
+		fail "no unknown-outcome line for the reference with a tab" || return 1
 	[ "$(q "SELECT string_agg(r.status || ' ' || p.payment_failures || ' ' || p.enabled, ',' ORDER BY r.account_id)
-	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.account_id IN (8100, 8101)")" = \
-	  "processing 0 true,processing 0 true" ] || fail "expected both processing, no payment failure" || return 1
+	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.account_id BETWEEN 8100 AND 8103")" = \
+	  "processing 0 true,processing 0 true,processing 0 true,processing 0 true" ] ||
+		fail "expected all four processing, no payment failure" || return 1
 	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged (checked with the PSP)'))
-	   FROM credits.recharges WHERE account_id IN (8100, 8101)" >/dev/null || fail "cleanup" || return 1
+	   FROM credits.recharges WHERE account_id BETWEEN 8100 AND 8103" >/dev/null || fail "cleanup" || return 1
 	verify_ok || fail "verify() reports problems"
 }
 
@@ -885,7 +892,7 @@ run_case "sigterm during an outage: records if the server returns, else exit 3 w
 run_case "start checks: command not found (5), no extension (6), missing grants (7); nothing claimed" case_start_checks
 run_case "command not run (126/127): recharge released, no payment failure, batches still awaiting" case_not_run
 run_case "charge timeout: process group killed (SIGKILL after the grace), outcome unknown, retried with the same id, charged once" case_timeout
-run_case "bad references (300 bytes, blank): unknown outcome, logged in full, not failed" case_bad_refs
+run_case "bad references (300 bytes, blank, U+00A0 at the end, a tab): unknown outcome, logged in full, not failed" case_bad_refs
 run_case "lock_timeout: a locked account delays only its own recharge" case_lock
 run_case "stale claim: lease expired and re-claimed, MC020 logged with the reference, not retried" case_stale
 run_case "heartbeat, auto-recharge turned off, NOTIFY from elsewhere is a hint" case_heartbeat
