@@ -30,7 +30,8 @@
 #                with the same id; an idempotent fake PSP charges once
 #   bad-refs     300-byte and blank references: unknown, logged whole
 #   lock         an account row held by a transaction delays that account
-#                only (lock_timeout); settled after the holder commits
+#                only (lock_timeout 55P03, then statement_timeout 57014);
+#                settled after the holder commits
 #   stale        lease expired and claimed again by SQL: MC020 logged with
 #                the reference, not retried
 #   heartbeat    --heartbeat 1 lines; auto-recharge turned off (own NOTIFY
@@ -769,37 +770,46 @@ case_bad_refs() {
 	verify_ok || fail "verify() reports problems"
 }
 
-case_lock() {
-	local log=$T/lock.charges p holder idx idy
+# lock_scenario X NAME ERROR OPTIONS...: account X's row is held by an
+# application transaction for 6 s while a worker with OPTIONS settles X's
+# recharge and X+1's (claimed after it).  X+1's is completed meanwhile; X's
+# recording fails with ERROR, is kept and completed after the holder commits.
+lock_scenario() {
+	local x=$1 y=$(($1 + 1)) name=$2 error=$3 log=$T/$2.charges p holder idx idy
+	shift 3
 	: >"$log"
-	accounts 8200 8201 || fail "setup" || return 1
-	batches 8200 8200 100 && batches 8201 8201 100 || fail "setup batches" || return 1
-	idx=$(recharge_of 8200)
-	idy=$(recharge_of 8201)
-	# An application transaction holds account 8200's row for 6 s.
-	pg -c "BEGIN; SELECT 1 FROM credits.accounts WHERE account_id = 8200 FOR UPDATE;
+	accounts "$x" "$y" || fail "$name: setup" || return 1
+	batches "$x" "$x" 100 && batches "$y" "$y" 100 || fail "$name: setup batches" || return 1
+	idx=$(recharge_of "$x")
+	idy=$(recharge_of "$y")
+	pg -c "BEGIN; SELECT 1 FROM credits.accounts WHERE account_id = $x FOR UPDATE;
 	       SELECT pg_sleep(6); COMMIT;" >/dev/null 2>&1 &
 	holder=$!
 	wait_sql "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'" 5 ||
-		fail "lock holder did not start" || return 1
-	CHARGE_LOG=$log start_worker lock.log -i 0.5 -b 10 --lock-timeout 0.5 -c "$T/charge-ok.sh"
+		fail "$name: lock holder did not start" || return 1
+	CHARGE_LOG=$log start_worker "$name.log" -i 0.5 -b 10 "$@" -c "$T/charge-ok.sh"
 	p=$PID
-	# 8201's recharge, claimed after 8200's, is completed meanwhile.
 	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $idy" 5 ||
-		fail "the other account's recharge was held up" || return 1
+		fail "$name: the other account's recharge was held up" || return 1
 	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $idx")" = processing ] ||
-		fail "8200's recharge should still be processing" || return 1
+		fail "$name: $x's recharge should still be processing" || return 1
 	[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ] ||
-		fail "the lock holder ended too soon for this test" || return 1
-	grep -q "recharge $idx account 8200 credits 100: could not record the success now, kept in memory .*ref='ch_${idx}_8200_100'.*lock timeout" "$T/lock.log" ||
-		fail "no deferral line with the reference" || return 1
+		fail "$name: the lock holder ended too soon for this test" || return 1
+	grep -q "recharge $idx account $x credits 100: could not record the success now, kept in memory .*ref='ch_${idx}_${x}_100'.*$error" "$T/$name.log" ||
+		fail "$name: no deferral line with the reference and '$error'" || return 1
 	wait "$holder"
-	wait_sql "SELECT status = 'succeeded' AND payment_ref = 'ch_${idx}_8200_100' FROM credits.recharges WHERE recharge_id = $idx" 20 ||
-		fail "8200's recharge not completed after the holder committed" || return 1
+	wait_sql "SELECT status = 'succeeded' AND payment_ref = 'ch_${idx}_${x}_100' FROM credits.recharges WHERE recharge_id = $idx" 20 ||
+		fail "$name: $x's recharge not completed after the holder committed" || return 1
 	kill -TERM "$p"
-	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
-	[ "$(wc -l <"$log")" = 2 ] && no_duplicates "$log" || fail "charged more than once" || return 1
-	verify_ok || fail "verify() reports problems"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "$name: did not stop with 0" || return 1
+	[ "$(wc -l <"$log")" = 2 ] && no_duplicates "$log" || fail "$name: charged more than once" || return 1
+	verify_ok || fail "$name: verify() reports problems"
+}
+
+case_lock() {
+	# 55P03 from lock_timeout; then 57014 from statement_timeout alone.
+	lock_scenario 8200 lock "canceling statement due to lock timeout" --lock-timeout 0.5 &&
+		lock_scenario 8210 stmt "canceling statement due to statement timeout" --lock-timeout 0 --statement-timeout 0.5
 }
 
 case_stale() {
@@ -893,7 +903,7 @@ run_case "start checks: command not found (5), no extension (6), missing grants 
 run_case "command not run (126/127): recharge released, no payment failure, batches still awaiting" case_not_run
 run_case "charge timeout: process group killed (SIGKILL after the grace), outcome unknown, retried with the same id, charged once" case_timeout
 run_case "bad references (300 bytes, blank, U+00A0 at the end, a tab): unknown outcome, logged in full, not failed" case_bad_refs
-run_case "lock_timeout: a locked account delays only its own recharge" case_lock
+run_case "lock_timeout and statement_timeout: a locked account delays only its own recharge" case_lock
 run_case "stale claim: lease expired and re-claimed, MC020 logged with the reference, not retried" case_stale
 run_case "heartbeat, auto-recharge turned off, NOTIFY from elsewhere is a hint" case_heartbeat
 
