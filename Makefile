@@ -38,7 +38,9 @@ REGRESS = \
 	policy_limits \
 	reports \
 	bulk \
-	verify
+	verify \
+	leases \
+	hardening
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
 ISOLATION = \
@@ -52,7 +54,10 @@ ISOLATION = \
 	disable_during_insert \
 	insert_vs_add_credits \
 	monthly_limit_race \
-	recharge_notify
+	recharge_notify \
+	lease_expiry \
+	release_vs_complete \
+	ddl_during_debit
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""
