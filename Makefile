@@ -19,6 +19,7 @@ OBJS = \
 	src/plan_cache.o \
 	src/debit_state.o \
 	src/direct_access.o \
+	src/ledger.o \
 	src/legacy.o
 
 # Every install and update script: credits--0.1.0.sql is the base install

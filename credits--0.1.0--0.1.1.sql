@@ -42,10 +42,28 @@ CREATE OR REPLACE FUNCTION credits.flush_debits() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'credits_flush_debits_0_1_1';
 COMMENT ON FUNCTION credits.flush_debits() IS
 	'AFTER INSERT statement trigger on send_batches: checks what later BEFORE triggers did to debited rows (MC022), then writes the account rows and ledger rows of the statement''s debits in bulk.';
-CREATE OR REPLACE FUNCTION credits._settle_batches(recharge_id bigint, outcome text)
-	RETURNS integer
+-- Settlement is wholly in C from 0.1.1 (src/settle.c), and every balance
+-- write goes through one C module (src/ledger.c): the PL/pgSQL helpers that
+-- wrote balances, the ledger and in_flight (_post, and the inline UPDATEs of
+-- _cancel_recharge, complete_recharge, fail_recharge) are replaced below,
+-- and _settle_batches, _lock_recharge are no longer needed.
+DROP FUNCTION credits._settle_batches(bigint, text);
+DROP FUNCTION credits._post(credits.accounts, bigint, text, bigint, bigint, text, bigint);
+DROP FUNCTION credits._lock_recharge(bigint);
+-- The writes the PL/pgSQL functions still ask for; the caller holds the
+-- account lock.
+CREATE FUNCTION credits._open_account(account_id bigint, initial_credits bigint)
+	RETURNS boolean
 	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
-	AS 'MODULE_PATHNAME', 'credits_settle_batches_0_1_1';
+	AS 'MODULE_PATHNAME', 'credits_open_account';
+COMMENT ON FUNCTION credits._open_account(bigint, bigint) IS
+	'Internal: inserts the account and its "open" ledger row (src/ledger.c); false when it exists.';
+CREATE FUNCTION credits._credit(account_id bigint, credits bigint, note text)
+	RETURNS bigint
+	LANGUAGE c VOLATILE PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'credits_credit';
+COMMENT ON FUNCTION credits._credit(bigint, bigint, text) IS
+	'Internal: adds credits to a locked account with a "grant" ledger row (src/ledger.c); returns the new balance.';
 CREATE OR REPLACE FUNCTION credits._flush_debits(account_id bigint) RETURNS void
 	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
 	AS 'MODULE_PATHNAME', 'credits_flush_pending_0_1_1';
@@ -104,61 +122,6 @@ BEGIN
 END
 $$;
 
--- Writes one ledger row and the new balance; the caller holds the account lock.
-CREATE OR REPLACE FUNCTION credits._post(p_acct credits.accounts, p_delta bigint, p_kind text,
-							  p_batch_id bigint, p_recharge_id bigint, p_note text,
-							  p_in_flight_delta bigint DEFAULT 0)
-	RETURNS bigint
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	new_balance bigint;
-BEGIN
-	BEGIN
-		new_balance := p_acct.balance + p_delta;
-	EXCEPTION WHEN numeric_value_out_of_range THEN
-		RAISE EXCEPTION 'balance of account % would overflow', p_acct.account_id
-			USING ERRCODE = 'MC012',
-				  DETAIL = format('The balance is %s and the change is %s; a balance must fit in a bigint.',
-								  p_acct.balance, p_delta);
-	END;
-	UPDATE credits.accounts
-		SET balance = new_balance, in_flight = in_flight + p_in_flight_delta
-		WHERE account_id = p_acct.account_id;
-	INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id, recharge_id, note)
-		VALUES (p_acct.account_id, p_delta, new_balance, p_kind, p_batch_id, p_recharge_id, p_note);
-	RETURN new_balance;
-END
-$$;
-
--- Locks a recharge (after its account) for settlement and returns it.
-CREATE OR REPLACE FUNCTION credits._lock_recharge(p_recharge_id bigint)
-	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	acct_id bigint;
-	r credits.recharges;
-BEGIN
-	IF p_recharge_id IS NULL THEN
-		RAISE EXCEPTION 'recharge_id must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- account_id never changes, so reading it unlocked is safe; then lock in
-	-- the global order: account first, recharge second.
-	SELECT account_id INTO acct_id FROM credits.recharges WHERE recharge_id = p_recharge_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'recharge % does not exist', p_recharge_id
-			USING ERRCODE = 'MC005';
-	END IF;
-	PERFORM credits._lock_account(acct_id);
-	SELECT * INTO r FROM credits.recharges WHERE recharge_id = p_recharge_id FOR UPDATE;
-	RETURN r;
-END
-$$;
-
 --------------------------------------------------------------------------------
 -- Accounts and credits
 --------------------------------------------------------------------------------
@@ -180,17 +143,12 @@ BEGIN
 			USING ERRCODE = 'MC014',
 				  DETAIL = format('initial_credits is %s.', initial_credits);
 	END IF;
-	INSERT INTO credits.accounts AS a (account_id, balance)
-		VALUES (open_account.account_id, initial_credits)
-		ON CONFLICT DO NOTHING
-		RETURNING a.* INTO acct;
-	IF NOT FOUND THEN
+	IF NOT credits._open_account(open_account.account_id, initial_credits) THEN
 		RAISE EXCEPTION 'account % already exists', open_account.account_id
 			USING ERRCODE = 'MC010',
 				  HINT = 'Use credits.add_credits() to add credits to an existing account.';
 	END IF;
-	INSERT INTO credits.ledger (account_id, delta, balance_after, kind)
-		VALUES (acct.account_id, initial_credits, initial_credits, 'open');
+	SELECT * INTO acct FROM credits.accounts a WHERE a.account_id = open_account.account_id;
 	RETURN acct;
 END
 $$;
@@ -214,8 +172,8 @@ BEGIN
 			USING ERRCODE = 'MC014',
 				  DETAIL = format('credits is %s.', add_credits.credits);
 	END IF;
-	acct := credits._lock_account(add_credits.account_id);
-	RETURN credits._post(acct, add_credits.credits, 'grant', NULL, NULL, note);
+	PERFORM credits._lock_account(add_credits.account_id);
+	RETURN credits._credit(add_credits.account_id, add_credits.credits, note);
 END
 $$;
 COMMENT ON FUNCTION credits.add_credits(bigint, bigint, text) IS
@@ -276,65 +234,15 @@ COMMENT ON FUNCTION credits.enable_auto_recharge(bigint, bigint, bigint, bigint,
 -- charged, and only a worker's retry with the same recharge_id can tell.
 CREATE OR REPLACE FUNCTION credits._cancel_recharge(p_recharge_id bigint, p_reason text)
 	RETURNS void
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r credits.recharges;
-BEGIN
-	UPDATE credits.recharges AS rc
-		SET status = 'cancelled',
-			settled_at = pg_catalog.now(),
-			failure_reason = p_reason
-		WHERE rc.recharge_id = p_recharge_id AND rc.status = 'pending'
-		  AND rc.claimed_credits IS NULL
-		RETURNING rc.* INTO r;
-	IF NOT FOUND THEN
-		RETURN;
-	END IF;
-	UPDATE credits.accounts SET in_flight = in_flight - r.credits
-		WHERE account_id = r.account_id;
-	PERFORM credits._settle_batches(r.recharge_id, 'failed');
-END
-$$;
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'credits_cancel_recharge';
 
 -- Turns auto-recharge off for a reason and cancels what no worker has
 -- claimed; the caller holds the account lock.  Processing recharges finish.
 CREATE OR REPLACE FUNCTION credits._turn_off(p_account_id bigint, p_reason text)
 	RETURNS credits.auto_recharge
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	policy credits.auto_recharge;
-	rid bigint;
-BEGIN
-	UPDATE credits.auto_recharge AS p
-		SET enabled = false,
-			updated_at = pg_catalog.now(),
-			disabled_at = pg_catalog.now(),
-			disabled_reason = p_reason
-		WHERE p.account_id = p_account_id AND p.enabled
-		RETURNING p.* INTO policy;
-	IF NOT FOUND THEN
-		-- Already off (or never set): nothing to cancel.
-		SELECT * INTO policy FROM credits.auto_recharge p WHERE p.account_id = p_account_id;
-		RETURN policy;
-	END IF;
-	FOR rid IN
-		SELECT rc.recharge_id FROM credits.recharges rc
-		 WHERE rc.account_id = p_account_id AND rc.status = 'pending'
-		   AND rc.claimed_credits IS NULL
-		 ORDER BY rc.recharge_id
-		   FOR UPDATE
-	LOOP
-		PERFORM credits._cancel_recharge(rid,
-			CASE p_reason WHEN 'payment_failed' THEN 'auto-recharge turned off after payment failures'
-						  ELSE 'auto-recharge disabled' END);
-	END LOOP;
-	RETURN policy;
-END
-$$;
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE
+	AS 'MODULE_PATHNAME', 'credits_turn_off';
 
 CREATE OR REPLACE FUNCTION credits.disable_auto_recharge(account_id bigint)
 	RETURNS credits.auto_recharge
@@ -442,35 +350,6 @@ $$;
 COMMENT ON FUNCTION credits.claim_recharges(integer) IS
 	'Moves up to max_rows recharges, oldest first, to processing and returns them, each with a new claim_token and a lease of credits.claim_lease: pending ones, and processing ones whose lease has expired. Concurrent workers get disjoint rows. A claimed recharge''s amount never changes.';
 
--- Checks a settling call's claim token against the recharge's current claim;
--- the caller holds the recharge row lock and has dealt with settled
--- recharges.  NULL (the 2-argument forms, for operators) checks nothing.
-CREATE FUNCTION credits._check_claim(p_recharge credits.recharges, p_claim_token uuid)
-	RETURNS void
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF p_claim_token IS NULL
-	   OR (p_recharge.status = 'processing' AND p_recharge.claim_token = p_claim_token) THEN
-		RETURN;
-	END IF;
-	RAISE EXCEPTION 'claim on recharge % is no longer held', p_recharge.recharge_id
-		USING ERRCODE = 'MC020',
-			  DETAIL = CASE
-				WHEN p_recharge.status = 'pending'
-				THEN 'It was released and is pending again.'
-				WHEN p_recharge.claim_token IS NULL
-				THEN 'It was claimed before version 0.1.1 and holds no claim token.'
-				ELSE format('Its lease expired or it was released, and it was claimed again (claim %s).',
-							p_recharge.claim_count) END,
-			  HINT = CASE
-				WHEN p_recharge.status = 'processing' AND p_recharge.claim_token IS NULL
-				THEN 'An operator settles it with the 2-argument form, or releases it.'
-				ELSE 'Nothing was changed. Drop it: it is claimed again, and settled, by the next worker to hold it.' END;
-END
-$$;
-
 -- The payment reference rules: what a worker may record as a charge's id.
 -- White space is an explicit list (ASCII and Unicode spaces, zero-width
 -- space, BOM) so that the rule does not depend on the database's collation;
@@ -504,239 +383,53 @@ BEGIN
 END
 $$;
 
--- complete_recharge, with or without a claim token.
-CREATE FUNCTION credits._complete_recharge(p_recharge_id bigint, p_payment_ref text,
-										   p_claim_token uuid)
-	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r credits.recharges;
-	acct credits.accounts;
-	other bigint;
-BEGIN
-	IF p_payment_ref IS NULL THEN
-		RAISE EXCEPTION 'payment_ref must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	r := credits._lock_recharge(p_recharge_id);
-	IF r.status = 'succeeded' AND r.payment_ref = p_payment_ref THEN
-		RETURN r;				-- a retry of the same completion: nothing to do
-	END IF;
-	PERFORM credits._check_payment_ref(p_payment_ref);
-	IF r.status IN ('succeeded', 'failed', 'cancelled') THEN
-		RAISE EXCEPTION 'recharge % is already settled', r.recharge_id
-			USING ERRCODE = 'MC006',
-				  DETAIL = format('Its status is %s%s.', r.status,
-								  CASE WHEN r.payment_ref IS NOT NULL
-									   THEN format(' with payment_ref %L', r.payment_ref) ELSE '' END);
-	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
-	-- An operator (no token) may settle a recharge that was claimed before
-	-- and released: they checked with the payment provider.
-	IF r.status = 'pending' AND r.claimed_credits IS NULL THEN
-		RAISE EXCEPTION 'recharge % has not been claimed', r.recharge_id
-			USING ERRCODE = 'MC015',
-				  HINT = 'A payment worker claims it with credits.claim_recharges() before charging.';
-	END IF;
-	SELECT rc.recharge_id INTO other FROM credits.recharges rc
-		WHERE rc.payment_ref = p_payment_ref;
-	IF FOUND THEN
-		RAISE EXCEPTION 'payment_ref % is already used by recharge %', p_payment_ref, other
-			USING ERRCODE = 'MC017';
-	END IF;
-	SELECT * INTO acct FROM credits.accounts a WHERE a.account_id = r.account_id;
-	UPDATE credits.recharges AS rc
-		SET status = 'succeeded',
-			payment_ref = p_payment_ref,
-			settled_at = pg_catalog.now(),
-			lease_expires_at = NULL
-		WHERE rc.recharge_id = r.recharge_id
-		RETURNING rc.* INTO r;
-	PERFORM credits._post(acct, r.credits, 'recharge', NULL, r.recharge_id, NULL, -r.credits);
-	PERFORM credits._settle_batches(r.recharge_id, 'ready');
-	-- A success ends a run of payment failures.
-	UPDATE credits.auto_recharge AS p SET payment_failures = 0
-		WHERE p.account_id = r.account_id AND p.payment_failures <> 0;
-	RETURN r;
-END
-$$;
-
+-- Settlement, in C (src/settle.c).  The 2-argument forms check no claim
+-- token: for operators.  The token forms are the workers'.
 CREATE OR REPLACE FUNCTION credits.complete_recharge(recharge_id bigint, payment_ref text)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RETURN credits._complete_recharge(complete_recharge.recharge_id,
-									  complete_recharge.payment_ref, NULL);
-END
-$$;
+	AS 'MODULE_PATHNAME', 'credits_complete_recharge';
 COMMENT ON FUNCTION credits.complete_recharge(bigint, text) IS
-	'The card was charged: credits the account (a "recharge" ledger row), marks the recharge succeeded and its awaiting batches ready. Idempotent for the same payment_ref. Checks no claim token: for operators; workers use the 3-argument form.';
+	'The card was charged: credits the account (a "recharge" ledger row), marks the recharge succeeded and its awaiting batches ready. Idempotent for the same payment_ref. Checks no claim token: for operators (it also settles a recharge that was released); workers use the 3-argument form.';
 
 CREATE FUNCTION credits.complete_recharge(recharge_id bigint, payment_ref text, claim_token uuid)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF complete_recharge.claim_token IS NULL THEN
-		RAISE EXCEPTION 'claim_token must not be null'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Pass the claim_token that credits.claim_recharges() returned.';
-	END IF;
-	RETURN credits._complete_recharge(complete_recharge.recharge_id,
-									  complete_recharge.payment_ref,
-									  complete_recharge.claim_token);
-END
-$$;
+	AS 'MODULE_PATHNAME', 'credits_complete_recharge_token';
 COMMENT ON FUNCTION credits.complete_recharge(bigint, text, uuid) IS
 	'As complete_recharge(bigint, text), for the worker holding the claim: refused (MC020, nothing changed) when claim_token is not the recharge''s current claim. Idempotent for the same payment_ref whatever the token.';
 
--- fail_recharge, with or without a claim token.
-CREATE FUNCTION credits._fail_recharge(p_recharge_id bigint, p_reason text, p_claim_token uuid)
-	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r credits.recharges;
-	failures integer;
-BEGIN
-	IF p_reason IS NULL THEN
-		RAISE EXCEPTION 'reason must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	r := credits._lock_recharge(p_recharge_id);
-	IF r.status = 'failed' AND r.failure_reason = p_reason THEN
-		RETURN r;				-- a retry of the same failure: nothing to do
-	ELSIF r.status IN ('succeeded', 'failed', 'cancelled') THEN
-		RAISE EXCEPTION 'recharge % is already settled', r.recharge_id
-			USING ERRCODE = 'MC006',
-				  DETAIL = format('Its status is %s.', r.status);
-	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
-	-- An operator (no token) may settle a recharge that was claimed before
-	-- and released: they checked with the payment provider.
-	IF r.status = 'pending' AND r.claimed_credits IS NULL THEN
-		RAISE EXCEPTION 'recharge % has not been claimed', r.recharge_id
-			USING ERRCODE = 'MC015',
-				  HINT = 'A payment worker claims it with credits.claim_recharges() before charging.';
-	END IF;
-	UPDATE credits.recharges AS rc
-		SET status = 'failed',
-			failure_reason = p_reason,
-			settled_at = pg_catalog.now(),
-			lease_expires_at = NULL
-		WHERE rc.recharge_id = r.recharge_id
-		RETURNING rc.* INTO r;
-	UPDATE credits.accounts SET in_flight = in_flight - r.credits
-		WHERE account_id = r.account_id;
-	PERFORM credits._settle_batches(r.recharge_id, 'failed');
-	-- After credits.max_payment_failures failures in a row, auto-recharge
-	-- turns itself off (and stays off until enable_auto_recharge is called):
-	-- no retry storms on a dead card.
-	UPDATE credits.auto_recharge AS p SET payment_failures = p.payment_failures + 1
-		WHERE p.account_id = r.account_id
-		RETURNING p.payment_failures INTO failures;
-	IF failures >= credits._max_payment_failures()
-	   AND (SELECT p.enabled FROM credits.auto_recharge p WHERE p.account_id = r.account_id) THEN
-		PERFORM credits._turn_off(r.account_id, 'payment_failed');
-		PERFORM pg_catalog.pg_notify('credits_auto_recharge_disabled', r.account_id::text);
-	END IF;
-	RETURN r;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION credits.fail_recharge(recharge_id bigint, reason text)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RETURN credits._fail_recharge(fail_recharge.recharge_id, fail_recharge.reason, NULL);
-END
-$$;
+	AS 'MODULE_PATHNAME', 'credits_fail_recharge';
 COMMENT ON FUNCTION credits.fail_recharge(bigint, text) IS
-	'The charge failed: marks the recharge failed, fails its awaiting batches and refunds each one''s cost; counts a payment failure. Idempotent for the same reason. Checks no claim token: for operators; workers use the 3-argument form.';
+	'The charge failed: marks the recharge failed, fails its awaiting batches and refunds each one''s cost; counts a payment failure. Idempotent for the same reason. Checks no claim token: for operators (it also settles a recharge that was released); workers use the 3-argument form.';
 
 CREATE FUNCTION credits.fail_recharge(recharge_id bigint, reason text, claim_token uuid)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF fail_recharge.claim_token IS NULL THEN
-		RAISE EXCEPTION 'claim_token must not be null'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Pass the claim_token that credits.claim_recharges() returned.';
-	END IF;
-	RETURN credits._fail_recharge(fail_recharge.recharge_id, fail_recharge.reason,
-								  fail_recharge.claim_token);
-END
-$$;
+	AS 'MODULE_PATHNAME', 'credits_fail_recharge_token';
 COMMENT ON FUNCTION credits.fail_recharge(bigint, text, uuid) IS
 	'As fail_recharge(bigint, text), for the worker holding the claim: refused (MC020, nothing changed) when claim_token is not the recharge''s current claim.';
 
--- release_recharge, with or without a claim token.
-CREATE FUNCTION credits._release_recharge(p_recharge_id bigint, p_claim_token uuid)
-	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-	SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r credits.recharges;
-BEGIN
-	r := credits._lock_recharge(p_recharge_id);
-	IF r.status = 'pending' THEN
-		RETURN r;				-- not claimed (or released already): nothing to do
-	ELSIF r.status IN ('succeeded', 'failed', 'cancelled') THEN
-		RAISE EXCEPTION 'recharge % is already settled', r.recharge_id
-			USING ERRCODE = 'MC006',
-				  DETAIL = format('Its status is %s.', r.status);
-	END IF;
-	PERFORM credits._check_claim(r, p_claim_token);
-	-- Back to pending, amount unchanged for good (claimed_credits stays, so
-	-- no batch grows it): a retry charges the same amount under the same
-	-- recharge_id.  No payment failure is counted.
-	UPDATE credits.recharges AS rc
-		SET status = 'pending',
-			claim_token = NULL,
-			lease_expires_at = NULL
-		WHERE rc.recharge_id = r.recharge_id
-		RETURNING rc.* INTO r;
-	RETURN r;
-END
-$$;
-
 CREATE FUNCTION credits.release_recharge(recharge_id bigint)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RETURN credits._release_recharge(release_recharge.recharge_id, NULL);
-END
-$$;
+	AS 'MODULE_PATHNAME', 'credits_release_recharge';
 COMMENT ON FUNCTION credits.release_recharge(bigint) IS
 	'For operators: hands a processing recharge back to pending, whoever holds it, without counting a payment failure. Its amount never changes again, and it is never cancelled automatically: its card may have been charged, so the next worker retries with the same recharge_id. A pending recharge is returned unchanged.';
 
 CREATE FUNCTION credits.release_recharge(recharge_id bigint, claim_token uuid)
 	RETURNS credits.recharges
-	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF release_recharge.claim_token IS NULL THEN
-		RAISE EXCEPTION 'claim_token must not be null'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Pass the claim_token that credits.claim_recharges() returned.';
-	END IF;
-	RETURN credits._release_recharge(release_recharge.recharge_id, release_recharge.claim_token);
-END
-$$;
+	AS 'MODULE_PATHNAME', 'credits_release_recharge_token';
 COMMENT ON FUNCTION credits.release_recharge(bigint, uuid) IS
 	'For the worker holding the claim (its charge command could not run): as release_recharge(bigint), refused (MC020, nothing changed) when claim_token is not the current claim.';
 
@@ -915,8 +608,7 @@ COMMENT ON VIEW credits.recharge_queue IS
 --------------------------------------------------------------------------------
 
 REVOKE ALL ON credits.recharge_queue FROM PUBLIC;
-REVOKE ALL ON FUNCTION credits._claim_lease_seconds(), credits._check_claim(credits.recharges, uuid),
-	credits._check_payment_ref(text), credits._complete_recharge(bigint, text, uuid),
-	credits._fail_recharge(bigint, text, uuid), credits._release_recharge(bigint, uuid),
+REVOKE ALL ON FUNCTION credits._claim_lease_seconds(), credits._check_payment_ref(text),
+	credits._open_account(bigint, bigint), credits._credit(bigint, bigint, text),
 	credits.complete_recharge(bigint, text, uuid), credits.fail_recharge(bigint, text, uuid),
 	credits.release_recharge(bigint), credits.release_recharge(bigint, uuid) FROM PUBLIC;

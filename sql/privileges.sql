@@ -64,7 +64,7 @@ SELECT credits.disable_auto_recharge(600);
 \echo :LAST_ERROR_SQLSTATE
 SELECT credits.claim_recharges(1);
 \echo :LAST_ERROR_SQLSTATE
-SELECT credits._settle_batches(1, 'failed');
+SELECT credits._cancel_recharge(1, 'failed');
 \echo :LAST_ERROR_SQLSTATE
 ALTER TABLE credits.send_batches DISABLE TRIGGER credits_debit;
 \echo :LAST_ERROR_SQLSTATE

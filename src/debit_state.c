@@ -66,6 +66,7 @@
 #include "credits.h"
 #include "debit_state.h"
 #include "direct_access.h"
+#include "ledger.h"
 #include "plan_cache.h"
 
 /* Ledger rows queued before they are written mid-statement. */
@@ -148,7 +149,6 @@ static void VerifyChecks(DebitLayer *layer, Relation rel);
 pg_noreturn static void BatchChanged(Relation rel, int64 batch_id, const char *column,
 									 const char *stored, const char *debited) CREDITS_NORETURN;
 static char *LaterTriggerNames(Relation rel);
-static Datum Int8ArrayDatum(int64 *values, int n);
 static void DebitXactCallback(XactEvent event, void *arg);
 static void DebitSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 								 SubTransactionId parentSubid, void *arg);
@@ -403,7 +403,21 @@ credits_flush_pending_0_1_1(PG_FUNCTION_ARGS)
 Datum
 CreditsFlushPendingFunction(FunctionCallInfo fcinfo)
 {
-	int64		account_id = PG_GETARG_INT64(0);
+	CreditsFlushAccount(PG_GETARG_INT64(0));
+	PG_RETURN_VOID();
+}
+
+/*
+ * CreditsFlushAccount
+ *		Writes the current statement's pending debits before something else
+ *		reads or changes this account (and drops the statement's cache, so
+ *		the trigger re-reads it after).  Refuses when the account's debits
+ *		are pending in an enclosing subtransaction, which cannot be written
+ *		from here.
+ */
+void
+CreditsFlushAccount(int64 account_id)
+{
 	SubTransactionId current = GetCurrentSubTransactionId();
 
 	CheckNotBusy();
@@ -419,7 +433,6 @@ CreditsFlushPendingFunction(FunctionCallInfo fcinfo)
 					 errdetail("It cannot be changed inside a subtransaction started while an INSERT on credits.send_batches is debiting it.")));
 	}
 	CreditsFlushDebits(true);
-	PG_RETURN_VOID();
 }
 
 /* The layer of the current subtransaction, made if need be. */
@@ -574,44 +587,27 @@ WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 	PG_END_TRY();
 }
 
-/* The SQL of WriteLayer. */
+/* The SQL of WriteLayer, by the one writer of balances (ledger.c). */
 static void
 WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 			int64 *in_flights)
 {
-	Datum		values[4];
+	LedgerDebits debits;
+	LedgerAccountRows accounts;
+
+	debits.n = layer->nledger;
+	debits.account = layer->ledger_account;
+	debits.delta = layer->ledger_delta;
+	debits.balance_after = layer->ledger_balance;
+	debits.batch = layer->ledger_batch;
+	accounts.n = ndirty;
+	accounts.account = ids;
+	accounts.balance = balances;
+	accounts.in_flight = in_flights;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "credits: SPI_connect failed");
-	if (layer->nledger == 1 && ndirty == 1 && ids[0] == layer->ledger_account[0])
-	{
-		/* a single-row statement: one statement instead of two */
-		Datum		one[5];
-
-		one[0] = Int64GetDatum(ids[0]);
-		one[1] = Int64GetDatum(layer->ledger_delta[0]);
-		one[2] = Int64GetDatum(layer->ledger_balance[0]);
-		one[3] = Int64GetDatum(layer->ledger_batch[0]);
-		one[4] = Int64GetDatum(in_flights[0]);
-		Assert(balances[0] == layer->ledger_balance[0]);
-		CreditsExecPlan(PLAN_WRITE_ONE, one, NULL, 1);
-		ndirty = 0;
-	}
-	else if (layer->nledger > 0)
-	{
-		values[0] = Int8ArrayDatum(layer->ledger_account, layer->nledger);
-		values[1] = Int8ArrayDatum(layer->ledger_delta, layer->nledger);
-		values[2] = Int8ArrayDatum(layer->ledger_balance, layer->nledger);
-		values[3] = Int8ArrayDatum(layer->ledger_batch, layer->nledger);
-		CreditsExecPlan(PLAN_WRITE_DEBITS, values, NULL, layer->nledger);
-	}
-	for (int i = 0; i < ndirty; i++)
-	{
-		values[0] = Int64GetDatum(ids[i]);
-		values[1] = Int64GetDatum(balances[i]);
-		values[2] = Int64GetDatum(in_flights[i]);
-		CreditsExecPlan(PLAN_WRITE_ACCOUNT, values, NULL, 1);
-	}
+	LedgerWriteDebits(&debits, &accounts);
 	SPI_finish();
 }
 
@@ -829,18 +825,6 @@ LaterTriggerNames(Relation rel)
 			appendStringInfo(&names, "%s\"%s\"", names.len > 0 ? ", " : "", t->tgname);
 	}
 	return names.len > 0 ? names.data : "none found";
-}
-
-/* An int8[] of n values (n may be 0), in the current memory context. */
-static Datum
-Int8ArrayDatum(int64 *values, int n)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
-										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 static void

@@ -38,6 +38,7 @@ extern void CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messa
 								   bool has_recharge, int64 recharge_id);
 extern void CreditsQueueBatchAbsent(int64 batch_id);
 extern void CreditsFlushDebits(bool final);
+extern void CreditsFlushAccount(int64 account_id);
 extern void CreditsBeginDebit(void);
 extern void CreditsEndDebit(void);
 

@@ -186,15 +186,107 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		" WHERE batch_id" EQ "$1 AND status" EQ "'awaiting_credits'",
 		2, {INT8OID, INT8OID}
 	},
-	[PLAN_POST_REFUND] = {
-		"INSERT INTO credits.ledger"
-		" (account_id, delta, balance_after, kind, batch_id, recharge_id)"
-		" VALUES ($1, $2, $3, 'refund', $4, $5)",
-		5, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
-	},
-	[PLAN_SET_BALANCE] = {
-		"UPDATE credits.accounts SET balance = $2 WHERE account_id" EQ "$1",
+
+	/* ledger.c */
+	[PLAN_OPEN_ACCOUNT] = {
+		"WITH acct AS ("
+		"  INSERT INTO credits.accounts (account_id, balance) VALUES ($1, $2)"
+		"  ON CONFLICT DO NOTHING RETURNING account_id)"
+		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind)"
+		" SELECT acct.account_id, $2, $2, 'open' FROM acct",
 		2, {INT8OID, INT8OID}
+	},
+	[PLAN_POST] = {
+		"WITH acct AS ("
+		"  UPDATE credits.accounts SET balance = $3,"
+		"         in_flight = in_flight OPERATOR(pg_catalog.+) $7"
+		"   WHERE account_id" EQ "$1 RETURNING account_id)"
+		" INSERT INTO credits.ledger"
+		" (account_id, delta, balance_after, kind, batch_id, recharge_id, note)"
+		" SELECT acct.account_id, $2, $3, $4, $5, $6, $8 FROM acct",
+		8, {INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID}
+	},
+	[PLAN_ADD_IN_FLIGHT] = {
+		"UPDATE credits.accounts SET in_flight = in_flight OPERATOR(pg_catalog.+) $2"
+		" WHERE account_id" EQ "$1",
+		2, {INT8OID, INT8OID}
+	},
+
+	/* settle.c; these name 0.1.1 columns and run only for 0.1.1 schemas */
+	[PLAN_LOCK_ACCOUNT] = {
+		"SELECT 1 FROM credits.accounts a WHERE a.account_id" EQ "$1 FOR NO KEY UPDATE",
+		1, {INT8OID}
+	},
+	[PLAN_LOCK_RECHARGE] = {
+		"SELECT r.status, r.credits, r.payment_ref, r.failure_reason, r.claim_token,"
+		"       r.claim_count, r.claimed_credits IS NOT NULL, r.account_id"
+		"  FROM credits.recharges r WHERE r.recharge_id" EQ "$1 FOR UPDATE",
+		1, {INT8OID}
+	},
+	[PLAN_RECHARGE_ROW] = {
+		"SELECT r FROM credits.recharges r WHERE r.recharge_id" EQ "$1",
+		1, {INT8OID}
+	},
+	[PLAN_REF_USED] = {
+		"SELECT r.recharge_id FROM credits.recharges r WHERE r.payment_ref" EQ "$1",
+		1, {TEXTOID}
+	},
+	[PLAN_CHECK_REF] = {
+		"SELECT credits._check_payment_ref($1)",
+		1, {TEXTOID}
+	},
+	[PLAN_MARK_SUCCEEDED] = {
+		"UPDATE credits.recharges SET status = 'succeeded', payment_ref = $2,"
+		"       settled_at = pg_catalog.now(), lease_expires_at = NULL"
+		" WHERE recharge_id" EQ "$1",
+		2, {INT8OID, TEXTOID}
+	},
+	[PLAN_MARK_FAILED] = {
+		"UPDATE credits.recharges SET status = 'failed', failure_reason = $2,"
+		"       settled_at = pg_catalog.now(), lease_expires_at = NULL"
+		" WHERE recharge_id" EQ "$1",
+		2, {INT8OID, TEXTOID}
+	},
+	[PLAN_MARK_CANCELLED] = {
+		"UPDATE credits.recharges SET status = 'cancelled', failure_reason = $2,"
+		"       settled_at = pg_catalog.now()"
+		" WHERE recharge_id" EQ "$1 AND status" EQ "'pending' AND claimed_credits IS NULL"
+		" RETURNING account_id, credits",
+		2, {INT8OID, TEXTOID}
+	},
+	[PLAN_MARK_RELEASED] = {
+		"UPDATE credits.recharges SET status = 'pending', claim_token = NULL,"
+		"       lease_expires_at = NULL"
+		" WHERE recharge_id" EQ "$1",
+		1, {INT8OID}
+	},
+	[PLAN_RESET_FAILURES] = {
+		"UPDATE credits.auto_recharge SET payment_failures = 0"
+		" WHERE account_id" EQ "$1 AND payment_failures OPERATOR(pg_catalog.<>) 0",
+		1, {INT8OID}
+	},
+	[PLAN_COUNT_FAILURE] = {
+		"UPDATE credits.auto_recharge"
+		"   SET payment_failures = payment_failures OPERATOR(pg_catalog.+) 1"
+		" WHERE account_id" EQ "$1 RETURNING payment_failures, enabled",
+		1, {INT8OID}
+	},
+	[PLAN_TURN_OFF] = {
+		"UPDATE credits.auto_recharge SET enabled = false, updated_at = pg_catalog.now(),"
+		"       disabled_at = pg_catalog.now(), disabled_reason = $2"
+		" WHERE account_id" EQ "$1 AND enabled",
+		2, {INT8OID, TEXTOID}
+	},
+	[PLAN_CANCELLABLE] = {
+		"SELECT r.recharge_id FROM credits.recharges r"
+		" WHERE r.account_id" EQ "$1 AND r.status" EQ "'pending'"
+		"   AND r.claimed_credits IS NULL"
+		" ORDER BY r.recharge_id FOR UPDATE",
+		1, {INT8OID}
+	},
+	[PLAN_POLICY_ROW] = {
+		"SELECT p FROM credits.auto_recharge p WHERE p.account_id" EQ "$1",
+		1, {INT8OID}
 	},
 };
 

@@ -37,8 +37,25 @@ typedef enum CreditsPlanId
 	PLAN_AWAITING_TOTAL,		/* $1 account: cost of its awaiting batches */
 	PLAN_READY_BATCH,			/* $1 batch: awaiting -> ready */
 	PLAN_REPOINT_BATCH,			/* $1 batch awaits recharge $2 instead */
-	PLAN_POST_REFUND,			/* ledger refund row */
-	PLAN_SET_BALANCE,			/* accounts.balance := $2 */
+	/* ledger.c: the one writer of balances */
+	PLAN_OPEN_ACCOUNT,			/* a new account and its "open" row */
+	PLAN_POST,					/* a balance change and its ledger row */
+	PLAN_ADD_IN_FLIGHT,			/* in_flight += $2 */
+	/* settle.c */
+	PLAN_LOCK_ACCOUNT,			/* $1 account, FOR NO KEY UPDATE */
+	PLAN_LOCK_RECHARGE,			/* $1 recharge, FOR UPDATE */
+	PLAN_RECHARGE_ROW,			/* $1 recharge as a credits.recharges datum */
+	PLAN_REF_USED,				/* $1 payment_ref: the recharge that has it */
+	PLAN_CHECK_REF,				/* credits._check_payment_ref($1) */
+	PLAN_MARK_SUCCEEDED,		/* processing/pending -> succeeded */
+	PLAN_MARK_FAILED,			/* processing/pending -> failed */
+	PLAN_MARK_CANCELLED,		/* pending, never claimed -> cancelled */
+	PLAN_MARK_RELEASED,			/* processing -> pending */
+	PLAN_RESET_FAILURES,		/* a success ends a run of failures */
+	PLAN_COUNT_FAILURE,			/* payment_failures + 1 */
+	PLAN_TURN_OFF,				/* auto-recharge off, for a reason */
+	PLAN_CANCELLABLE,			/* $1 account: pending, never-claimed recharges */
+	PLAN_POLICY_ROW,			/* $1 account's policy as a datum */
 	NUM_CREDITS_PLANS
 } CreditsPlanId;
 

@@ -726,8 +726,8 @@ SELECT throws_ok($$SELECT credits.enable_auto_recharge(1080, 0, 1000000)$$,
 	'42501', NULL, 'the application role cannot call enable_auto_recharge');
 SELECT throws_ok($$SELECT credits.disable_auto_recharge(1081)$$,
 	'42501', NULL, 'the application role cannot call disable_auto_recharge');
-SELECT throws_ok($$SELECT credits._settle_batches(1, 'ready')$$,
-	'42501', NULL, 'the application role cannot call the internal _settle_batches');
+SELECT throws_ok($$SELECT credits._cancel_recharge(1, 'ready')$$,
+	'42501', NULL, 'the application role cannot call the internal _cancel_recharge');
 RESET ROLE;
 
 SELECT results_eq(

@@ -9,26 +9,44 @@
 #   usage        --help, bad options, no server at start
 #   basic        --once settles every recharge with the printed references
 #   declines     exit 1 + stderr fails the recharge, batches refunded
-#   outcomes     empty stdout, silent exit, killed, long and invalid stderr
+#   outcomes     empty stdout, killed, exit 75: unknown (left processing);
+#                silent exit, long and invalid stderr: declines
 #   two-workers  200 recharges, two workers: each charged exactly once
 #   restart      server killed mid-charge and restarted; the same worker
 #                reconnects, records the charge in hand, settles new work
-#   sigterm      exits 0 promptly after the recharge in hand; idle too
+#   sigterm      exits 0 promptly after the recharge in hand; idle too;
+#                the signal is logged
 #   leftovers    --once -q settles what sigterm left pending, silently
-#   double-term  a second signal leaves unstarted claims, exit 3
+#   double-term  a second signal: unstarted claims released, exit 0
 #   notify       with a 60 s poll interval, a NOTIFY wakes the worker
 #   term-outage  SIGTERM with a charge in hand and the server down: records
 #                it if the server returns within 10 s, else exit 3 + the SQL
+#   start-checks command not found / not executable (5), no extension (6),
+#                missing grants (7): refuses to start, nothing claimed
+#   not-run      exit 127 and 126 (chmod -x while running): released, no
+#                payment failure, auto-recharge on, batches awaiting
+#   timeout      --charge-timeout: process group killed (SIGKILL after the
+#                grace for one ignoring SIGTERM), outcome unknown, retried
+#                with the same id; an idempotent fake PSP charges once
+#   bad-refs     300-byte and blank references: unknown, logged whole
+#   lock         an account row held by a transaction delays that account
+#                only (lock_timeout 55P03, then statement_timeout 57014);
+#                settled after the holder commits
+#   stale        lease expired and claimed again by SQL: MC020 logged with
+#                the reference, not retried
+#   heartbeat    --heartbeat 1 lines; auto-recharge turned off (own NOTIFY
+#                confirmed, a foreign one logged as a hint)
 #
 # Prints "ok - NAME" or "not ok - NAME" per case, then "N passed, N failed",
-# and exits non-zero on any failure.  Port: CREDITS_WORKER_PORT (54343).
+# and exits non-zero on any failure.  Port: CREDITS_WORKER_PORT (54343);
+# run directory: CREDITS_RUN_DIR (/tmp/credits-worker).
 # Worker logs are kept in the printed directory when a case fails, or
 # always with CREDITS_WORKER_KEEP=1.
 set -uo pipefail
 
 CREDITS_PURPOSE=worker
 CREDITS_PORT=${CREDITS_WORKER_PORT:-54343}
-CREDITS_RUN_DIR=/tmp/credits-worker
+CREDITS_RUN_DIR=${CREDITS_RUN_DIR:-/tmp/credits-worker}
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"
 cd "$REPO_ROOT"
 
@@ -134,7 +152,7 @@ verify_ok() {
 }
 
 run_case() {
-	local name=$1
+	local name=$1 p
 	shift
 	why=""
 	if "$@"; then
@@ -145,6 +163,11 @@ run_case() {
 		echo "not ok - $name"
 		[ -n "$why" ] && echo "#   $why"
 	fi
+	# A case that failed half-way must not leave a worker to disturb the next.
+	for p in "${WORKER_PIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	WORKER_PIDS=()
 }
 
 fail() {
@@ -187,6 +210,7 @@ case $CREDITS_ACCOUNT_ID in
 2104) head -c 5000 /dev/zero | tr '\0' x >&2; exit 1 ;;
 2105) printf '\377bad\000byte\n' >&2; exit 1 ;;
 2106) head -c 999 /dev/zero | tr '\0' y >&2; printf '\303\251zzz' >&2; exit 1 ;;
+2107) echo "psp timed out" >&2; exit 75 ;;
 esac
 EOF
 chmod +x "$T"/charge-*.sh
@@ -249,26 +273,40 @@ case_declines() {
 }
 
 case_outcomes() {
-	accounts 2100 2106 && batches 2100 2106 10 || fail "setup" || return 1
+	accounts 2100 2107 && batches 2100 2107 10 || fail "setup" || return 1
 	CHARGE_LOG=$T/outcomes.charges "$W" --once -c "exec $T/charge-outcomes.sh" >"$T/outcomes.log" 2>&1
 	local rc=$?
-	[ $rc -eq 0 ] || fail "--once exited $rc" || return 1
+	# Three outcomes are unknown (exit 0 without a reference; killed; exit 75): --once
+	# leaves them processing for their lease and exits 4.
+	[ $rc -eq 4 ] || fail "--once exited $rc, expected 4" || return 1
 	local got
 	got=$(q "SELECT string_agg(account_id || ' ' || status || ' ' || coalesce(payment_ref, '') || '|' ||
 	                 CASE WHEN octet_length(failure_reason) > 100
 	                      THEN octet_length(failure_reason)::text || ' bytes ending ' || right(failure_reason, 3)
 	                      ELSE coalesce(failure_reason, '') END, E'\n' ORDER BY account_id)
-	         FROM credits.recharges WHERE account_id BETWEEN 2100 AND 2106")
+	         FROM credits.recharges WHERE account_id BETWEEN 2100 AND 2107")
 	local id2100
 	id2100=$(q "SELECT recharge_id FROM credits.recharges WHERE account_id = 2100")
 	local want="2100 succeeded ref-$id2100|
-2101 failed |charge command printed no payment reference
+2101 processing |
 2102 failed |charge command exited with status 3
-2103 failed |charge command was killed by signal 9
+2103 processing |
 2104 failed |1000 bytes ending xxx
 2105 failed |?bad?byte
-2106 failed |999 bytes ending yyy"
+2106 failed |999 bytes ending yyy
+2107 processing |"
 	[ "$got" = "$want" ] || fail "got: $(echo "$got" | tr '\n' ';')" || return 1
+	grep -q 'account 2101 credits 10: outcome UNKNOWN .*payment reference (first line of stdout) is blank' "$T/outcomes.log" ||
+		fail "no unknown-outcome line for the blank reference" || return 1
+	grep -q 'account 2103 credits 10: outcome UNKNOWN .*killed by signal 9' "$T/outcomes.log" ||
+		fail "no unknown-outcome line for the killed command" || return 1
+	grep -q 'account 2107 credits 10: outcome UNKNOWN .*exit status 75: the command does not know.*psp timed out' "$T/outcomes.log" ||
+		fail "no unknown-outcome line for exit 75" || return 1
+	[ "$(q "SELECT count(*) FROM credits.auto_recharge WHERE account_id IN (2101, 2103, 2107) AND payment_failures = 0 AND enabled")" = 3 ] ||
+		fail "an unknown outcome counted as a payment failure" || return 1
+	# An operator checked with the PSP: neither was charged.
+	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged (checked with the PSP)'))
+	   FROM credits.recharges WHERE account_id IN (2101, 2103, 2107)" >/dev/null || fail "cleanup" || return 1
 	verify_ok || fail "verify() reports problems"
 }
 
@@ -376,6 +414,8 @@ case_sigterm() {
 	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id BETWEEN 5000 AND 5002 AND status = 'pending'")" = 2 ] ||
 		fail "the other two should still be pending" || return 1
 	grep -q ': stopped$' "$T/sigterm.log" || fail "no 'stopped' log line" || return 1
+	grep -q ': received SIGTERM: stopping' "$T/sigterm.log" || fail "no log line for the stop signal" || return 1
+	grep -q ': received SIGTERM: stopping' "$T/sigterm-idle.log" || fail "idle: no log line for the stop signal" || return 1
 
 	verify_ok || fail "verify() reports problems"
 }
@@ -392,18 +432,19 @@ case_double_term() {
 	sleep 0.2
 	kill -TERM "$p"
 	wait_exit "$p" 5 || fail "still running 5 s after two signals" || return 1
-	[ "$EXIT_CODE" = 3 ] || fail "exit status $EXIT_CODE, expected 3" || return 1
+	[ "$EXIT_CODE" = 0 ] || fail "exit status $EXIT_CODE, expected 0" || return 1
 	[ "$(wc -l <"$log")" = 1 ] || fail "charged more than the one in hand" || return 1
-	# Claimed oldest first, charged in that order: the first one is in hand.
+	# Claimed oldest first, charged in that order: the first one is in hand;
+	# the two not started are handed back.
 	[ "$(q "SELECT string_agg(status, ',' ORDER BY recharge_id) FROM credits.recharges
-	        WHERE account_id BETWEEN 5100 AND 5102")" = "succeeded,processing,processing" ] ||
-		fail "expected succeeded,processing,processing" || return 1
+	        WHERE account_id BETWEEN 5100 AND 5102")" = "succeeded,pending,pending" ] ||
+		fail "expected succeeded,pending,pending" || return 1
 	[ "$(q "SELECT min(recharge_id) FROM credits.recharges WHERE account_id BETWEEN 5100 AND 5102")" = "$(cat "$log")" ] ||
 		fail "charged $(cat "$log"), not the oldest" || return 1
-	[ "$(grep -c 'left in processing' "$T/double.log")" = 2 ] || fail "the two left behind are not logged" || return 1
-	# Clean up as an operator would: those two were never charged.
-	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged: worker stopped'))
-	   FROM credits.recharges WHERE account_id BETWEEN 5100 AND 5102 AND status = 'processing'" >/dev/null
+	[ "$(grep -c 'released back to pending' "$T/double.log")" = 2 ] || fail "the two handed back are not logged" || return 1
+	grep -q 'received a second stop signal' "$T/double.log" || fail "no log line for the second signal" || return 1
+	[ "$(q "SELECT count(*) FROM credits.auto_recharge WHERE account_id BETWEEN 5100 AND 5102 AND payment_failures = 0")" = 3 ] ||
+		fail "a release counted as a payment failure" || return 1
 	verify_ok || fail "verify() reports problems"
 }
 
@@ -462,7 +503,7 @@ server_stop() { as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -m immediate -
 server_start() { as_pg "$PG_BIN/pg_ctl" -D "$CREDITS_RUN_DIR/data" -l "$CREDITS_RUN_DIR/server.log" -w start >/dev/null; }
 
 case_term_outage() {
-	local log=$T/outage.charges p id t0 elapsed sql
+	local log=$T/outage.charges p id t0 elapsed sql token
 	: >"$log"
 	accounts 7000 7001 || fail "setup" || return 1
 	# SIGTERM while the server is down and a charge is in hand: the worker
@@ -497,13 +538,336 @@ case_term_outage() {
 	[ "$EXIT_CODE" = 3 ] || fail "exit status $EXIT_CODE, expected 3" || return 1
 	[ "$elapsed" -ge 8000 ] || fail "gave up after $elapsed ms, before the grace period" || return 1
 	sql=$(sed -n "s/.*NOT RECORDED (stopped); record it with: //p" "$T/outage-2.log")
-	[ "$sql" = "SELECT credits.complete_recharge($id, 'ch_${id}_7001_100');" ] ||
+	token=$(q "SELECT claim_token FROM credits.recharges WHERE recharge_id = $id")
+	[ "$sql" = "SELECT credits.complete_recharge($id, 'ch_${id}_7001_100', '$token');" ] ||
 		fail "logged SQL: '$sql'" || return 1
 	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = processing ] ||
 		fail "expected the recharge still processing" || return 1
 	q "$sql" >/dev/null || fail "the logged SQL failed" || return 1
 	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = succeeded ] ||
 		fail "the logged SQL did not settle it" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+# An idempotent fake PSP: it charges each recharge id at most once (the
+# ledger $PSP_DIR/charged), and a repeated request for an id it has charged
+# answers with the same charge id, as a PSP's idempotency key does.  Each
+# request is logged in $PSP_DIR/requests.  With PSP_HANG_FIRST set, the
+# first request for an id charges, then hangs (the answer is lost) in a
+# child process whose pid goes to $PSP_DIR/child.ID.
+cat >"$T/psp.sh" <<'PSP'
+#!/bin/sh
+id=$CREDITS_RECHARGE_ID
+printf '%s\n' "$id" >>"$PSP_DIR/requests"
+if grep -qx "$id" "$PSP_DIR/charged" 2>/dev/null; then
+	printf 'psp_%s\n' "$id"
+	exit 0
+fi
+printf '%s\n' "$id" >>"$PSP_DIR/charged"
+if [ -n "${PSP_HANG_FIRST:-}" ]; then
+	sleep 30 &
+	echo $! >"$PSP_DIR/child.$id"
+	wait
+fi
+printf 'psp_%s\n' "$id"
+PSP
+
+# References the server must never see as a failure.
+cat >"$T/charge-badref.sh" <<'BAD'
+#!/bin/sh
+case $CREDITS_ACCOUNT_ID in
+8100) head -c 300 /dev/zero | tr '\0' r; printf '\n' ;;
+8101) printf '   \t  \n' ;;
+8102) printf 'ch_nbsp\302\240\n' ;;
+8103) printf 'ch_with\ttab\n' ;;
+esac
+BAD
+
+# Execs a program that does not exist: the shell exits 127.
+cat >"$T/charge-missing.sh" <<'MISS'
+#!/bin/sh
+exec /nonexistent/psp-client --charge "$CREDITS_RECHARGE_ID"
+MISS
+# Ignores SIGTERM (and so do its children): only SIGKILL ends it.
+cat >"$T/charge-stubborn.sh" <<'STUB'
+#!/bin/sh
+trap '' TERM
+echo $$ >"$STUB_PIDFILE"
+while :; do sleep 0.2; done
+STUB
+chmod +x "$T"/psp.sh "$T"/charge-badref.sh "$T"/charge-missing.sh "$T"/charge-stubborn.sh
+
+recharge_of() { q "SELECT recharge_id FROM credits.recharges WHERE account_id = $1 ORDER BY recharge_id DESC LIMIT 1"; }
+
+case_start_checks() {
+	local rc
+	accounts 8000 8000 && batches 8000 8000 100 || fail "setup" || return 1
+	# Not on PATH: refuses before connecting, so nothing is claimed.
+	"$W" -c "no-such-charge-program --amount 1" >"$T/start-1.log" 2>&1
+	rc=$?
+	[ $rc -eq 5 ] || fail "program not on PATH: exit $rc, expected 5" || return 1
+	grep -q '"no-such-charge-program" was not found as an executable file on PATH' "$T/start-1.log" ||
+		fail "no clear message: $(tail -1 "$T/start-1.log")" || return 1
+	# A path that is not executable.
+	cp "$T/charge-ok.sh" "$T/charge-noexec.sh" && chmod -x "$T/charge-noexec.sh"
+	"$W" -c "$T/charge-noexec.sh" >"$T/start-2.log" 2>&1
+	rc=$?
+	[ $rc -eq 5 ] || fail "not executable: exit $rc, expected 5" || return 1
+	grep -q 'cannot run: not executable' "$T/start-2.log" || fail "no 'not executable' message" || return 1
+	[ "$(q "SELECT status || ' ' || claim_count FROM credits.recharges WHERE account_id = 8000")" = "pending 0" ] ||
+		fail "something was claimed" || return 1
+	# A database without the extension.
+	q "DROP DATABASE IF EXISTS noext" >/dev/null; q "CREATE DATABASE noext" >/dev/null
+	"$W" -d dbname=noext -c "$T/charge-ok.sh" >"$T/start-3.log" 2>&1
+	rc=$?
+	[ $rc -eq 6 ] || fail "no extension: exit $rc, expected 6" || return 1
+	grep -q 'does not have the credits extension' "$T/start-3.log" || fail "no clear message about the extension" || return 1
+	# A role without the grants; then one that lacks only release_recharge.
+	q "DROP ROLE IF EXISTS regress_nogrant" >/dev/null
+	q "CREATE ROLE regress_nogrant LOGIN" >/dev/null || fail "create role" || return 1
+	"$W" -d "dbname=postgres user=regress_nogrant" -c "$T/charge-ok.sh" >"$T/start-4.log" 2>&1
+	rc=$?
+	[ $rc -eq 7 ] || fail "no grants: exit $rc, expected 7" || return 1
+	grep -q 'role "regress_nogrant" lacks USAGE on schema credits' "$T/start-4.log" || fail "no clear message about privileges" || return 1
+	q "GRANT USAGE ON SCHEMA credits TO regress_nogrant;
+	   GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer), credits.complete_recharge(bigint, text, uuid),
+	         credits.fail_recharge(bigint, text, uuid) TO regress_nogrant;
+	   REVOKE EXECUTE ON FUNCTION credits.release_recharge(bigint, uuid) FROM PUBLIC" >/dev/null || fail "grants" || return 1
+	"$W" -d "dbname=postgres user=regress_nogrant" -c "$T/charge-ok.sh" >"$T/start-5.log" 2>&1
+	rc=$?
+	[ $rc -eq 7 ] || fail "no release grant: exit $rc, expected 7" || return 1
+	grep -q 'lacks EXECUTE on credits.release_recharge(bigint, uuid)' "$T/start-5.log" || fail "release_recharge not named" || return 1
+	[ "$(q "SELECT status || ' ' || claim_count FROM credits.recharges WHERE account_id = 8000")" = "pending 0" ] ||
+		fail "something was claimed" || return 1
+	q "DROP DATABASE noext" >/dev/null
+	# Never claimed: turning auto-recharge off cancels it.
+	q "SELECT credits.disable_auto_recharge(8000)" >/dev/null
+}
+
+case_not_run() {
+	local p id rc
+	accounts 8010 8012 || fail "setup" || return 1
+	# A program that execs a missing one: exit 127, the recharge is
+	# handed back, --once exits 5.
+	batches 8010 8010 100 || fail "setup batches" || return 1
+	id=$(recharge_of 8010)
+	"$W" --once -c "$T/charge-missing.sh" >"$T/notrun-1.log" 2>&1
+	rc=$?
+	[ $rc -eq 5 ] || fail "--once with exit 127: exit $rc, expected 5" || return 1
+	grep -q "recharge $id account 8010 credits 100: the charge command did not run (exit status 127" "$T/notrun-1.log" ||
+		fail "no 'did not run' line" || return 1
+	[ "$(q "SELECT r.status || ' ' || p.payment_failures || ' ' || p.enabled
+	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.recharge_id = $id")" = "pending 0 true" ] ||
+		fail "expected pending, no payment failure, auto-recharge on" || return 1
+	[ "$(q "SELECT string_agg(status, ',') FROM credits.send_batches WHERE account_id = 8010")" = awaiting_credits ] ||
+		fail "the batch is no longer awaiting" || return 1
+
+	# The command becomes non-executable while the worker runs (exit 126).
+	cp "$T/charge-ok.sh" "$T/charge-flip.sh" && chmod +x "$T/charge-flip.sh"
+	CHARGE_LOG=$T/notrun.charges start_worker notrun-2.log -i 0.5 --retry-interval 1 -b 1 -c "$T/charge-flip.sh"
+	p=$PID
+	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $id" 10 ||
+		fail "the handed-back recharge was not settled once the command ran" || return 1
+	chmod -x "$T/charge-flip.sh"
+	batches 8011 8011 100 || fail "batch 8011" || return 1
+	id=$(recharge_of 8011)
+	wait_lines "$T/notrun-2.log" 1 10
+	local deadline=$(($(now_ms) + 10000))
+	until grep -q "recharge $id account 8011 credits 100: released back to pending" "$T/notrun-2.log"; do
+		[ "$(now_ms)" -ge "$deadline" ] && { fail "no 'released' line for $id"; return 1; }
+		sleep 0.1
+	done
+	grep -q "recharge $id account 8011 credits 100: the charge command did not run (exit status 126" "$T/notrun-2.log" ||
+		fail "no 'did not run' line" || return 1
+	[ "$(q "SELECT p.payment_failures || ' ' || p.enabled || ' ' || (r.status IN ('pending', 'processing'))
+	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.recharge_id = $id")" = "0 true true" ] ||
+		fail "counted as a payment failure" || return 1
+	[ "$(q "SELECT status FROM credits.send_batches WHERE account_id = 8011")" = awaiting_credits ] ||
+		fail "the batch is no longer awaiting" || return 1
+	[ "$(q "SELECT count(*) FROM credits.recharges WHERE account_id = 8011 AND status = 'failed'")" = 0 ] ||
+		fail "the recharge failed" || return 1
+	# Fixed: the worker (backing off) picks it up again.
+	chmod +x "$T/charge-flip.sh"
+	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $id" 20 ||
+		fail "not settled after the command was fixed" || return 1
+	kill -TERM "$p"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_timeout() {
+	local p id child psp=$T/psp-timeout rc t0 elapsed
+	mkdir -p "$psp"
+	# A command that ignores SIGTERM gets SIGKILL after the 5 s grace.
+	accounts 8022 8022 && batches 8022 8022 100 || fail "setup" || return 1
+	id=$(recharge_of 8022)
+	t0=$(now_ms)
+	STUB_PIDFILE=$T/stubborn.pid "$W" --once -t 1 -c "$T/charge-stubborn.sh" >"$T/stubborn.log" 2>&1
+	rc=$?
+	elapsed=$(($(now_ms) - t0))
+	[ $rc -eq 4 ] || fail "stubborn: --once exited $rc, expected 4 (unknown outcome left)" || return 1
+	[ "$elapsed" -ge 5500 ] || fail "stubborn: killed after $elapsed ms, before the grace" || return 1
+	grep -q "recharge $id: .*still running 5000 ms after SIGTERM: SIGKILL to its process group" "$T/stubborn.log" ||
+		fail "stubborn: no SIGKILL line" || return 1
+	! alive "$(cat "$T/stubborn.pid")" || fail "stubborn: the command survived SIGKILL" || return 1
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $id")" = processing ] ||
+		fail "stubborn: expected processing" || return 1
+	q "SELECT credits.fail_recharge($id, 'not charged (checked with the PSP)')" >/dev/null || fail "cleanup" || return 1
+	accounts 8020 8021 && batches 8020 8021 100 || fail "setup" || return 1
+	id=$(recharge_of 8020)
+	# The first request for each id charges and then hangs past the 1 s
+	# timeout: killed with its child; outcome unknown; retried 1 s later
+	# with the same recharge id; the PSP answers without charging again.
+	PSP_DIR=$psp PSP_HANG_FIRST=1 start_worker timeout.log -i 0.5 -b 1 --charge-timeout 1 --retry-interval 1 -c "$T/psp.sh"
+	p=$PID
+	local deadline=$(($(now_ms) + 10000))
+	until grep -q "recharge $id account 8020 credits 100: outcome UNKNOWN" "$T/timeout.log"; do
+		[ "$(now_ms)" -ge "$deadline" ] && { fail "no unknown-outcome line for $id"; return 1; }
+		sleep 0.05
+	done
+	[ "$(q "SELECT status || ' ' || coalesce(failure_reason, '-') FROM credits.recharges WHERE recharge_id = $id")" = "processing -" ] ||
+		fail "after the timeout: $(q "SELECT status FROM credits.recharges WHERE recharge_id = $id"), expected processing" || return 1
+	child=$(cat "$psp/child.$id" 2>/dev/null)
+	[ -n "$child" ] || fail "the PSP recorded no child" || return 1
+	! alive "$child" || fail "the charge command's child $child survived the kill" || return 1
+	grep -q "did not answer within 1 s: SIGTERM to its process group" "$T/timeout.log" || fail "no kill line" || return 1
+	wait_sql "SELECT count(*) = 2 FROM credits.recharges WHERE account_id IN (8020, 8021) AND status = 'succeeded'
+	          AND payment_ref = 'psp_' || recharge_id" 20 ||
+		fail "not completed after the retries: $(unsettled 8020 8021) left" || return 1
+	kill -TERM "$p"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
+	[ "$(grep -cx "$id" "$psp/requests")" -ge 2 ] || fail "recharge $id was not retried" || return 1
+	[ -z "$(sort "$psp/charged" | uniq -d)" ] || fail "the PSP charged an id twice" || return 1
+	[ "$(wc -l <"$psp/charged")" = 2 ] || fail "expected 2 charges at the PSP" || return 1
+	[ "$(q "SELECT count(*) FROM credits.auto_recharge WHERE account_id IN (8020, 8021) AND payment_failures = 0")" = 2 ] ||
+		fail "a timeout counted as a payment failure" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_bad_refs() {
+	local rc long id0 id1
+	accounts 8100 8103 && batches 8100 8103 100 || fail "setup" || return 1
+	id0=$(recharge_of 8100)
+	id1=$(recharge_of 8101)
+	long=$(head -c 300 /dev/zero | tr '\0' r)
+	"$W" --once -c "$T/charge-badref.sh" >"$T/badref.log" 2>&1
+	rc=$?
+	[ $rc -eq 4 ] || fail "--once exited $rc, expected 4" || return 1
+	grep -q "recharge $id0 account 8100 credits 100: outcome UNKNOWN .*is 300 bytes, more than 255: '$long'" "$T/badref.log" ||
+		fail "the 300-byte reference is not logged in full" || return 1
+	grep -q "recharge $id1 account 8101 credits 100: outcome UNKNOWN .*is blank" "$T/badref.log" ||
+		fail "no unknown-outcome line for the blank reference" || return 1
+	grep -q "account 8102 credits 100: outcome UNKNOWN .*leading or trailing white space: 'ch_nbsp"$'\302\240'"'" "$T/badref.log" ||
+		fail "no unknown-outcome line for the reference ending in U+00A0" || return 1
+	grep -q "account 8103 credits 100: outcome UNKNOWN .*control characters: 'ch_with\\\\x09tab'" "$T/badref.log" ||
+		fail "no unknown-outcome line for the reference with a tab" || return 1
+	[ "$(q "SELECT string_agg(r.status || ' ' || p.payment_failures || ' ' || p.enabled, ',' ORDER BY r.account_id)
+	        FROM credits.recharges r JOIN credits.auto_recharge p USING (account_id) WHERE r.account_id BETWEEN 8100 AND 8103")" = \
+	  "processing 0 true,processing 0 true,processing 0 true,processing 0 true" ] ||
+		fail "expected all four processing, no payment failure" || return 1
+	q "SELECT count(credits.fail_recharge(recharge_id, 'not charged (checked with the PSP)'))
+	   FROM credits.recharges WHERE account_id BETWEEN 8100 AND 8103" >/dev/null || fail "cleanup" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+# lock_scenario X NAME ERROR OPTIONS...: account X's row is held by an
+# application transaction for 6 s while a worker with OPTIONS settles X's
+# recharge and X+1's (claimed after it).  X+1's is completed meanwhile; X's
+# recording fails with ERROR, is kept and completed after the holder commits.
+lock_scenario() {
+	local x=$1 y=$(($1 + 1)) name=$2 error=$3 log=$T/$2.charges p holder idx idy
+	shift 3
+	: >"$log"
+	accounts "$x" "$y" || fail "$name: setup" || return 1
+	batches "$x" "$x" 100 && batches "$y" "$y" 100 || fail "$name: setup batches" || return 1
+	idx=$(recharge_of "$x")
+	idy=$(recharge_of "$y")
+	pg -c "BEGIN; SELECT 1 FROM credits.accounts WHERE account_id = $x FOR UPDATE;
+	       SELECT pg_sleep(6); COMMIT;" >/dev/null 2>&1 &
+	holder=$!
+	wait_sql "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'" 5 ||
+		fail "$name: lock holder did not start" || return 1
+	CHARGE_LOG=$log start_worker "$name.log" -i 0.5 -b 10 "$@" -c "$T/charge-ok.sh"
+	p=$PID
+	wait_sql "SELECT status = 'succeeded' FROM credits.recharges WHERE recharge_id = $idy" 5 ||
+		fail "$name: the other account's recharge was held up" || return 1
+	[ "$(q "SELECT status FROM credits.recharges WHERE recharge_id = $idx")" = processing ] ||
+		fail "$name: $x's recharge should still be processing" || return 1
+	[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ] ||
+		fail "$name: the lock holder ended too soon for this test" || return 1
+	grep -q "recharge $idx account $x credits 100: could not record the success now, kept in memory .*ref='ch_${idx}_${x}_100'.*$error" "$T/$name.log" ||
+		fail "$name: no deferral line with the reference and '$error'" || return 1
+	wait "$holder"
+	wait_sql "SELECT status = 'succeeded' AND payment_ref = 'ch_${idx}_${x}_100' FROM credits.recharges WHERE recharge_id = $idx" 20 ||
+		fail "$name: $x's recharge not completed after the holder committed" || return 1
+	kill -TERM "$p"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "$name: did not stop with 0" || return 1
+	[ "$(wc -l <"$log")" = 2 ] && no_duplicates "$log" || fail "$name: charged more than once" || return 1
+	verify_ok || fail "$name: verify() reports problems"
+}
+
+case_lock() {
+	# 55P03 from lock_timeout; then 57014 from statement_timeout alone.
+	lock_scenario 8200 lock "canceling statement due to lock timeout" --lock-timeout 0.5 &&
+		lock_scenario 8210 stmt "canceling statement due to statement timeout" --lock-timeout 0 --statement-timeout 0.5
+}
+
+case_stale() {
+	local log=$T/stale.charges p id reclaimed
+	: >"$log"
+	accounts 8300 8300 || fail "setup" || return 1
+	# A 2 s lease and a 4 s charge: the lease expires mid-charge and an SQL
+	# claim takes the recharge; the worker's completion then gets MC020.
+	CHARGE_LOG=$log CHARGE_SLEEP=4 start_worker stale.log -i 0.5 -b 1 --charge-timeout 10 \
+		-d "dbname=postgres options='-c credits.claim_lease=2s'" -c "$T/charge-ok.sh"
+	p=$PID
+	batches 8300 8300 100 || fail "setup batches" || return 1
+	id=$(recharge_of 8300)
+	wait_lines "$log" 1 10 || fail "worker did not start charging" || return 1
+	wait_sql "SELECT lease_expires_at < now() FROM credits.recharges WHERE recharge_id = $id" 5 ||
+		fail "the lease did not expire" || return 1
+	reclaimed=$(q "SELECT string_agg(recharge_id::text, ',') FROM credits.claim_recharges(10)")
+	[ "$reclaimed" = "$id" ] || fail "the SQL claim got '$reclaimed', expected $id" || return 1
+	local deadline=$(($(now_ms) + 8000))
+	until grep -q "recharge $id account 8300 credits 100: claim no longer held" "$T/stale.log"; do
+		[ "$(now_ms)" -ge "$deadline" ] && { fail "no MC020 line"; return 1; }
+		sleep 0.1
+	done
+	grep -q "claim no longer held .*Dropped: ref='ch_${id}_8300_100'" "$T/stale.log" || fail "the reference is not logged" || return 1
+	sleep 2
+	[ "$(grep -c "recharge $id .*claim no longer held" "$T/stale.log")" = 1 ] || fail "retried after MC020" || return 1
+	[ "$(q "SELECT status || ' ' || claim_count FROM credits.recharges WHERE recharge_id = $id")" = "processing 2" ] ||
+		fail "expected processing under the SQL claim" || return 1
+	kill -TERM "$p"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
+	# The SQL claim's holder settles it, with the reference the PSP gave.
+	q "SELECT credits.complete_recharge($id, 'ch_${id}_8300_100')" >/dev/null || fail "settling by hand" || return 1
+	verify_ok || fail "verify() reports problems"
+}
+
+case_heartbeat() {
+	local p
+	accounts 8400 8401 || fail "setup" || return 1
+	# max_payment_failures 1: the decline turns auto-recharge off, and the
+	# worker logs the extension's NOTIFY; a NOTIFY from elsewhere is a hint.
+	CHARGE_LOG=$T/heartbeat.charges start_worker heartbeat.log -i 0.5 --heartbeat 1 \
+		-d "dbname=postgres options='-c credits.max_payment_failures=1'" -c "$T/charge-decline.sh"
+	p=$PID
+	batches 8401 8401 100 || fail "setup batches" || return 1
+	wait_sql "SELECT NOT enabled FROM credits.auto_recharge WHERE account_id = 8401" 10 ||
+		fail "auto-recharge of 8401 not turned off" || return 1
+	q "NOTIFY credits_auto_recharge_disabled, '8400'" >/dev/null
+	sleep 2.5
+	kill -TERM "$p"
+	wait_exit "$p" 5 && [ "$EXIT_CODE" = 0 ] || fail "did not stop with 0" || return 1
+	[ "$(grep -c ': heartbeat: claimed [0-9]*, succeeded [0-9]*, failed [0-9]*, unknown outcome [0-9]*, deferred [0-9]*, released [0-9]*' "$T/heartbeat.log")" -ge 2 ] ||
+		fail "expected at least 2 heartbeat lines" || return 1
+	grep -q 'heartbeat: claimed 1, succeeded 0, failed 1,' "$T/heartbeat.log" || fail "heartbeat counts" || return 1
+	grep -q 'account 8401: auto-recharge turned itself off after repeated payment failures' "$T/heartbeat.log" ||
+		fail "no auto-recharge-off line" || return 1
+	grep -q "says auto-recharge was turned off for account '8400' (.*a hint, not verified" "$T/heartbeat.log" ||
+		fail "the foreign NOTIFY is not logged as a hint" || return 1
+	q "SELECT credits.enable_auto_recharge(8401, 0, 100000)" >/dev/null
 	verify_ok || fail "verify() reports problems"
 }
 
@@ -527,14 +891,21 @@ say "worker cases"
 run_case "usage: --help, bad options (exit 1), no server at start (exit 2)" case_usage
 run_case "basic: --once settles 20 recharges with the printed references" case_basic
 run_case "declines: exit 1 fails the recharge with stderr as reason, batches refunded" case_declines
-run_case "outcomes: no reference, silent exit, signal, long and invalid stderr" case_outcomes
+run_case "outcomes: no reference and signal and exit 75 unknown, silent exit, long and invalid stderr" case_outcomes
 run_case "two workers, 200 recharges: each charged exactly once" case_two_workers
 run_case "restart: server killed mid-charge, same worker reconnects and settles" case_restart
 run_case "sigterm: exit 0 promptly after the recharge in hand; at once when idle" case_sigterm
 run_case "leftovers: --once -q settles what is pending, logs nothing" case_leftovers
-run_case "double sigterm: unstarted claims left and logged, exit 3" case_double_term
+run_case "double sigterm: unstarted claims released and logged, exit 0" case_double_term
 run_case "notify: a NOTIFY wakes a worker polling every 60 s" case_notify
 run_case "sigterm during an outage: records if the server returns, else exit 3 with the SQL" case_term_outage
+run_case "start checks: command not found (5), no extension (6), missing grants (7); nothing claimed" case_start_checks
+run_case "command not run (126/127): recharge released, no payment failure, batches still awaiting" case_not_run
+run_case "charge timeout: process group killed (SIGKILL after the grace), outcome unknown, retried with the same id, charged once" case_timeout
+run_case "bad references (300 bytes, blank, U+00A0 at the end, a tab): unknown outcome, logged in full, not failed" case_bad_refs
+run_case "lock_timeout and statement_timeout: a locked account delays only its own recharge" case_lock
+run_case "stale claim: lease expired and re-claimed, MC020 logged with the reference, not retried" case_stale
+run_case "heartbeat, auto-recharge turned off, NOTIFY from elsewhere is a hint" case_heartbeat
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
