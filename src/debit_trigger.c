@@ -146,7 +146,8 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	int32		messages;
 	char	   *channel;
 	text	   *idempotency_key;
-	BatchOutcome out;
+	BatchOutcome out = {0, NULL, false, 0};	/* set in PG_TRY (cppcheck 2.17
+											 * cannot tell) */
 	Oid			save_userid;
 	int			save_sec_context;
 	int			replace_cols[3];

@@ -54,7 +54,10 @@ expect "preloaded: a misspelt setting in postgresql.conf is reported at server s
 out=$(run -c 'SET credits.max_paymnt_failures = 5')
 expect "preloaded: SET of a misspelt setting in a fresh session is an error" "42602" "$out"
 out=$(run -c "ALTER SYSTEM SET credits.recharge_expiri = '1h'")
-expect "preloaded: ALTER SYSTEM of a misspelt setting is an error" "42704" "$out"
+# PostgreSQL 17 lets ALTER SYSTEM set custom names it does not know, so the
+# error is the reserved prefix's (42602), as for SET; 15 and 16 say 42704.
+if [ "$PG_MAJOR" -ge 17 ]; then want=42602; else want=42704; fi
+expect "preloaded: ALTER SYSTEM of a misspelt setting is an error" "$want" "$out"
 out=$(run -c "ALTER DATABASE postgres SET credits.recharge_expiri = '1h'")
 expect "preloaded: ALTER DATABASE ... SET of a misspelt setting is an error" "42602" "$out"
 out=$(run -c 'SHOW credits.claim_lease' -c 'SHOW credits.max_payment_failures' -c 'SHOW credits.recharge_expiry')
