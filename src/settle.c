@@ -95,7 +95,9 @@ static int	FailDependentBatches(int64 account_id, int64 recharge_id);
 static int	ReadyBatches(int64 account_id, int64 recharge_id);
 static int	CompareBatchIds(const void *a, const void *b);
 static void Connect(void);
-static text *ArgText(FunctionCallInfo fcinfo, int n);
+static pg_uuid_t *TokenArg(FunctionCallInfo fcinfo, int n, bool with_token);
+static char *RequiredText(FunctionCallInfo fcinfo, int n, const char *name);
+static Datum ReturnRecharge(int64 recharge_id);
 
 /*
  * complete_recharge(recharge_id bigint, payment_ref text
@@ -109,34 +111,18 @@ static Datum
 CompleteRecharge(FunctionCallInfo fcinfo, bool with_token)
 {
 	LockedRecharge r;
-	pg_uuid_t  *token = NULL;
+	pg_uuid_t  *token;
 	char	   *ref;
 	Datum		values[2];
-	Datum		result;
 
 	credits_serving_0_1_0 = false;
-	if (with_token && PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("claim_token must not be null"),
-				 errhint("Pass the claim_token that credits.claim_recharges() returned.")));
-	if (with_token)
-		token = PG_GETARG_UUID_P(2);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("payment_ref must not be null")));
-	ref = text_to_cstring(ArgText(fcinfo, 1));
+	token = TokenArg(fcinfo, 2, with_token);
+	ref = RequiredText(fcinfo, 1, "payment_ref");
 
 	Connect();
 	LockRecharge(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), &r);
 	if (StatusIs(&r, "succeeded") && r.payment_ref != NULL && strcmp(r.payment_ref, ref) == 0)
-	{
-		/* a retry of the same completion: nothing to do */
-		result = RechargeRow(r.recharge_id);
-		SPI_finish();
-		PG_RETURN_DATUM(result);
-	}
+		return ReturnRecharge(r.recharge_id);	/* a retry: nothing to do */
 	values[0] = CStringGetTextDatum(ref);
 	CreditsExecPlan(PLAN_CHECK_REF, values, NULL, 1);	/* MC021 */
 	if (IsSettled(&r))
@@ -160,9 +146,7 @@ CompleteRecharge(FunctionCallInfo fcinfo, bool with_token)
 	values[0] = Int64GetDatum(r.account_id);
 	CreditsExecPlan(PLAN_RESET_FAILURES, values, NULL, -1);
 
-	result = RechargeRow(r.recharge_id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	return ReturnRecharge(r.recharge_id);
 }
 
 PG_FUNCTION_INFO_V1(credits_complete_recharge);
@@ -194,34 +178,18 @@ static Datum
 FailRecharge(FunctionCallInfo fcinfo, bool with_token)
 {
 	LockedRecharge r;
-	pg_uuid_t  *token = NULL;
+	pg_uuid_t  *token;
 	char	   *reason;
 	Datum		values[2];
-	Datum		result;
 
 	credits_serving_0_1_0 = false;
-	if (with_token && PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("claim_token must not be null"),
-				 errhint("Pass the claim_token that credits.claim_recharges() returned.")));
-	if (with_token)
-		token = PG_GETARG_UUID_P(2);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("reason must not be null")));
-	reason = text_to_cstring(ArgText(fcinfo, 1));
+	token = TokenArg(fcinfo, 2, with_token);
+	reason = RequiredText(fcinfo, 1, "reason");
 
 	Connect();
 	LockRecharge(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), &r);
 	if (StatusIs(&r, "failed") && r.failure_reason != NULL && strcmp(r.failure_reason, reason) == 0)
-	{
-		/* a retry of the same failure: nothing to do */
-		result = RechargeRow(r.recharge_id);
-		SPI_finish();
-		PG_RETURN_DATUM(result);
-	}
+		return ReturnRecharge(r.recharge_id);	/* a retry: nothing to do */
 	if (IsSettled(&r))
 		RefuseSettled(&r, false);
 	CheckClaim(&r, token);
@@ -257,9 +225,7 @@ FailRecharge(FunctionCallInfo fcinfo, bool with_token)
 		}
 	}
 
-	result = RechargeRow(r.recharge_id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	return ReturnRecharge(r.recharge_id);
 }
 
 PG_FUNCTION_INFO_V1(credits_fail_recharge);
@@ -290,18 +256,11 @@ static Datum
 ReleaseRecharge(FunctionCallInfo fcinfo, bool with_token)
 {
 	LockedRecharge r;
-	pg_uuid_t  *token = NULL;
+	pg_uuid_t  *token;
 	Datum		values[1];
-	Datum		result;
 
 	credits_serving_0_1_0 = false;
-	if (with_token && PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("claim_token must not be null"),
-				 errhint("Pass the claim_token that credits.claim_recharges() returned.")));
-	if (with_token)
-		token = PG_GETARG_UUID_P(1);
+	token = TokenArg(fcinfo, 1, with_token);
 
 	Connect();
 	LockRecharge(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), &r);
@@ -313,9 +272,7 @@ ReleaseRecharge(FunctionCallInfo fcinfo, bool with_token)
 		values[0] = Int64GetDatum(r.recharge_id);
 		CreditsExecPlan(PLAN_MARK_RELEASED, values, NULL, 1);
 	}
-	result = RechargeRow(r.recharge_id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	return ReturnRecharge(r.recharge_id);
 }
 
 PG_FUNCTION_INFO_V1(credits_release_recharge);
@@ -803,9 +760,41 @@ Connect(void)
 		elog(ERROR, "credits: SPI_connect failed");
 }
 
-/* A text argument, detoasted. */
-static text *
-ArgText(FunctionCallInfo fcinfo, int n)
+/*
+ * TokenArg
+ *		The claim token of a worker's form (argument n), which must not be
+ *		null; NULL for the operators' forms, which take none.
+ */
+static pg_uuid_t *
+TokenArg(FunctionCallInfo fcinfo, int n, bool with_token)
 {
-	return PG_GETARG_TEXT_PP(n);
+	if (!with_token)
+		return NULL;
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("claim_token must not be null"),
+				 errhint("Pass the claim_token that credits.claim_recharges() returned.")));
+	return PG_GETARG_UUID_P(n);
+}
+
+/* A text argument that must not be null, as a C string. */
+static char *
+RequiredText(FunctionCallInfo fcinfo, int n, const char *name)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+/* The end of a settlement function: the recharge's row, SPI closed. */
+static Datum
+ReturnRecharge(int64 recharge_id)
+{
+	Datum		row = RechargeRow(recharge_id);
+
+	SPI_finish();
+	return row;
 }

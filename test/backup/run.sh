@@ -49,24 +49,7 @@ CREDITS_PORT=${CREDITS_PORT:-54347}
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$REPO_ROOT"
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); printf 'ok - %s\n' "$1"; }
-not_ok() { failed=$((failed + 1)); printf 'not ok - %s\n' "$1"; }
-note() { printf '# %s\n' "$*"; }
-# check DESCRIPTION COMMAND...: ok when the command succeeds.
-check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
-# same DESCRIPTION A B: ok when the two strings are equal, else shows both.
-# (at most 10 lines of each)
-same() {
-	if [ "$2" == "$3" ]; then
-		ok "$1"
-	else
-		not_ok "$1"
-		note "  have: $(head -10 <<<"$2")"
-		note "  want: $(head -10 <<<"$3")"
-	fi
-}
+source "$REPO_ROOT/test/lib.sh"
 
 WORK=$(mktemp -d /tmp/credits-backup-files.XXXXXX)
 chmod 755 "$WORK"
@@ -456,5 +439,4 @@ out=$(q rest_c "INSERT INTO credits.send_batches (account_id, messages, cost, st
 check "j. a superuser's row with cost and status set is stored as is, not debited, and verify() names it (batch $out)" \
 	test "$(q rest_c "SELECT count(*) FROM credits.ledger WHERE batch_id = ${out:-0}")|$(q rest_c "SELECT count(*) FROM credits.verify() WHERE problem LIKE 'batch ${out:-0} %'")" == "0|1"
 
-printf '\n%d passed, %d failed\n' "$passed" "$failed"
-[ "$failed" -eq 0 ]
+finish

@@ -19,18 +19,7 @@ CREDITS_PORT=${CREDITS_PORT:-54348}
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$REPO_ROOT"
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); printf 'ok - %s\n' "$1"; }
-not_ok() { failed=$((failed + 1)); printf 'not ok - %s\n' "$1"; }
-note() { printf '# %s\n' "$*"; }
-# expect DESCRIPTION WANT HAVE: ok when HAVE contains WANT.
-expect() {
-	case $3 in
-		*"$2"*) ok "$1" ;;
-		*) not_ok "$1"; note "  want: $2"; note "  have: $3" ;;
-	esac
-}
+source "$REPO_ROOT/test/lib.sh"
 # run SQL...: psql in a new session, errors and all, on one string.
 run() { "$PG_BIN/psql" -X -q -At -v VERBOSITY=sqlstate "$@" 2>&1; }
 
@@ -83,6 +72,4 @@ succeeded
 0|ready
 0" "$out"
 
-echo
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

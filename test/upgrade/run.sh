@@ -40,24 +40,7 @@ CREDITS_PORT=${CREDITS_PORT:-54347}
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$REPO_ROOT"
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); printf 'ok - %s\n' "$1"; }
-not_ok() { failed=$((failed + 1)); printf 'not ok - %s\n' "$1"; }
-note() { printf '# %s\n' "$*"; }
-# check DESCRIPTION COMMAND...: ok when the command succeeds.
-check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
-# same DESCRIPTION HAVE WANT: ok when the two strings are equal, else shows both.
-# (at most 10 lines of each)
-same() {
-	if [ "$2" == "$3" ]; then
-		ok "$1"
-	else
-		not_ok "$1"
-		note "  have: $(head -10 <<<"$2")"
-		note "  want: $(head -10 <<<"$3")"
-	fi
-}
+source "$REPO_ROOT/test/lib.sh"
 # same_files DESCRIPTION A B: ok when the two files are equal, else a diff.
 same_files() {
 	if diff -q "$2" "$3" >/dev/null 2>&1; then
@@ -844,5 +827,4 @@ same "the updated database restored: verify() returns no rows" "$(q restored_new
 elapsed=$(( $(date +%s) - built ))
 check "the suite ran in well under a minute ($elapsed s after a build of $((built - started)) s)" test "$elapsed" -lt 40
 
-printf '\n%d passed, %d failed\n' "$passed" "$failed"
-[ "$failed" -eq 0 ]
+finish
