@@ -78,7 +78,7 @@ typedef struct LockedRecharge
 	bool		claimed_before; /* claimed_credits is set */
 } LockedRecharge;
 
-static void LockRecharge(int64 recharge_id, LockedRecharge *r);
+static void LockRecharge(FunctionCallInfo fcinfo, LockedRecharge *r);
 static void CheckClaim(const LockedRecharge *r, const pg_uuid_t *token);
 static void RefuseSettled(const LockedRecharge *r, bool with_ref);
 static void RefuseUnclaimed(const LockedRecharge *r);
@@ -120,7 +120,7 @@ CompleteRecharge(FunctionCallInfo fcinfo, bool with_token)
 	ref = RequiredText(fcinfo, 1, "payment_ref");
 
 	Connect();
-	LockRecharge(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), &r);
+	LockRecharge(fcinfo, &r);
 	if (StatusIs(&r, "succeeded") && r.payment_ref != NULL && strcmp(r.payment_ref, ref) == 0)
 		return ReturnRecharge(r.recharge_id);	/* a retry: nothing to do */
 	values[0] = CStringGetTextDatum(ref);
@@ -187,7 +187,7 @@ FailRecharge(FunctionCallInfo fcinfo, bool with_token)
 	reason = RequiredText(fcinfo, 1, "reason");
 
 	Connect();
-	LockRecharge(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), &r);
+	LockRecharge(fcinfo, &r);
 	if (StatusIs(&r, "failed") && r.failure_reason != NULL && strcmp(r.failure_reason, reason) == 0)
 		return ReturnRecharge(r.recharge_id);	/* a retry: nothing to do */
 	if (IsSettled(&r))
@@ -263,7 +263,7 @@ ReleaseRecharge(FunctionCallInfo fcinfo, bool with_token)
 	token = TokenArg(fcinfo, 1, with_token);
 
 	Connect();
-	LockRecharge(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0), &r);
+	LockRecharge(fcinfo, &r);
 	if (!StatusIs(&r, "pending"))
 	{
 		if (IsSettled(&r))
@@ -377,23 +377,25 @@ CreditsSettleBatchesFunction(FunctionCallInfo fcinfo)
 
 /*
  * LockRecharge
- *		Locks a recharge for settlement in the global order (its account's
- *		pending debits written, the account row, then the recharge row) and
- *		reads it.  recharge_id 0 stands for NULL.
+ *		Locks the recharge named by the function's first argument for
+ *		settlement, in the global order (its account's pending debits
+ *		written, the account row, then the recharge row), and reads it.
  */
 static void
-LockRecharge(int64 recharge_id, LockedRecharge *r)
+LockRecharge(FunctionCallInfo fcinfo, LockedRecharge *r)
 {
+	int64		recharge_id;
 	Datum		values[1];
 	HeapTuple	row;
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
 
-	if (recharge_id == 0)
+	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("recharge_id must not be null")));
+	recharge_id = PG_GETARG_INT64(0);
 	values[0] = Int64GetDatum(recharge_id);
 	CreditsExecPlan(PLAN_RECHARGE_ACCOUNT, values, NULL, -1);
 	if (SPI_processed == 0)
