@@ -82,6 +82,7 @@ static void LockRecharge(FunctionCallInfo fcinfo, LockedRecharge *r);
 static void CheckClaim(const LockedRecharge *r, const pg_uuid_t *token);
 static void RefuseSettled(const LockedRecharge *r, bool with_ref);
 static void RefuseUnclaimed(const LockedRecharge *r);
+static void CheckSettleable(const LockedRecharge *r, const pg_uuid_t *token, bool with_ref);
 static Datum RechargeRow(int64 recharge_id);
 static bool StatusIs(const LockedRecharge *r, const char *status);
 static bool IsSettled(const LockedRecharge *r);
@@ -125,11 +126,7 @@ CompleteRecharge(FunctionCallInfo fcinfo, bool with_token)
 		return ReturnRecharge(r.recharge_id);	/* a retry: nothing to do */
 	values[0] = CStringGetTextDatum(ref);
 	CreditsExecPlan(PLAN_CHECK_REF, values, NULL, 1);	/* MC021 */
-	if (IsSettled(&r))
-		RefuseSettled(&r, true);
-	CheckClaim(&r, token);
-	if (StatusIs(&r, "pending") && (token != NULL || !r.claimed_before))
-		RefuseUnclaimed(&r);
+	CheckSettleable(&r, token, true);
 
 	CreditsExecPlan(PLAN_REF_USED, values, NULL, -1);
 	if (SPI_processed > 0)
@@ -190,11 +187,7 @@ FailRecharge(FunctionCallInfo fcinfo, bool with_token)
 	LockRecharge(fcinfo, &r);
 	if (StatusIs(&r, "failed") && r.failure_reason != NULL && strcmp(r.failure_reason, reason) == 0)
 		return ReturnRecharge(r.recharge_id);	/* a retry: nothing to do */
-	if (IsSettled(&r))
-		RefuseSettled(&r, false);
-	CheckClaim(&r, token);
-	if (StatusIs(&r, "pending") && (token != NULL || !r.claimed_before))
-		RefuseUnclaimed(&r);
+	CheckSettleable(&r, token, false);
 
 	values[0] = Int64GetDatum(r.recharge_id);
 	values[1] = CStringGetTextDatum(reason);
@@ -471,6 +464,23 @@ RefuseSettled(const LockedRecharge *r, bool with_ref)
 			 errdetail("Its status is %s with payment_ref %s.", r->status,
 					   quote_literal_cstr(r->payment_ref)) :
 			 errdetail("Its status is %s.", r->status)));
+}
+
+/*
+ * CheckSettleable
+ *		What complete and fail both require of a recharge they are about to
+ *		settle: not settled already (MC006), held by the caller's claim when a
+ *		token is given (MC020), and claimed (MC015); an operator (no token)
+ *		may also settle one that was claimed before and released.
+ */
+static void
+CheckSettleable(const LockedRecharge *r, const pg_uuid_t *token, bool with_ref)
+{
+	if (IsSettled(r))
+		RefuseSettled(r, with_ref);
+	CheckClaim(r, token);
+	if (StatusIs(r, "pending") && (token != NULL || !r->claimed_before))
+		RefuseUnclaimed(r);
 }
 
 static void
