@@ -777,7 +777,7 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 	SERVER_PIDS=()
 
 	load_logs $cycle >/dev/null || why+=("could not load the client logs")
-	summary=$(q "SELECT format('committed %s, failed %s, unknown %s (%s stored), never sent %s; recharges claimed %s, completed %s, failed %s, unknown %s; grants made %s, unknown %s; grants expired so far %s',
+	summary=$(q "SELECT format('committed %s, failed %s, unknown %s (%s stored), never sent %s; recharges claimed %s, completed %s, failed %s, unknown %s; grants made %s, unknown %s; so far %s debits drew 2+ grants, %s owed a part, %s repay pairs, %s grants expired',
 			count(*) FILTER (WHERE outcome = 'committed'),
 			count(*) FILTER (WHERE outcome = 'failed'),
 			count(*) FILTER (WHERE outcome = 'unknown'),
@@ -790,6 +790,10 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action <> 'claim' AND outcome = 'unknown'),
 			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action <> 'expire' AND outcome = 'committed'),
 			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action <> 'expire' AND outcome = 'unknown'),
+			(SELECT count(*) FROM (SELECT batch_id FROM credits.ledger WHERE kind = 'debit' AND grant_id IS NOT NULL
+									GROUP BY batch_id HAVING count(*) > 1) m),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'debit' AND grant_id IS NULL),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'repay' AND grant_id IS NULL),
 			(SELECT count(*) FROM credits.ledger WHERE kind = 'expire'))
 		FROM crash_test.batches b WHERE cycle = $cycle")
 	errors=$(q "SELECT coalesce(string_agg(sqlstate || ' x' || n, ', ' ORDER BY n DESC), 'none')
