@@ -213,33 +213,41 @@ balances() {
 }
 
 ################################################################################
-say "0. $OLD's own regression suites, on a $OLD database served by the new library"
+say "0. the released versions' own regression suites, on databases at those versions served by the new library"
 # test/upgrade/0.1.0/ holds sql/ and expected/ of the 0.1.0 release (all but
 # bulk, which takes 20 s), with one deliberate change: the CR007 hint now
-# mentions restores.  Run with pg_regress against CREATE EXTENSION credits
-# VERSION '0.1.0', they prove that every promise 0.1.0 made still holds.
-OLDREG=test/upgrade/$OLD
+# mentions restores; test/upgrade/0.1.1/ those of 0.1.1 (all but bulk), as
+# released.  Run with pg_regress against CREATE EXTENSION credits VERSION
+# '0.1.x', they prove that every promise 0.1.x made still holds for a
+# database that has not run the update.
 PG_REGRESS=$("$PG_BIN/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress
-"$PG_BIN/createdb" old_regress
-q old_regress "CREATE EXTENSION credits VERSION '$OLD'" >/dev/null
-# PostgreSQL 16 and later read expected/ from --expecteddir (default: the
-# current directory), 15 from --inputdir.
-expecteddir=()
-"$PG_REGRESS" --help 2>&1 | grep -q -- --expecteddir && expecteddir=(--expecteddir="$OLDREG")
-"$PG_REGRESS" --bindir="$PG_BIN" --inputdir="$OLDREG" "${expecteddir[@]}" --outputdir="$WORK/old_regress" \
-	--use-existing --dbname=old_regress \
-	install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
-	privileges policy_limits reports verify >"$WORK/old_regress.log" 2>&1
-while read -r name result; do
-	if [ "$result" == ok ]; then
-		ok "$OLD's regression suite $name passes on a $OLD database"
-	else
-		not_ok "$OLD's regression suite $name passes on a $OLD database"
-		sed -n "/^diff .*\/$name.out/,/^diff /p" "$WORK/old_regress/regression.diffs" 2>/dev/null | head -30 | sed 's/^/#   /'
-	fi
-done < <(sed -nE 's/^(test|ok [0-9]+ *[-+]?|not ok [0-9]+ *[-+]?) +([a-z_]+) +\.\.\. +(ok|FAILED).*/\2 \3/p; s/^ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 ok/p; s/^not ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 FAILED/p' "$WORK/old_regress.log")
-check "$OLD's regression suites all ran ($(grep -cE '^test |^(not )?ok ' "$WORK/old_regress.log") of 11)" \
-	test "$(grep -cE '^test |^(not )?ok ' "$WORK/old_regress.log")" -eq 11
+# old_suites VERSION DB TESTS...: the frozen suites of VERSION in a new database DB.
+old_suites() {
+	local v=$1 db=$2 name result n
+	shift 2
+	local dir=test/upgrade/$v expecteddir=()
+	"$PG_BIN/createdb" "$db"
+	q "$db" "CREATE EXTENSION credits VERSION '$v'" >/dev/null
+	# PostgreSQL 16 and later read expected/ from --expecteddir (default:
+	# the current directory), 15 from --inputdir.
+	"$PG_REGRESS" --help 2>&1 | grep -q -- --expecteddir && expecteddir=(--expecteddir="$dir")
+	"$PG_REGRESS" --bindir="$PG_BIN" --inputdir="$dir" "${expecteddir[@]}" --outputdir="$WORK/$db" \
+		--use-existing --dbname="$db" "$@" >"$WORK/$db.log" 2>&1
+	while read -r name result; do
+		if [ "$result" == ok ]; then
+			ok "$v's regression suite $name passes on a $v database"
+		else
+			not_ok "$v's regression suite $name passes on a $v database"
+			sed -n "/^diff .*\/$name.out/,/^diff /p" "$WORK/$db/regression.diffs" 2>/dev/null | head -30 | sed 's/^/#   /'
+		fi
+	done < <(sed -nE 's/^(test|ok [0-9]+ *[-+]?|not ok [0-9]+ *[-+]?) +([a-z_]+) +\.\.\. +(ok|FAILED).*/\2 \3/p; s/^ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 ok/p; s/^not ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 FAILED/p' "$WORK/$db.log")
+	n=$(grep -cE '^test |^(not )?ok ' "$WORK/$db.log")
+	check "$v's regression suites all ran ($n of $#)" test "$n" -eq $#
+}
+old_suites "$OLD" old_regress install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
+	privileges policy_limits reports verify
+old_suites "$MID" mid_regress install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
+	privileges policy_limits reports verify leases hardening
 
 ################################################################################
 say "1. a $OLD database served by the new library"
