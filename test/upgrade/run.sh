@@ -572,6 +572,10 @@ SELECT (credits.disable_auto_recharge(13)).enabled;
 SELECT credits.open_account(14, 0), credits.enable_auto_recharge(14, 0, 1000);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (14, 100);
 SELECT credits.add_credits(14, 250);
+-- 16: a batch partly paid for (40 owed); after the update credits arrive
+-- and repay the 40, then its recharge fails.
+SELECT credits.open_account(16, 60), credits.enable_auto_recharge(16, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (16, 100);
 -- the release and the expired lease
 SELECT status FROM credits.release_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 8),
                                             (SELECT claim_token FROM credits.recharges WHERE account_id = 8));
@@ -586,10 +590,10 @@ else
 fi
 same "$MID: recharges: pending 2, 8 (released), 10, 14, 15; processing 3, 4, 9 (lease expired), 15; succeeded 5; failed 6; cancelled 12, 13" \
 	"$(q upg11 "SELECT string_agg(account_id || ':' || status || ':' || claim_count || ':' || coalesce((lease_expires_at < now())::text, ''), ',' ORDER BY account_id, recharge_id) FROM credits.recharges")" \
-	"2:pending:0:,3:processing:1:false,4:processing:1:false,5:succeeded:1:,6:failed:1:,6:failed:1:,6:failed:1:,8:pending:1:,9:processing:1:true,10:pending:0:,12:cancelled:0:,13:cancelled:0:,14:pending:0:,15:processing:1:false,15:pending:0:"
+	"2:pending:0:,3:processing:1:false,4:processing:1:false,5:succeeded:1:,6:failed:1:,6:failed:1:,6:failed:1:,8:pending:1:,9:processing:1:true,10:pending:0:,12:cancelled:0:,13:cancelled:0:,14:pending:0:,15:processing:1:false,15:pending:0:,16:pending:0:"
 same "$MID: balances before the update (3 and 4 partly owed, 15 owing two recharges, 10 and 14 positive with a recharge in flight)" \
 	"$(q upg11 "SELECT string_agg(account_id || ':' || balance, ' ' ORDER BY account_id) FROM credits.accounts WHERE account_id < 100")" \
-	"1:4869 2:-40 3:-80 4:-150 5:0 6:0 7:200 8:-60 9:-70 10:300 11:0 12:50 13:0 14:150 15:-130"
+	"1:4869 2:-40 3:-80 4:-150 5:0 6:0 7:200 8:-60 9:-70 10:300 11:0 12:50 13:0 14:150 15:-130 16:-40"
 fails_with "$MID trigger: a batch above the balance, auto-recharge off" upg11 MC001 \
 	"INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 1)"
 fails_with "$MID function: add_credits to an account that does not exist" upg11 MC003 "SELECT credits.add_credits(999, 1)"
@@ -694,6 +698,15 @@ same "the session open across the update: a refused batch now gets MC001" "$sess
 session "INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 10);"
 same "the session open across the update: a batch that grows a pending recharge works" \
 	"$session_out|$(q upg "SELECT credits || '/' || status FROM credits.recharges WHERE account_id = 2")" "|50/pending"
+same "the session open across the update: that batch owes its 10 credits (one debit row without a grant)" \
+	"$(q upg "SELECT b.owed || '|' || string_agg(coalesce(l.grant_id::text, '-') || ':' || l.delta, ',') FROM credits.send_batches b JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'debit'
+	          WHERE b.batch_id = (SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 2) GROUP BY b.owed")" "10|-:-10"
+b1=$(q upg "SELECT balance FROM credits.accounts WHERE account_id = 1")
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5);"
+same "the session open across the update: a batch of a funded account draws its carried-over grant" \
+	"$session_out|$(q upg "SELECT string_agg(g.source || ':' || l.delta || ':' || g.remaining || '/' || g.credits, ',') FROM credits.ledger l JOIN credits.grants g USING (grant_id)
+	          WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 1) AND l.kind = 'debit'")|$(q upg "SELECT count(*) FROM credits.verify()")" \
+	"|purchase:-5:$((b1 - 5))/$b1|0"
 exec 7>&-
 wait "$SESSION_PID"
 SESSION_PID=
@@ -849,7 +862,7 @@ update_checks upg11 "$MID" "$WORK/tables11"
 # 10, 14, the second of 15).
 same "$MID, updated: claim_recharges takes the pending, the released and the expired-lease recharges (account:claim_count)" \
 	"$(q upg11 "SELECT string_agg(account_id || ':' || claim_count, ',' ORDER BY recharge_id) FROM credits.claim_recharges(20)")" \
-	"8:2,9:2,15:1,2:1,10:1,14:1"
+	"8:2,9:2,15:1,2:1,10:1,14:1,16:1"
 settle() {	# settle complete|fail ACCOUNT [first|last]: with the current token
 	local pick=max; [ "${3:-last}" = first ] && pick=min
 	if [ "$1" = complete ]; then
@@ -880,6 +893,14 @@ same "$MID, updated: 15's first recharge repaid its oldest batch (the 80 it owed
 same "$MID, updated: the refunds of 3's batches total their costs" \
 	"$(q upg11 "SELECT string_agg(b.cost || ':' || (SELECT sum(delta) FROM credits.ledger l WHERE l.batch_id = b.batch_id AND l.kind = 'refund'), ',' ORDER BY batch_id)
 	            FROM credits.send_batches b WHERE account_id = 3")" "150:150,30:30"
+same "$MID, updated: credits that arrive for an account that owes (16: 40) repay its batch first" \
+	"$(q upg11 "SELECT credits.add_credits(16, 100)")|$(balances upg11 16)|$(q upg11 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id)
+	            FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 16 AND l.kind = 'repay'")" \
+	"60|16:60/60/0|purchase:-40,-:40"
+same "$MID, updated: then its recharge fails: the 40 repaid go back to the grant that repaid them, the 60 paid for before the update into a new purchase grant" \
+	"$(settle fail 16)|$(balances upg11 16)|$(q upg11 "SELECT string_agg(g.grant_id - (SELECT min(grant_id) FROM credits.grants WHERE account_id = 16) || ':' || l.delta, ',' ORDER BY g.grant_id)
+	            FROM credits.ledger l JOIN credits.grants g USING (grant_id) WHERE l.account_id = 16 AND l.kind = 'refund'")|$(q upg11 "SELECT string_agg(format('%s %s/%s', source, remaining, credits), ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id = 16")" \
+	"failed|16:160/160/0|0:40,1:60|purchase 100/100, purchase 60/60"
 q upg11 "SELECT credits.grant_credits(7, 50, 'promo')" >/dev/null
 same "$MID, updated: a debit on a carried-over balance draws a new promo first (priority 30), then the carried-over purchase grant (50)" \
 	"$(q upg11 "INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 60) RETURNING cost || '/' || status")|$(q upg11 "SELECT string_agg(g.source || ':' || l.delta, ',' ORDER BY l.entry_id)
@@ -1135,6 +1156,13 @@ same "its recharge completes: a recharge grant, a pair of repay rows naming the 
 	"$(q upg "$WORKER SELECT status FROM credits.complete_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 44), 'psp-44')")|$(q upg "SELECT string_agg(l.kind || ':' || coalesce(g.source, '-') || ':' || l.delta || ':' || coalesce(l.batch_id = $b44, false), ',' ORDER BY l.kind, l.delta)
 	          FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 44 AND l.kind IN ('recharge', 'repay')")|$(q upg "SELECT status || ' owes ' || owed FROM credits.send_batches WHERE batch_id = $b44")|$(balances upg 44)" \
 	"succeeded|recharge:recharge:50:false,repay:recharge:-50:true,repay:-:50:true|ready owes 0|44:0/0/0"
+# 45: a batch drew a promo that expires before the batch's recharge fails.
+q upg "SELECT credits.open_account(45, 0), credits.enable_auto_recharge(45, 0, 1000); SELECT credits.grant_credits(45, 50, 'promo', now() + interval '1 hour')" >/dev/null
+q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (45, 80)" >/dev/null
+q upg "$WORKER SELECT count(*) FROM credits.claim_recharges(10)" >/dev/null
+same "a refund to a grant that expired meanwhile: a refund row, then an expire row; the owed part cancels the debt" \
+	"$(q upg "LOAD 'credits'; SET credits.clock_offset = 7200; $WORKER SELECT status FROM credits.fail_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 45), 'declined')")|$(ledger_of 45)|$(grants_of 45)|$(balances upg 45)" \
+	"failed|open:0:-,grant:50:promo,debit:-50:promo,debit:-30:-,refund:30:-,refund:50:promo,expire:-50:promo|promo 0/50 prio 30 closed|45:0/0/0"
 same "after grants, plans and expiry: verify() returns no rows" "$(q upg "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
