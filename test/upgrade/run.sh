@@ -2,32 +2,61 @@
 # test/upgrade/run.sh: ALTER EXTENSION credits UPDATE on a database full of data.
 #
 # Builds and installs the current tree (the NEW library and every install and
-# update script), then:
+# update script; 0.2.0 at the time of writing), then:
 #
+#   0. the released versions' own regression suites (test/upgrade/0.1.0/ and
+#      0.1.1/, frozen) on databases created at 0.1.0 and 0.1.1 and served by
+#      the new library.
 #   1. old database, new library: CREATE EXTENSION credits VERSION '0.1.0' in
 #      database "upg", grants the README's roles, and runs a mixed workload
 #      through the 0.1.0 API (single-row, multi-row, INSERT ... SELECT and COPY
 #      batches, idempotency keys, targets, monthly limits, claims, completions,
-#      failures up to credits.max_payment_failures, disable, expiry) and its
+#      failures up to credits.max_payment_failures, disable, expiry, batches
+#      wholly or partly owed, an awaiting batch on a positive balance) and its
 #      error cases: a database that has not run the update must keep raising
 #      the 0.1.0 SQLSTATEs (CR...), from the C triggers and the SQL functions.
-#   2. the update: a snapshot of every row of every extension table (the
-#      columns 0.1.0 had, in a canonical order), the sequences and the grants
-#      is taken before ALTER EXTENSION credits UPDATE and compared after it;
-#      extversion is credits.control's default_version; verify() stays empty;
-#      a session connected before the update, and the session that runs it,
-#      see the new codes; the roles keep working with the rights they had
-#      (2-argument complete_recharge and fail_recharge included); nothing new
-#      is open to PUBLIC.
+#      1c: the same for a database "upg11" created at 0.1.1, with a workload
+#      through the 0.1.1 API (tokens, a released claim, an expired lease, two
+#      recharges in flight for one account, a threshold top-up); and two
+#      databases, keep10 and keep11, that never run the update (section 6).
+#   2. the update (0.1.0 -> 0.1.1 -> 0.2.0 in one ALTER EXTENSION UPDATE): a
+#      snapshot of every row of every extension table (only the columns
+#      0.1.0 had, in a canonical order), the sequences and the grants is
+#      taken before and compared after it; no table rewritten; extversion is
+#      credits.control's default_version; verify() stays empty; the new
+#      objects are the tables grants and plans and the columns ledger.grant_id
+#      and send_batches.owed; each positive balance became one purchase grant
+#      (remaining = credits = carried_over = balance, "carried over"), no
+#      ledger row; none for balances at 0 or below; a negative balance is
+#      owed by the awaiting batches, newest first, and balance = sum of the
+#      grants' remaining - owed everywhere.  A session connected before the
+#      update, and the session that runs it, see the new codes and draw the
+#      carried-over grants; the roles keep working with the rights they had;
+#      settling the 0.1.0 recharges repays or refunds (the part of a batch
+#      paid for before the update goes into a new purchase grant); nothing
+#      new is open to PUBLIC.  2c: the same for the 0.1.1 database, settled
+#      with the tokens of claims made before the update.
 #   3. the new version in that database: MC codes, claim tokens and leases,
 #      a stale token refused with MC020 and nothing changed, release_recharge,
-#      the recharge_queue view; verify() empty at the end.
-#   4. same objects either way: a fresh CREATE EXTENSION credits and 0.1.0 +
-#      UPDATE give the same catalog (\dx+, functions with their security,
-#      volatility and settings, tables, constraints, indexes, triggers, views,
-#      comments, grants, pg_dump configuration).
-#   5. a dump of the 0.1.0 database restored with a plain pg_restore into the
-#      new version: same rows, verify() empty.
+#      the recharge_queue view.  3b: grants in it: open_account with signup
+#      credits (also expiring), grant_credits, set_plan, the draw-down order
+#      (plan, signup, promo, purchase), batch_funding, account_overview,
+#      expiring_credits, expiry under credits.clock_offset (a debit expires
+#      first; an expired promo is never spent; expire_grants and its NOTIFY),
+#      renew_plans, cancel_plan, the MC023-MC026 errors, a debit past zero
+#      and its repayment, a refund to a grant that expired; verify() empty.
+#   4. same objects either way: a fresh CREATE EXTENSION credits, 0.1.0 +
+#      UPDATE and 0.1.1 + UPDATE give the same catalog (\dx+, functions with
+#      their security, volatility and settings, tables, constraints, indexes,
+#      triggers, views, comments, grants, pg_dump configuration), and so do
+#      the two updated workload databases.
+#   5. dumps: the 0.1.0 database's restored with a plain pg_restore into the
+#      new version (same rows, verify() empty); the 0.1.0 and 0.1.1 dumps
+#      restored into databases created at their versions and then updated
+#      (the checks of section 2); the updated databases dumped and restored.
+#   6. keep10 and keep11, never updated, after the library has served 0.2.0
+#      databases: debits and settlement work, their SQLSTATE classes, no
+#      grant tables or columns, one ledger row per debit, recharge and refund.
 #
 # Prints "ok - ..." / "not ok - ..." per check, "# ..." notes, and
 # "N passed, N failed"; exits non-zero on any failure.  Safe to run again:
