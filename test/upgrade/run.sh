@@ -605,6 +605,11 @@ SELECT credits.add_credits(14, 250);
 -- and repay the 40, then its recharge fails.
 SELECT credits.open_account(16, 60), credits.enable_auto_recharge(16, 0, 1000);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (16, 100);
+-- 17 and 18: batches partly paid for (70 and 20 owed); after the update
+-- 17's recharge expires and 18's policy is disabled: both are cancelled.
+SELECT credits.open_account(17, 30), credits.enable_auto_recharge(17, 0, 1000);
+SELECT credits.open_account(18, 80), credits.enable_auto_recharge(18, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (17, 100), (18, 100);
 -- the release and the expired lease
 SELECT status FROM credits.release_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 8),
                                             (SELECT claim_token FROM credits.recharges WHERE account_id = 8));
@@ -619,10 +624,10 @@ else
 fi
 same "$MID: recharges: pending 2, 8 (released), 10, 14, 15; processing 3, 4, 9 (lease expired), 15; succeeded 5; failed 6; cancelled 12, 13" \
 	"$(q upg11 "SELECT string_agg(account_id || ':' || status || ':' || claim_count || ':' || coalesce((lease_expires_at < now())::text, ''), ',' ORDER BY account_id, recharge_id) FROM credits.recharges")" \
-	"2:pending:0:,3:processing:1:false,4:processing:1:false,5:succeeded:1:,6:failed:1:,6:failed:1:,6:failed:1:,8:pending:1:,9:processing:1:true,10:pending:0:,12:cancelled:0:,13:cancelled:0:,14:pending:0:,15:processing:1:false,15:pending:0:,16:pending:0:"
+	"2:pending:0:,3:processing:1:false,4:processing:1:false,5:succeeded:1:,6:failed:1:,6:failed:1:,6:failed:1:,8:pending:1:,9:processing:1:true,10:pending:0:,12:cancelled:0:,13:cancelled:0:,14:pending:0:,15:processing:1:false,15:pending:0:,16:pending:0:,17:pending:0:,18:pending:0:"
 same "$MID: balances before the update (3 and 4 partly owed, 15 owing two recharges, 10 and 14 positive with a recharge in flight)" \
 	"$(q upg11 "SELECT string_agg(account_id || ':' || balance, ' ' ORDER BY account_id) FROM credits.accounts WHERE account_id < 100")" \
-	"1:4869 2:-40 3:-80 4:-150 5:0 6:0 7:200 8:-60 9:-70 10:300 11:0 12:50 13:0 14:150 15:-130 16:-40"
+	"1:4869 2:-40 3:-80 4:-150 5:0 6:0 7:200 8:-60 9:-70 10:300 11:0 12:50 13:0 14:150 15:-130 16:-40 17:-70 18:-20"
 fails_with "$MID trigger: a batch above the balance, auto-recharge off" upg11 MC001 \
 	"INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 1)"
 fails_with "$MID function: add_credits to an account that does not exist" upg11 MC003 "SELECT credits.add_credits(999, 1)"
@@ -886,6 +891,10 @@ same "$MID, after the update: every grant on a $MID object is as it was (interna
 	"$(grep -vxFf "$WORK/grants11_after" "$WORK/grants11_before" | grep -vE "$internal")" ""
 update_checks upg11 "$MID" "$WORK/tables11"
 
+q upg11 "UPDATE credits.recharges SET created_at = created_at - interval '2 hours' WHERE account_id = 17" >/dev/null
+same "$MID, updated: expire_recharges cancels 17's recharge, disable_auto_recharge 18's; the owed parts cancel the debts, the parts paid for before the update become purchase grants" \
+	"$(q upg11 "SELECT credits.expire_recharges()")|$(q upg11 "SELECT (credits.disable_auto_recharge(18)).enabled")|$(balances upg11 "17, 18")|$(q upg11 "SELECT string_agg(format('%s:%s %s/%s', account_id, source, remaining, credits), ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id IN (17, 18)")|$(q upg11 "SELECT string_agg(status || ':' || owed, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id IN (17, 18)")" \
+	"1|f|17:30/30/0 18:80/80/0|17:purchase 30/30, 18:purchase 80/80|failed:0,failed:0"
 # Settling the recharges of $MID: claimed before the update with a token (3,
 # 4, the first of 15), or claimed now (2, 8 released, 9 with an expired lease,
 # 10, 14, the second of 15).
