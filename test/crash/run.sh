@@ -13,7 +13,8 @@
 #            DO NOTHING RETURNING; WORKERS worker loops claim recharges
 #            (credits.claim_recharges(20)), complete most, fail every 10th;
 #            an admin loop makes promo grants that expire within seconds,
-#            purchase grants, and calls expire_grants().  The accounts start
+#            purchase grants, and calls expire_grants() and renew_plans()
+#            (its session's clock moved a month further each time).  The accounts start
 #            with signup credits, and plans, promos (some lapsing during the
 #            run, some spent first) and purchases (doc/grants.md), so debits
 #            draw from several grants, expire them, and owe past zero.
@@ -339,7 +340,8 @@ worker() {
 admin() {
 	local id=$1 cycle=$2 deadline=$3
 	local log="$T/a$cycle.$id.log"
-	local n=0 r a c key action sql st outcome
+	local n=0 renewals=0 r a c key action st outcome
+	local -a stmts
 	ERRF="$T/a$cycle.$id.err" SPID="" SESSION_NAME="a$id"
 	export PGCONNECT_TIMEOUT=5 PGOPTIONS='-c statement_timeout=15s'
 	trap '' PIPE
@@ -351,20 +353,29 @@ admin() {
 		r=$((RANDOM % 10))
 		if [ $r -lt 6 ]; then
 			action=promo
-			sql="SELECT credits.grant_credits($a, $c, 'promo', clock_timestamp() + interval '$((1 + RANDOM % 12)) seconds', note => '$key')"
+			stmts=("SELECT credits.grant_credits($a, $c, 'promo', clock_timestamp() + interval '$((1 + RANDOM % 12)) seconds', note => '$key')")
 		elif [ $r -lt 9 ]; then
 			action=purchase
-			sql="SELECT credits.grant_credits($a, $c, 'purchase', note => '$key')"
-		else
+			stmts=("SELECT credits.grant_credits($a, $c, 'purchase', note => '$key')")
+		elif [ $((RANDOM % 2)) -eq 0 ]; then
 			action=expire a='\N' c='\N'
-			sql="SELECT credits.expire_grants()"
+			stmts=("SELECT credits.expire_grants()")
+		else
+			# Plans renew as cron would, months on: this session's clock
+			# (credits.clock_offset) moves 32 days further each time, so
+			# every plan's period has ended and the next one opens.
+			renewals=$((renewals + 1))
+			action=renew a='\N' c=$(((cycle - 1) * 400 + renewals * 32))
+			stmts=("SET credits.clock_offset = $((c * 86400))"
+				   "SELECT credits.renew_plans(now() + interval '$c days' - interval '1 minute')"
+				   "RESET credits.clock_offset")
 		fi
 		if [ -z "$SPID" ] && ! session_open; then
 			outcome=noconn st='\N'
 		else
 			now_ms
 			printf '%s\t%s\t%s\t%s\tsent\t\\N\t%s\n' "$action" "$key" "$a" "$c" "$NOW_MS" >>"$log"
-			if session_run "$sql"; then
+			if session_run "${stmts[@]}"; then
 				first_error; st=$ST
 				if [ -n "$st" ]; then outcome=failed; else outcome=committed st='\N'; fi
 			else
@@ -516,7 +527,7 @@ problems() {
 					  a.key, a.action, a.cycle, a.outcome, coalesce(' with ' || a.sqlstate, ''),
 					  CASE count(g.grant_id) WHEN 0 THEN 'not stored' ELSE 'stored ' || count(g.grant_id) || ' times' END)
 		  FROM crash_test.alog a LEFT JOIN credits.grants g ON g.note = a.key
-		 WHERE a.action <> 'expire'
+		 WHERE a.action IN ('promo', 'purchase')
 		 GROUP BY a.key, a.action, a.cycle, a.outcome, a.sqlstate
 		HAVING count(g.grant_id) > 1
 			OR (a.outcome = 'committed' AND count(g.grant_id) <> 1)
@@ -618,15 +629,15 @@ recover() {
 		\$\$;
 		-- a grant whose outcome is unknown: made again unless it is there
 		UPDATE crash_test.alog a SET retry = 'present', outcome = 'committed'
-		 WHERE cycle = $1 AND outcome = 'unknown' AND action <> 'expire'
+		 WHERE cycle = $1 AND outcome = 'unknown' AND action IN ('promo', 'purchase')
 		   AND EXISTS (SELECT FROM credits.grants g WHERE g.note = a.key);
 		SELECT count(credits.grant_credits(a.account_id, a.credits, a.action,
 										   CASE a.action WHEN 'promo' THEN clock_timestamp() + interval '5 seconds' END,
 										   note => a.key))
-		  FROM (SELECT * FROM crash_test.alog WHERE cycle = $1 AND outcome = 'unknown' AND action <> 'expire'
+		  FROM (SELECT * FROM crash_test.alog WHERE cycle = $1 AND outcome = 'unknown' AND action IN ('promo', 'purchase')
 				 ORDER BY account_id, key) a;
 		UPDATE crash_test.alog SET retry = 'inserted', outcome = 'committed'
-		 WHERE cycle = $1 AND outcome = 'unknown' AND action <> 'expire';
+		 WHERE cycle = $1 AND outcome = 'unknown' AND action IN ('promo', 'purchase');
 		SELECT count(credits.complete_recharge(r.recharge_id, 'pay-' || r.recharge_id))
 		  FROM (SELECT recharge_id FROM credits.recharges WHERE status = 'processing' ORDER BY recharge_id) r;
 		SELECT count(credits.enable_auto_recharge(p.account_id, p.min_balance, p.max_credits,
@@ -777,7 +788,7 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 	SERVER_PIDS=()
 
 	load_logs $cycle >/dev/null || why+=("could not load the client logs")
-	summary=$(q "SELECT format('committed %s, failed %s, unknown %s (%s stored), never sent %s; recharges claimed %s, completed %s, failed %s, unknown %s; grants made %s, unknown %s; so far %s debits drew 2+ grants, %s owed a part, %s repay pairs, %s grants expired',
+	summary=$(q "SELECT format('committed %s, failed %s, unknown %s (%s stored), never sent %s; recharges claimed %s, completed %s, failed %s, unknown %s; grants made %s, unknown %s; renew_plans %s (plan periods so far %s); so far %s debits drew 2+ grants, %s owed a part, %s repay pairs, %s grants expired',
 			count(*) FILTER (WHERE outcome = 'committed'),
 			count(*) FILTER (WHERE outcome = 'failed'),
 			count(*) FILTER (WHERE outcome = 'unknown'),
@@ -788,8 +799,10 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action = 'complete' AND outcome = 'committed'),
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action = 'fail' AND outcome = 'committed'),
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action <> 'claim' AND outcome = 'unknown'),
-			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action <> 'expire' AND outcome = 'committed'),
-			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action <> 'expire' AND outcome = 'unknown'),
+			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action IN ('promo', 'purchase') AND outcome = 'committed'),
+			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action IN ('promo', 'purchase') AND outcome = 'unknown'),
+			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action = 'renew' AND outcome = 'committed'),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'plan'),
 			(SELECT count(*) FROM (SELECT batch_id FROM credits.ledger WHERE kind = 'debit' AND grant_id IS NOT NULL
 									GROUP BY batch_id HAVING count(*) > 1) m),
 			(SELECT count(*) FROM credits.ledger WHERE kind = 'debit' AND grant_id IS NULL),
