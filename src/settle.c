@@ -635,8 +635,12 @@ SettleBatches(int64 account_id, int64 recharge_id, bool refund)
 	qsort(batches, n, sizeof(SettledBatch), CompareBatchIds);
 	for (uint64 i = 0; i < n; i++)
 		RefundBatch(account_id, recharge_id, &batches[i]);
+	changed += FailDependentBatches(account_id, recharge_id);
 
-	return changed + FailDependentBatches(account_id, recharge_id);
+	/* what came back pays the debts of the batches still awaiting */
+	if (CreditsHasGrants())
+		LedgerRepayOwed(account_id);
+	return changed;
 }
 
 /*
