@@ -1310,6 +1310,16 @@ same "restored: a new batch is debited (cost/status) and verify() stays empty" \
 	"$(q restored "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING cost || '/' || status")|$(q restored "SELECT count(*) FROM credits.verify()")" \
 	"4/ready|0"
 
+# The $MID dump, restored the same way, and a batch sent before anyone ran
+# carry_over_balances(): the debit must be refused, or carried over with
+# the rest; either way verify() is empty afterwards.
+"$PG_BIN/createdb" restored_mid_plain
+"$PG_BIN/pg_restore" -d restored_mid_plain "$WORK/mid.dump" >"$WORK/restore_mid_plain.log" 2>&1
+same "the $MID dump restored the plain way into $NEW: no error" "$?|$(head -3 "$WORK/restore_mid_plain.log")" "0|"
+note "a batch of account 1 before carry_over_balances(): $(q restored_mid_plain "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING 'cost ' || cost || ', ' || status || ', owes ' || owed" | head -2 | tr '\n' ' ')"
+same "restored from $MID, a batch sent before carry_over_balances(), then carry_over_balances(): verify() returns no rows" \
+	"$(q restored_mid_plain "SELECT credits.carry_over_balances()" >/dev/null; q restored_mid_plain "SELECT * FROM credits.verify()")" ""
+
 # The way to bring an old dump to $NEW with its grants: restore it into the
 # version it was taken from, then update.  0.1.0 refuses restored batches
 # (CR007), so its dump is restored without triggers; 0.1.1 recognises them.
