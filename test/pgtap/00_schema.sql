@@ -8,7 +8,7 @@
 -- done; everything is rolled back.
 
 BEGIN;
-SELECT plan(242);
+SELECT plan(245);
 
 --------------------------------------------------------------------------------
 -- Extension and schema
@@ -482,6 +482,10 @@ SELECT function_returns('credits', 'expiring_credits', ARRAY['interval'], 'setof
 SELECT has_function('credits', 'batch_funding', ARRAY['bigint'], 'credits.batch_funding(bigint) exists');
 SELECT function_returns('credits', 'batch_funding', ARRAY['bigint'], 'setof record',
 	'credits.batch_funding returns a set');
+SELECT has_function('credits', 'carry_over_balances', ARRAY[]::name[],
+	'credits.carry_over_balances() exists');
+SELECT function_returns('credits', 'carry_over_balances', ARRAY[]::name[], 'integer',
+	'credits.carry_over_balances returns integer');
 
 -- Argument names and defaults are part of the interface (named notation).
 SELECT results_eq(
@@ -493,12 +497,13 @@ SELECT results_eq(
 						   'disable_auto_recharge', 'claim_recharges', 'complete_recharge',
 						   'fail_recharge', 'release_recharge', 'verify',
 						   'grant_credits', 'set_plan', 'cancel_plan', 'renew_plans',
-						   'expire_grants', 'expiring_credits', 'batch_funding')
+						   'expire_grants', 'expiring_credits', 'batch_funding', 'carry_over_balances')
 	   ORDER BY 1, 2$$,
 	$$VALUES
 		('add_credits', 'account_id bigint, credits bigint, note text DEFAULT NULL::text', 'bigint'),
 		('batch_funding', 'batch_id bigint', 'TABLE(grant_id bigint, source text, credits bigint)'),
 		('cancel_plan', 'account_id bigint', 'credits.plans'),
+		('carry_over_balances', '', 'integer'),
 		('claim_recharges', 'max_rows integer DEFAULT 1', 'SETOF credits.recharges'),
 		('complete_recharge', 'recharge_id bigint, payment_ref text', 'credits.recharges'),
 		('complete_recharge', 'recharge_id bigint, payment_ref text, claim_token uuid', 'credits.recharges'),
@@ -543,10 +548,11 @@ SELECT results_eq(
 		FROM pg_catalog.pg_proc p
 	   WHERE p.pronamespace = 'credits'::regnamespace
 		 AND p.proname IN ('open_account', 'grant_credits', 'set_plan', 'cancel_plan', 'renew_plans',
-						   'expire_grants', 'expiring_credits', 'batch_funding')
+						   'expire_grants', 'expiring_credits', 'batch_funding', 'carry_over_balances')
 	   ORDER BY 1$$,
 	$$VALUES ('credits.batch_funding(bigint)', true),
 			 ('credits.cancel_plan(bigint)', true),
+			 ('credits.carry_over_balances()', true),
 			 ('credits.expire_grants(timestamp with time zone)', true),
 			 ('credits.expiring_credits(interval)', true),
 			 ('credits.grant_credits(bigint,bigint,text,timestamp with time zone,integer,text)', true),
@@ -708,6 +714,8 @@ SELECT function_privs_are('credits', 'open_account', ARRAY['bigint', 'bigint', '
 SELECT function_privs_are('credits', 'grant_credits',
 	ARRAY['bigint', 'bigint', 'text', 'timestamp with time zone', 'integer', 'text'], 'public',
 	ARRAY[]::text[], 'PUBLIC cannot execute credits.grant_credits');
+SELECT function_privs_are('credits', 'carry_over_balances', ARRAY[]::name[], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.carry_over_balances');
 SELECT function_privs_are('credits', 'set_plan', ARRAY['bigint', 'bigint', 'timestamp with time zone'], 'public',
 	ARRAY[]::text[], 'PUBLIC cannot execute credits.set_plan');
 SELECT function_privs_are('credits', '_add_grant',
