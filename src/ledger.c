@@ -378,8 +378,9 @@ LedgerRepayOwed(int64 account_id)
  *		A failed batch's cost goes back where it came from: what it still
  *		owes is forgiven (a row without a grant), each grant's part goes
  *		back to that grant (and expires at once if the grant has expired
- *		meanwhile: a "refund" row, then an "expire" row), and then the
- *		account's debts are paid from what came back.  A batch debited
+ *		meanwhile: a "refund" row, then an "expire" row).  The caller then
+ *		pays the account's debts from what came back (LedgerRepayOwed),
+ *		once all the batches it refunds are refunded.  A batch debited
  *		before 0.2.0 has one grantless debit row: the part of it not owed
  *		was bought credits, and goes into a new "purchase" grant.
  */
@@ -468,7 +469,6 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 	if (refunded != cost)
 		elog(ERROR, "credits: batch " INT64_FORMAT " cost " INT64_FORMAT " but its debits total " INT64_FORMAT,
 			 batch_id, cost, refunded);
-	LedgerRepayOwed(account_id);
 }
 
 /*
@@ -706,4 +706,41 @@ credits_expire_due(PG_FUNCTION_ARGS)
 	result[0] = LedgerExpireDue(PG_GETARG_INT64(0), PG_GETARG_TIMESTAMPTZ(1), &result[1]);
 	SPI_finish();
 	PG_RETURN_DATUM(Int8ArrayDatum(result, 2));
+}
+
+/*
+ * credits_repay_owed
+ *		credits._repay_owed(account_id bigint) RETURNS void: LedgerRepayOwed
+ *		for carry_over_balances() (which holds the account lock).
+ */
+PG_FUNCTION_INFO_V1(credits_repay_owed);
+
+Datum
+credits_repay_owed(PG_FUNCTION_ARGS)
+{
+	credits_serving_0_1_0 = false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	LedgerRepayOwed(PG_GETARG_INT64(0));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * credits_add_owed
+ *		credits._add_owed(batch_id bigint, credits bigint) RETURNS void: adds
+ *		to what a batch owes, for carry_over_balances() (which holds the
+ *		account lock).
+ */
+PG_FUNCTION_INFO_V1(credits_add_owed);
+
+Datum
+credits_add_owed(PG_FUNCTION_ARGS)
+{
+	credits_serving_0_1_0 = false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	MoveOwed(PG_GETARG_INT64(0), PG_GETARG_INT64(1));
+	SPI_finish();
+	PG_RETURN_VOID();
 }
