@@ -12,6 +12,8 @@
 -- clock (clock_timestamp() plus the offset).
 --
 \set SHOW_CONTEXT never
+-- verify() runs after every section: JIT-compiling it costs seconds a call.
+SET jit = off;
 SELECT count(*) >= 0 AS cleared FROM credits.claim_recharges(100000);
 CREATE FUNCTION regress_clock() RETURNS timestamptz LANGUAGE sql AS $$
 	SELECT clock_timestamp()
@@ -95,10 +97,10 @@ SELECT account_id, regress_g(grant_id) AS g, source, remaining
   FROM credits.expiring_credits(interval '2 hours') WHERE account_id IN (4002, 4003) ORDER BY account_id, grant_id;
 -- MC026: an "at" after the clock would lapse g2 early: refused, nothing
 -- expired.
+\set VERBOSITY terse
 SELECT credits.expire_grants(regress_clock() + interval '2 hours');
 \echo :LAST_ERROR_SQLSTATE
-SELECT credits.expire_grants(NULL);
-\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
 SELECT * FROM regress_grant_totals(4002);
 -- Four hours after the start a batch of 10 on 4002 expires g2 itself and
 -- is paid from g3.
@@ -213,8 +215,12 @@ SELECT balance, plan_credits, free_credits, promo_credits, bought_credits, owed,
 	   next_expiry_credits
   FROM credits.account_overview WHERE account_id = 4030;
 -- balance_by_grant: per grant, what it granted, drew, got back, expired and
--- has left.
-SELECT * FROM credits.balance_by_grant WHERE account_id = 4030 ORDER BY grant_id;
+-- has left, and its state.  The signup grant was drawn for 200 (b1) and
+-- 300 (b2) and got 300 back: 500 - 500 + 300 = 300 left; the five-day
+-- promo was drawn for 50, got 50 back, and 50 expired.
+SELECT regress_g(grant_id) AS g, source, priority, granted, drawn, refunded, expired, remaining,
+	   state, note
+  FROM credits.balance_by_grant WHERE account_id = 4030 ORDER BY grant_id;
 SELECT * FROM regress_ledger(4030);
 SELECT * FROM credits.verify();
 SELECT cancelled_at IS NOT NULL AS cancelled FROM credits.cancel_plan(4030);
