@@ -116,8 +116,10 @@ CREATE INDEX ledger_grant_events_idx ON credits.ledger (grant_id)
 
 -- What each batch owes.
 ALTER TABLE credits.send_batches ADD COLUMN owed bigint NOT NULL DEFAULT 0;
+-- (owed <= cost is checked by verify(): a constraint here would fire before
+-- the clearer MC022 when a later trigger changes a debited row's cost)
 ALTER TABLE credits.send_batches ADD CONSTRAINT send_batches_owed_check
-	CHECK (owed >= 0 AND owed <= cost);
+	CHECK (owed >= 0);
 COMMENT ON COLUMN credits.send_batches.owed IS
 	'Credits of the cost no grant could pay when it was debited, not yet paid by credits that arrived since. Set by the extension.';
 CREATE INDEX send_batches_owed_idx ON credits.send_batches (account_id, batch_id)
@@ -772,7 +774,7 @@ AS $$
 	  LEFT JOIN (SELECT l.batch_id, sum(l.delta) AS total FROM credits.ledger l
 				  WHERE l.grant_id IS NULL AND l.kind IN ('debit', 'repay', 'refund')
 				  GROUP BY l.batch_id) l USING (batch_id)
-	 WHERE b.owed > 0 AND (b.status = 'failed' OR b.owed > coalesce(-l.total, 0))
+	 WHERE b.owed > 0 AND (b.status = 'failed' OR b.owed > coalesce(-l.total, 0) OR b.owed > b.cost)
 	UNION ALL
 	-- 19. plan periods: an account's plan grants never overlap (one per
 	-- period; periods a plan missed are gaps), and a plan's current period
