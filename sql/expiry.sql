@@ -105,10 +105,32 @@ SELECT * FROM regress_grant_totals(4002);
 -- Four hours after the start a batch of 10 on 4002 expires g2 itself and
 -- is paid from g3.
 SET credits.clock_offset = 14400;
+-- (expiring_credits lists g2 while it is due and not yet expired)
+SELECT account_id, regress_g(grant_id) AS g, remaining, expires_at <= regress_clock() AS due
+  FROM credits.expiring_credits(interval '1 minute') WHERE account_id IN (4002, 4003);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 10) RETURNING cost, status;
 SELECT * FROM regress_ledger(4002) OFFSET 5;
 SELECT credits.expire_grants(regress_clock()) AS expired;
 SELECT * FROM credits.verify();
+RESET credits.clock_offset;
+
+--
+-- Every function that locks an account expires its due grants first, in
+-- the same transaction: add_credits, enable_auto_recharge, grant_credits,
+-- set_plan.  Accounts 4004-4007 each have a promo of 100 expiring in one
+-- hour; two hours later each function writes the promo's 'expire' row
+-- before its own row.
+--
+SELECT count(*) FROM generate_series(4004, 4007) a, LATERAL credits.open_account(a) o,
+	   LATERAL credits.grant_credits(a, 100, expires_at => regress_clock() + interval '1 hour', note => 'one hour') g;
+SET credits.clock_offset = 7200;
+SELECT credits.add_credits(4004, 10, 'bought');
+SELECT enabled FROM credits.enable_auto_recharge(4005, min_balance => 0, max_credits => 100);
+SELECT credits.grant_credits(4006, 10, note => 'promo') IS NOT NULL AS granted;
+SELECT monthly_credits FROM credits.set_plan(4007, 10, regress_clock());
+SELECT account_id, (regress_ledger(account_id)).* FROM generate_series(4004, 4007) account_id;
+SELECT * FROM credits.verify();
+SELECT cancelled_at IS NOT NULL AS cancelled FROM credits.cancel_plan(4007);
 RESET credits.clock_offset;
 
 --

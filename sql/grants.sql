@@ -241,6 +241,29 @@ SELECT * FROM regress_funding(2030, 1);
 SELECT * FROM credits.verify();
 
 --
+-- Refunded credits pay what another batch owes first.  Account 2031 (100
+-- free credits, auto-recharge on): b1 (150) spends the 100 and owes 50
+-- (recharge r1, which a worker claims); b2 (30) owes 30 (recharge r2, r1
+-- being claimed).  r1 fails: b1's refund cancels its own 50 and puts 100
+-- back into g1, and those credits at once repay b2's 30 (a repay pair):
+-- g1 keeps 70, nobody owes anything, and b2 still awaits r2.
+--
+SELECT account_id, balance FROM credits.open_account(2031, 100);
+SELECT enabled FROM credits.enable_auto_recharge(2031, min_balance => 0, max_credits => 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2031, 150) RETURNING cost, status, owed;
+SELECT count(*) FROM credits.claim_recharges(10) WHERE account_id = 2031;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2031, 30) RETURNING cost, status, owed;
+SELECT credits, status FROM credits.recharges WHERE account_id = 2031 ORDER BY recharge_id;
+SELECT credits, status FROM credits.fail_recharge(
+	(SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 2031), 'card declined');
+SELECT * FROM regress_batches(2031);
+SELECT * FROM regress_grants(2031);
+SELECT * FROM regress_ledger(2031);
+SELECT * FROM regress_funding(2031, 2);
+SELECT * FROM regress_grant_totals(2031);
+SELECT * FROM credits.verify();
+
+--
 -- Errors of the grant functions, each followed by proof that nothing was
 -- written (account 2000's totals and grants are those above).
 --
@@ -258,8 +281,15 @@ SELECT credits.grant_credits(2000, 10, expires_at => now());
 SELECT credits.grant_credits(2000, 10, expires_at => now() - interval '1 day');
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
--- MC023: an unknown source
+-- MC023: an unknown source; plan and recharge credits come only from
+-- plans and recharges; 22004: no source
 SELECT credits.grant_credits(2000, 10, 'gift');
+\echo :LAST_ERROR_SQLSTATE
+SELECT credits.grant_credits(2000, 10, 'plan');
+\echo :LAST_ERROR_SQLSTATE
+SELECT credits.grant_credits(2000, 10, 'recharge');
+\echo :LAST_ERROR_SQLSTATE
+SELECT credits.grant_credits(2000, 10, NULL);
 \echo :LAST_ERROR_SQLSTATE
 -- MC023: a priority outside 0-100 (both ends are allowed)
 SELECT credits.grant_credits(2000, 10, priority => 101);
