@@ -23,16 +23,16 @@ $$;
 --
 -- A debit expires the account's due grants before it reads the balance.
 -- Account 4000 has 50 bought credits (g1) and a promo of 100 (g2) that
--- expires one second after it is granted.  After two seconds a batch of 30
+-- expires two seconds after it is granted.  After three seconds a batch of 30
 -- does not touch the promo (it would go first, priority 30 < 50): the
 -- statement writes an 'expire' row of -100 for g2, then debits g1.  With
 -- 20 left, a batch of 30 is refused (auto-recharge off).
 --
 SELECT account_id, balance FROM credits.open_account(4000);
 SELECT credits.add_credits(4000, 50, 'bought');
-SELECT credits.grant_credits(4000, 100, expires_at => clock_timestamp() + interval '1 second',
-							 note => 'one second') IS NOT NULL AS granted;
-SELECT pg_sleep(2);
+SELECT credits.grant_credits(4000, 100, expires_at => clock_timestamp() + interval '2 seconds',
+							 note => 'two seconds') IS NOT NULL AS granted;
+SELECT pg_sleep(3);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (4000, 30) RETURNING cost, status, owed;
 SELECT * FROM regress_grants(4000);
 SELECT * FROM regress_ledger(4000);
@@ -44,18 +44,18 @@ SELECT * FROM credits.verify();
 --
 -- "Now" for expiry is the clock when the account is locked, not the
 -- transaction's start.  Account 4001: in one transaction a promo of 100
--- expiring one second later is granted, the transaction sleeps two
+-- expiring two seconds later is granted, the transaction sleeps three
 -- seconds, and a batch of 30 is debited: the promo has expired by then
 -- (though not as of now(), the transaction's start) and is not spent.
 --
 SELECT account_id, balance FROM credits.open_account(4001);
 SELECT credits.add_credits(4001, 50, 'bought');
 BEGIN;
-SELECT credits.grant_credits(4001, 100, expires_at => clock_timestamp() + interval '1 second',
-							 note => 'one second') IS NOT NULL AS granted;
-SELECT pg_sleep(2);
+SELECT credits.grant_credits(4001, 100, expires_at => clock_timestamp() + interval '2 seconds',
+							 note => 'two seconds') IS NOT NULL AS granted;
+SELECT pg_sleep(3);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (4001, 30) RETURNING cost, status;
-SELECT expires_at > now() AS after_transaction_start FROM credits.grants WHERE account_id = 4001 AND note = 'one second';
+SELECT expires_at > now() AS after_transaction_start FROM credits.grants WHERE account_id = 4001 AND note = 'two seconds';
 COMMIT;
 SELECT * FROM regress_grants(4001);
 SELECT * FROM regress_ledger(4001);
