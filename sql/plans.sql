@@ -272,8 +272,35 @@ SELECT credits.renew_plans(regress_t(1, 6, 1, 12)) AS renewed;
 SELECT * FROM credits.verify();
 
 --
+-- A new period's credits pay what the account owes first.  Account 3021
+-- (100 a month from 1 June of Y+1, auto-recharge on): b1 (150) spends the
+-- 100 and owes 50 while its recharge is pending.  On 1 July the renewal
+-- expires nothing (the June grant is empty) and the July grant of 100
+-- repays b1's 50 (a repay pair): 50 left, nothing owed.  The recharge then
+-- succeeds: b1 is ready and the recharge grant keeps all its 50.
+--
+SELECT regress_clock_to(regress_t(1, 6, 5, 12)) AS clock;
+SELECT account_id, balance FROM credits.open_account(3021);
+SELECT monthly_credits FROM credits.set_plan(3021, 100, regress_t(1, 6, 1));
+SELECT enabled FROM credits.enable_auto_recharge(3021, min_balance => 0, max_credits => 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (3021, 150) RETURNING cost, status, owed;
+SELECT regress_clock_to(regress_t(1, 7, 1, 12)) AS clock;
+SELECT credits.renew_plans(regress_t(1, 7, 1, 12)) AS renewed;
+SELECT * FROM regress_batches(3021);
+SELECT * FROM regress_plan_grants(3021);
+SELECT * FROM regress_ledger(3021);
+SELECT count(*) FROM credits.claim_recharges(10) WHERE account_id = 3021;
+SELECT credits, status FROM credits.complete_recharge(
+	(SELECT recharge_id FROM credits.recharges WHERE account_id = 3021), 'ref-3021');
+SELECT * FROM regress_batches(3021);
+SELECT * FROM regress_grants(3021);
+SELECT * FROM regress_funding(3021, 1);
+SELECT * FROM credits.verify();
+SELECT monthly_credits FROM credits.cancel_plan(3021);
+
+--
 -- Errors, each followed by proof that nothing was written.  The clock is
--- 1 June of Y+1, 12:00.
+-- 1 July of Y+1, 12:00.
 --
 SELECT account_id, balance FROM credits.open_account(3030);
 -- MC014: monthly_credits not positive
@@ -284,7 +311,7 @@ SELECT credits.set_plan(3030, -100, regress_t(1, 6, 1));
 -- MC024: starts_at in the future (of the extension's clock).  (Terse:
 -- the DETAIL shows both instants.)
 \set VERBOSITY terse
-SELECT credits.set_plan(3030, 100, regress_t(1, 6, 2));
+SELECT credits.set_plan(3030, 100, regress_t(1, 7, 2));
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
 -- MC025: cancel_plan on an account without a plan
@@ -301,14 +328,14 @@ SELECT credits.set_plan(3030, NULL, regress_t(1, 6, 1));
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS plans FROM credits.plans WHERE account_id = 3030;
 SELECT * FROM regress_grant_totals(3030);
--- MC026: renew_plans or expire_grants at an instant after the clock (it
--- would lapse credits early).  3000's last grant, expired above, and every
--- other grant are unchanged.
+-- MC026: renew_plans or expire_grants at an instant after the clock: at
+-- 1 August they would end 3021's July period and lapse its 50 credits
+-- early.  Refused; every grant is unchanged.
 SELECT count(*) AS grants, sum(remaining) AS remaining FROM credits.grants \gset before_
 \set VERBOSITY terse
-SELECT credits.renew_plans(regress_t(1, 6, 1, 13));
+SELECT credits.renew_plans(regress_t(1, 8, 1, 12));
 \echo :LAST_ERROR_SQLSTATE
-SELECT credits.expire_grants(regress_t(1, 6, 1, 13));
+SELECT credits.expire_grants(regress_t(1, 8, 1, 12));
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
 SELECT count(*) = :before_grants AS same_grants, sum(remaining) = :before_remaining AS same_remaining
