@@ -264,6 +264,28 @@ SELECT * FROM regress_grant_totals(2031);
 SELECT * FROM credits.verify();
 
 --
+-- One settlement refunds all the batches it fails before the credits that
+-- came back pay any debt.  Account 2032 (100 free credits, auto-recharge
+-- on): b1 (150) spends the 100 and owes 50, b2 (30) owes 30, both covered
+-- by recharge r1 (80), which a worker claims; b3 (40) owes 40 and opens
+-- r2.  r1 fails: b1's refund (50 forgiven, 100 back into g1) and b2's (30
+-- forgiven) come first; then g1 repays b3's 40.  b2 is never repaid just
+-- before being refunded.
+--
+SELECT account_id, balance FROM credits.open_account(2032, 100);
+SELECT enabled FROM credits.enable_auto_recharge(2032, min_balance => 0, max_credits => 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2032, 150), (2032, 30) RETURNING cost, status, owed;
+SELECT count(*) FROM credits.claim_recharges(10) WHERE account_id = 2032;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2032, 40) RETURNING cost, status, owed;
+SELECT credits, status FROM credits.recharges WHERE account_id = 2032 ORDER BY recharge_id;
+SELECT credits, status FROM credits.fail_recharge(
+	(SELECT min(recharge_id) FROM credits.recharges WHERE account_id = 2032), 'card declined');
+SELECT * FROM regress_batches(2032);
+SELECT * FROM regress_ledger(2032);
+SELECT * FROM regress_grant_totals(2032);
+SELECT * FROM credits.verify();
+
+--
 -- Errors of the grant functions, each followed by proof that nothing was
 -- written (account 2000's totals and grants are those above).
 --
