@@ -67,6 +67,7 @@ ISOLATION = \
 	renew_vs_renew \
 	expire_vs_debit \
 	expire_vs_refund \
+	renew_vs_settle \
 	expiring_notify
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
