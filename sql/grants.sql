@@ -2,7 +2,8 @@
 -- grants: where an account's credits live (0.2.0, doc/grants.md): the
 -- draw-down order, one debit row per grant, batch_funding, the signup
 -- grant, what a batch owes and how it is repaid, refunds back to the grants
--- they came from, the views, and the errors of the grant functions.
+-- they came from, and the errors of the grant functions.  (Plans: plans;
+-- expiry and the views: expiry.)
 --
 -- Grant ids, batch ids and recharge ids depend on the suites before this
 -- one, so the helpers below name an account's grants g1, g2, ... and its
