@@ -115,6 +115,25 @@ SELECT * FROM credits.verify();
 RESET credits.clock_offset;
 
 --
+-- expire_grants works in chunks of 1,000 accounts: 2,100 accounts
+-- (41001-43100) with a promo of 1 credit expiring in one hour, and 41001
+-- with a second one: two hours later one call expires all 2,101 grants
+-- (three chunks), and nothing is left due.
+--
+SELECT count(*) FROM generate_series(41001, 43100) a, LATERAL credits.open_account(a) o,
+	   LATERAL credits.grant_credits(a, 1, expires_at => regress_clock() + interval '1 hour') g;
+SELECT credits.grant_credits(41001, 1, expires_at => regress_clock() + interval '1 hour') IS NOT NULL AS granted;
+SET credits.clock_offset = 7200;
+SELECT credits.expire_grants(regress_clock()) AS expired;
+SELECT count(*) AS due_left FROM credits.grants WHERE closed_at IS NULL AND expires_at <= regress_clock();
+SELECT count(*) AS expire_rows, sum(delta) AS credits, count(DISTINCT account_id) AS accounts,
+	   (SELECT count(*) FROM credits.accounts
+		 WHERE account_id BETWEEN 41001 AND 43100 AND balance <> 0) AS balances_left
+  FROM credits.ledger WHERE kind = 'expire' AND account_id BETWEEN 41001 AND 43100;
+SELECT * FROM credits.verify();
+RESET credits.clock_offset;
+
+--
 -- Every function that locks an account expires its due grants first, in
 -- the same transaction: add_credits, enable_auto_recharge, grant_credits,
 -- set_plan.  Accounts 4004-4007 each have a promo of 100 expiring in one
