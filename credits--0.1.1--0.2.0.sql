@@ -482,8 +482,16 @@ BEGIN
 			ignored := credits._renew_plan(set_plan.account_id, clock, 0, 0);
 		END IF;
 	ELSE
-		-- A new plan, or one whose last period has ended: start afresh.
+		-- A new plan, or one whose last period has ended: start afresh (not
+		-- over a period the old plan granted: one plan grant per moment).
 		per := credits._plan_period(anchor, clock);
+		IF FOUND AND per.period_start < p.period_end THEN
+			RAISE EXCEPTION 'a new plan cannot start within the previous plan''s last period'
+				USING ERRCODE = 'MC024',
+					  DETAIL = format('starts_at %s makes the period from %s to %s, but the previous plan granted the period from %s to %s.',
+									  anchor, per.period_start, per.period_end, p.period_start, p.period_end),
+					  HINT = format('Start it at or after %s.', p.period_end);
+		END IF;
 		INSERT INTO credits.plans AS pl (account_id, monthly_credits, anchored_at, period_start, period_end)
 			VALUES (set_plan.account_id, set_plan.monthly_credits, anchor, per.period_start, per.period_end)
 			ON CONFLICT ON CONSTRAINT plans_pkey DO UPDATE
@@ -661,10 +669,13 @@ COMMENT ON FUNCTION credits.batch_funding(bigint) IS
 -- Audit
 --------------------------------------------------------------------------------
 
+-- jit off: on a ledger of tens of thousands of rows, compiling this query
+-- costs several times what running it does.
 CREATE OR REPLACE FUNCTION credits.verify()
 	RETURNS TABLE (account_id bigint, problem text)
 	LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
+	SET jit = off
 AS $$
 	-- 1. balance = sum(ledger.delta)
 	SELECT a.account_id,
@@ -890,7 +901,7 @@ SELECT g.grant_id,
 	 WHERE l.grant_id = g.grant_id AND l.kind IN ('refund', 'expire')
   ) e ON true;
 COMMENT ON VIEW credits.balance_by_grant IS
-	'One row per grant: what it granted, what debits drew from it (net of refunds), what came back, what lapsed, what is left, and its state (open, due: past its expiry but not expired yet, expired, spent).';
+	'One row per grant: what it granted, what debits drew from it (repayments of debts included), what refunds put back, what lapsed, what is left (granted - drawn + refunded - expired), and its state (open, due: past its expiry but not expired yet, expired, spent).';
 
 CREATE OR REPLACE VIEW credits.account_overview WITH (security_barrier = true) AS
 SELECT a.account_id,
