@@ -251,8 +251,8 @@ LedgerWriteDebits(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 int64
 LedgerAddGrant(const NewGrant *g)
 {
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[9];
+	char		nulls[9];
 	int64		grant_id;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -267,6 +267,7 @@ LedgerAddGrant(const NewGrant *g)
 	nulls[6] = g->has_period ? ' ' : 'n';
 	values[7] = g->note ? CStringGetTextDatum(g->note) : (Datum) 0;
 	nulls[7] = g->note ? ' ' : 'n';
+	values[8] = Int64GetDatum(0);
 	CreditsExecPlan(PLAN_INSERT_GRANT, values, nulls, 1);
 	grant_id = ResultInt8(0, 1);
 
@@ -414,8 +415,8 @@ RepayOwed(int64 account_id, int64 from_grant, int64 available)
 void
 LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cost)
 {
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[9];
+	char		nulls[9];
 	uint64		n;
 	int64	   *grant;
 	int64	   *amount;
@@ -486,9 +487,13 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 	}
 	if (grantless > owed)
 	{
-		/* debited before 0.2.0: those credits were bought ones */
+		/*
+		 * Debited before 0.2.0: those credits were bought ones, from the 0.1
+		 * balance.  They become a purchase grant carried over as the update
+		 * carries 0.1 balances (carried_over), and the refund row, like the
+		 * debit it undoes, names no grant.
+		 */
 		int64		legacy = grantless - owed;
-		int64		new_grant;
 
 		memset(nulls, ' ', sizeof(nulls));
 		values[0] = Int64GetDatum(account_id);
@@ -499,9 +504,9 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 		values[4] = values[5] = values[6] = (Datum) 0;
 		values[7] = CStringGetTextDatum(psprintf("refund of batch " INT64_FORMAT ", debited before version 0.2.0",
 												 batch_id));
+		values[8] = Int64GetDatum(legacy);
 		CreditsExecPlan(PLAN_INSERT_GRANT, values, nulls, 1);
-		new_grant = ResultInt8(0, 1);
-		PostRow(account_id, legacy, "refund", batch_id, recharge_id, NULL, 0, new_grant);
+		PostRow(account_id, legacy, "refund", batch_id, recharge_id, NULL, 0, 0);
 		refunded += legacy;
 	}
 	if (refunded != cost)

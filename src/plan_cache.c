@@ -344,9 +344,10 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 	},
 	[PLAN_INSERT_GRANT] = {
 		"INSERT INTO credits.grants (account_id, source, credits, remaining, priority,"
-		"                            expires_at, recharge_id, period_start, note)"
-		" VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8) RETURNING grant_id",
-		8, {INT8OID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}
+		"                            expires_at, recharge_id, period_start, note, carried_over)"
+		" VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9) RETURNING grant_id",
+		9, {INT8OID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID,
+		INT8OID}
 	},
 	[PLAN_DUE_GRANTS] = {
 		"SELECT g.grant_id, g.remaining FROM credits.grants g"
