@@ -31,9 +31,13 @@ Exit status: 0 agreed, 1 disagreed, 2 could not run.
 """
 
 import argparse
+import calendar
 import copy
+import datetime
+import math
 import random
 import sys
+import time
 import traceback
 
 import psycopg2
@@ -63,22 +67,88 @@ class ModelError(Exception):
         self.sqlstate = sqlstate
 
 
+# ---------------------------------------------------------------- time
+#
+# The model's clock is an integer number of seconds since the epoch (UTC).
+# It is always at half past a whole hour, and every instant the model makes
+# (expiries, plan anchors and so period boundaries) is a whole hour, so the
+# database's clock (clock_timestamp() + credits.clock_offset, set so that it
+# is the model's clock plus the seconds since the offset was set) never
+# sees an instant the model does not: nothing lies within 30 minutes after
+# the model's now.  A recharge grant expires at completion + its lifetime,
+# which the lifetimes below put at a quarter to an hour.
+
+HOUR = 3600
+DAY = 24 * HOUR
+UTC = datetime.timezone.utc
+
+
+def to_dt(t):
+    return datetime.datetime.fromtimestamp(t, UTC)
+
+
+def to_epoch(dt):
+    return int(dt.timestamp()) if dt.microsecond == 0 else dt.timestamp()
+
+
+def floor_hour(t):
+    return t - t % HOUR
+
+
+def add_months(t, k):
+    """t + k calendar months in UTC, the day clamped to the month's end
+    (as PostgreSQL adds an interval of months)."""
+    d = to_dt(t)
+    y, m = divmod(d.month - 1 + k, 12)
+    y += d.year
+    day = min(d.day, calendar.monthrange(y, m + 1)[1])
+    return to_epoch(d.replace(year=y, month=m + 1, day=day))
+
+
+def period_of(anchor, t):
+    """The plan period [start, end) that contains t, counted in calendar
+    months from anchor (t >= anchor)."""
+    a, b = to_dt(anchor), to_dt(t)
+    k = max(0, (b.year - a.year) * 12 + b.month - a.month - 1)
+    while add_months(anchor, k + 1) <= t:
+        k += 1
+    return add_months(anchor, k), add_months(anchor, k + 1)
+
+
+def ts(t):
+    """A model time as the timestamptz parameter it is sent as."""
+    return None if t is None else to_dt(t)
+
+
+def show(t):
+    return None if t is None else to_dt(t).strftime('%Y-%m-%d %H:%M:%S')
+
+
+SOURCES = ('signup', 'plan', 'purchase', 'recharge', 'promo')
+DEFAULT_PRIORITY = {'plan': 10, 'signup': 20, 'promo': 30, 'purchase': 50, 'recharge': 50}
+
+
 class Model:
     """The credits rules, in plain Python, on plain dicts.
 
     Ids are the model's own: a batch's id is its index in self.batches, a
-    recharge's its index in self.recharges.  Both lists are in creation
-    order, which is also the order of the database's identity values.
+    recharge's its index in self.recharges, a grant's its index in
+    self.grants.  The lists are in creation order, which is also the order
+    of the database's identity values.
     """
 
-    def __init__(self, max_payment_failures):
+    def __init__(self, max_payment_failures, now, recharge_lifetime=0):
         self.max_payment_failures = max_payment_failures
+        self.now = now                      # seconds since the epoch (see above)
+        self.recharge_lifetime = recharge_lifetime
         self.prices = dict(START_PRICES)
         self.accounts = {}      # account_id -> {balance, in_flight}
         self.policies = {}      # account_id -> policy dict
         self.batches = []
         self.recharges = []
-        self.ledger = []        # (account, delta, balance_after, kind, batch, recharge, note)
+        self.grants = []
+        self.plans = {}         # account_id -> plan dict
+        self.ledger = []        # (account, delta, balance_after, kind, batch, recharge, grant, note)
         self.events = {}        # what happened how often (coverage only)
 
     def _saw(self, event):
@@ -93,10 +163,10 @@ class Model:
             raise ModelError('MC003')
         return self.accounts[aid]
 
-    def _post(self, aid, delta, kind, batch=None, recharge=None, note=None):
+    def _post(self, aid, delta, kind, batch=None, recharge=None, note=None, grant=None):
         acct = self.accounts[aid]
         acct['balance'] += delta
-        self.ledger.append((aid, delta, acct['balance'], kind, batch, recharge, note))
+        self.ledger.append((aid, delta, acct['balance'], kind, batch, recharge, grant, note))
 
     def _recharge(self, rid):
         if rid is None:
@@ -109,26 +179,214 @@ class Model:
         p = self.policies.get(aid)
         return p is not None and p['enabled']
 
+    # ------------------------------------------------------------ grants
+
+    @staticmethod
+    def _order(g):
+        """Draw-down order: priority, soonest expiry (never last), oldest."""
+        return (g['priority'], g['expires_at'] is None, g['expires_at'] or 0, g['id'])
+
+    def _open_grants(self, aid):
+        return sorted((g for g in self.grants if g['account'] == aid and g['remaining'] > 0),
+                      key=self._order)
+
+    def _due(self, g, at=None):
+        return g['expires_at'] is not None and g['expires_at'] <= (self.now if at is None else at)
+
+    def _expire_grant(self, g):
+        x = g['remaining']
+        g['remaining'] = 0
+        self._saw('grant expired (%s)' % g['source'])
+        self._post(g['account'], -x, 'expire', grant=g['id'])
+
+    def _expire_due(self, aid, at=None, where='a lock'):
+        """What every account lock does first: the account's due grants
+        lapse, one "expire" row each, oldest grant first."""
+        n = 0
+        for g in self.grants:
+            if g['account'] == aid and g['remaining'] > 0 and self._due(g, at):
+                self._expire_grant(g)
+                self._saw('grant expired at ' + where)
+                n += 1
+        return n
+
+    def _lock(self, aid):
+        acct = self._account(aid)
+        self._expire_due(aid)
+        return acct
+
+    def _owed(self, aid):
+        return sum(b['owed'] for b in self.batches if b['account'] == aid)
+
+    def _new_grant(self, aid, credits, source, kind, expires_at=None, priority=None,
+                   note=None, recharge=None, period_start=None, ledger_note=None):
+        """Credits arrive: a new grant, its ledger row, then what the
+        account owes is repaid from them."""
+        g = {'id': len(self.grants), 'account': aid, 'source': source, 'credits': credits,
+             'remaining': credits,
+             'priority': DEFAULT_PRIORITY[source] if priority is None else priority,
+             'expires_at': expires_at, 'recharge': recharge, 'period_start': period_start,
+             'note': note}
+        self.grants.append(g)
+        self._saw('grant (%s)' % source)
+        self._post(aid, credits, kind, recharge=recharge, note=ledger_note, grant=g['id'])
+        self._repay(aid)
+        return g
+
+    def _repay(self, aid):
+        """Credits the account holds pay what its batches owe, oldest batch
+        first, from its grants in draw-down order: per part, a "repay" pair
+        (-x on the grant, +x without one), both naming the batch."""
+        for b in self.batches:
+            if b['account'] != aid or b['owed'] == 0:
+                continue
+            for n, g in enumerate(self._open_grants(aid)):
+                if n:
+                    self._saw('owed repaid from a second grant')
+                x = min(g['remaining'], b['owed'])
+                g['remaining'] -= x
+                self._post(aid, -x, 'repay', b['id'], grant=g['id'])
+                b['owed'] -= x
+                self._post(aid, x, 'repay', b['id'])
+                b['funding'][g['id']] = b['funding'].get(g['id'], 0) + x
+                self._saw('owed repaid')
+                if b['owed'] == 0:
+                    break
+            if b['owed'] > 0:
+                return
+
+    def check(self):
+        """The model's own invariants (a bug in the model, not a mismatch)."""
+        for aid, acct in self.accounts.items():
+            rem = sum(g['remaining'] for g in self.grants if g['account'] == aid)
+            owed = self._owed(aid)
+            assert acct['balance'] == rem - owed, (aid, acct['balance'], rem, owed)
+            assert owed == 0 or rem == 0, (aid, rem, owed)
+        for g in self.grants:
+            assert 0 <= g['remaining'] <= g['credits'], g
+        for b in self.batches:
+            paid = sum(b['funding'].values()) + b['owed']
+            assert paid == (0 if b['status'] == BATCH_FAILED else b['cost']), b
+
     # ------------------------------------------------------------ accounts
 
-    def open_account(self, aid, initial):
+    def open_account(self, aid, initial, expires_at=False):
+        """expires_at False: the 2-argument form; None or a time: the
+        3-argument one."""
         if initial < 0:
             raise ModelError('MC014')
+        if expires_at not in (False, None) and expires_at <= self.now:
+            raise ModelError('MC023')
         if aid in self.accounts:
             raise ModelError('MC010')
-        self.accounts[aid] = {'balance': initial, 'in_flight': 0}
-        self.ledger.append((aid, initial, initial, 'open', None, None, None))
+        self.accounts[aid] = {'balance': 0, 'in_flight': 0}
+        if initial > 0:
+            self._new_grant(aid, initial, 'signup', 'open',
+                            expires_at=expires_at if expires_at is not False else None)
+        else:
+            self._post(aid, 0, 'open')
         return initial
 
     def add_credits(self, aid, credits, note=None):
         if credits <= 0:
             raise ModelError('MC014')
-        self._account(aid)
-        self._post(aid, credits, 'grant', note=note)
+        self._lock(aid)
+        self._new_grant(aid, credits, 'purchase', 'grant', note=note, ledger_note=note)
         return self.accounts[aid]['balance']
+
+    def grant_credits(self, aid, credits, source, expires_at, priority, note):
+        if credits <= 0:
+            raise ModelError('MC014')
+        if (source not in SOURCES or (expires_at is not None and expires_at <= self.now)
+                or (priority is not None and not 0 <= priority <= 100)):
+            raise ModelError('MC023')
+        self._lock(aid)
+        g = self._new_grant(aid, credits, source, 'grant', expires_at=expires_at,
+                            priority=priority, note=note, ledger_note=note)
+        return g['id']
 
     def set_price(self, channel, price):
         self.prices[channel] = price
+
+    # ------------------------------------------------------------ plans and the clock
+
+    def advance(self, to):
+        assert to >= self.now and to % HOUR == HOUR // 2
+        self.now = to
+
+    def _plan_row(self, p):
+        return (p['monthly_credits'], p['period_start'], p['period_end'], p['anchored_at'],
+                p['cancelled'])
+
+    def _open_period(self, aid, p, at):
+        start, end = period_of(p['anchored_at'], at)
+        p['period_start'], p['period_end'] = start, end
+        self._new_grant(aid, p['monthly_credits'], 'plan', 'plan', expires_at=end,
+                        period_start=start)
+
+    def set_plan(self, aid, monthly, starts_at):
+        if monthly <= 0:
+            raise ModelError('MC014')
+        if starts_at > self.now:
+            raise ModelError('MC024')
+        self._lock(aid)
+        p = self.plans.get(aid)
+        if p is not None and p['period_end'] > self.now:
+            self._saw('plan changed' + (' (taken up again)' if p['cancelled'] else ''))
+            p['monthly_credits'] = monthly
+            p['cancelled'] = False
+            return self._plan_row(p)
+        self._saw('plan started' if p is None else 'plan started afresh')
+        p = {'monthly_credits': monthly, 'anchored_at': starts_at, 'cancelled': False}
+        self.plans[aid] = p
+        if add_months(starts_at, 1) <= self.now:
+            self._saw('plan anchored in an earlier period')
+        if to_dt(starts_at).day > 28:
+            self._saw('plan anchored on day %d' % to_dt(starts_at).day)
+        self._open_period(aid, p, self.now)
+        return self._plan_row(p)
+
+    def cancel_plan(self, aid):
+        self._lock(aid)
+        p = self.plans.get(aid)
+        if p is None:
+            raise ModelError('MC025')
+        p['cancelled'] = True
+        return (p['monthly_credits'], True)
+
+    def renew_plans(self, at):
+        if at > self.now:
+            raise ModelError('MC026')
+        n = 0
+        for aid in sorted(self.plans):
+            p = self.plans[aid]
+            if p['period_end'] > at:
+                continue
+            self._expire_due(aid, where='renew_plans')
+            for g in self.grants:       # the ended period's grant (already due)
+                if (g['account'] == aid and g['source'] == 'plan' and g['remaining'] > 0
+                        and g['period_start'] == p['period_start']):
+                    self._expire_grant(g)
+            if p['cancelled']:
+                self._saw('plan ended')
+                del self.plans[aid]
+            else:
+                self._saw('plan renewed')
+                if add_months(p['period_end'], 1) <= at:
+                    self._saw('plan periods skipped')
+                self._open_period(aid, p, at)
+            n += 1
+        return n
+
+    def expire_grants(self, at):
+        if at > self.now:
+            raise ModelError('MC026')
+        n = 0
+        for aid in sorted(self.accounts):
+            if any(g['account'] == aid and g['remaining'] > 0 and self._due(g, at)
+                   for g in self.grants):
+                n += self._expire_due(aid, where='expire_grants')
+        return n
 
     # ------------------------------------------------------------ policy
 
@@ -137,7 +395,7 @@ class Model:
                 or (target is not None and target < min_balance)
                 or (limit is not None and limit <= 0)):
             raise ModelError('MC013')
-        self._account(aid)
+        self._lock(aid)
         self.policies[aid] = {
             'enabled': True, 'min_balance': min_balance, 'max_credits': max_credits,
             'target_balance': target, 'monthly_limit': limit,
@@ -145,7 +403,7 @@ class Model:
         return True
 
     def disable(self, aid):
-        self._account(aid)
+        self._lock(aid)
         self._turn_off(aid, 'disabled_by_user')
         return aid in self.policies     # the call returns NULL without a policy
 
@@ -168,6 +426,28 @@ class Model:
         self.accounts[r['account']]['in_flight'] -= r['credits']
         self._settle_failed(r)
 
+    def _refund(self, b, rid):
+        """A failed batch's cost goes back where it came from: the owed part
+        cancels its debt, each grant's part goes back to that grant (and
+        lapses at once if the grant has expired); then what the account
+        still owes is repaid from them."""
+        aid = b['account']
+        b['status'] = BATCH_FAILED
+        if b['owed']:
+            x, b['owed'] = b['owed'], 0
+            self._post(aid, x, 'refund', b['id'], rid)
+            self._saw('refund: owed part cancelled')
+        for gid in sorted(b['funding']):
+            x = b['funding'].pop(gid)
+            g = self.grants[gid]
+            g['remaining'] += x
+            self._post(aid, x, 'refund', b['id'], rid, grant=gid)
+            self._saw('refund to a grant')
+            if self._due(g):
+                self._saw('refund to an expired grant')
+                self._expire_grant(g)
+        self._repay(aid)
+
     def _settle_failed(self, r):
         """A failed or cancelled recharge's awaiting batches fail with a
         refund each, oldest first; then, while balance + in_flight is still
@@ -175,8 +455,7 @@ class Model:
         aid = r['account']
         for b in self.batches:
             if b['recharge'] == r['id'] and b['status'] == AWAITING:
-                b['status'] = BATCH_FAILED
-                self._post(aid, b['cost'], 'refund', b['id'], r['id'])
+                self._refund(b, r['id'])
                 self._saw('own batch failed')
         acct = self.accounts[aid]
         while acct['balance'] + acct['in_flight'] < 0:
@@ -184,10 +463,8 @@ class Model:
                         if b['account'] == aid and b['status'] == AWAITING]
             if not awaiting:
                 break
-            b = awaiting[-1]
             self._saw('dependent batch failed')
-            b['status'] = BATCH_FAILED
-            self._post(aid, b['cost'], 'refund', b['id'], r['id'])
+            self._refund(awaiting[-1], r['id'])
 
     # ------------------------------------------------------------ workers
 
@@ -206,6 +483,8 @@ class Model:
         if ref is None:
             raise ModelError('22004')
         r = self._recharge(rid)
+        aid = r['account']
+        self._lock(aid)                         # settlement locks the account first
         if r['status'] == SUCCEEDED and r['payment_ref'] == ref:
             return r['status']                  # a retry: nothing changes
         blanks = ' \t\n\r\f\v'
@@ -220,9 +499,10 @@ class Model:
         self._saw('recharge succeeded')
         r['status'] = SUCCEEDED
         r['payment_ref'] = ref
-        aid = r['account']
         self.accounts[aid]['in_flight'] -= r['credits']
-        self._post(aid, r['credits'], 'recharge', None, r['id'])
+        self._new_grant(aid, r['credits'], 'recharge', 'recharge', recharge=r['id'],
+                        expires_at=(self.now + self.recharge_lifetime
+                                    if self.recharge_lifetime else None))
         # Its awaiting batches turn ready, oldest first, as far as the balance
         # pays for them: a negative balance must stay backed by awaiting
         # batches.  One still living on another in-flight recharge's credits
@@ -248,6 +528,8 @@ class Model:
         if reason is None:
             raise ModelError('22004')
         r = self._recharge(rid)
+        aid = r['account']
+        self._lock(aid)                         # settlement locks the account first
         if r['status'] == FAILED and r['failure_reason'] == reason:
             return r['status']                  # a retry: nothing changes
         if r['status'] in SETTLED:
@@ -257,7 +539,6 @@ class Model:
         self._saw('recharge failed')
         r['status'] = FAILED
         r['failure_reason'] = reason
-        aid = r['account']
         self.accounts[aid]['in_flight'] -= r['credits']
         self._settle_failed(r)
         p = self.policies.get(aid)
@@ -309,6 +590,7 @@ class Model:
         if channel not in self.prices:
             raise ModelError('MC004')
         cost = messages * self.prices[channel]
+        self._expire_due(aid, where='a debit')  # the account is locked: due grants lapse
         if key is not None:
             for b in self.batches:
                 if b['account'] == aid and b['key'] == key:
@@ -384,11 +666,29 @@ class Model:
                     acct['in_flight'] += amount
                 if shortfall:
                     covering = grown['id']
-        self.batches.append({
-            'id': bid, 'account': aid, 'messages': messages, 'channel': channel,
-            'key': key, 'cost': cost,
-            'status': AWAITING if shortfall else READY, 'recharge': covering})
-        self._post(aid, -cost, 'debit', bid)
+        b = {'id': bid, 'account': aid, 'messages': messages, 'channel': channel,
+             'key': key, 'cost': cost, 'owed': 0, 'funding': {},
+             'status': AWAITING if shortfall else READY, 'recharge': covering}
+        self.batches.append(b)
+        # Draw-down: one "debit" row per grant drawn, one without a grant
+        # for the part the batch owes.
+        left = cost
+        drawn = 0
+        for g in self._open_grants(aid):
+            x = min(g['remaining'], left)
+            g['remaining'] -= x
+            left -= x
+            drawn += 1
+            b['funding'][g['id']] = x
+            self._post(aid, -x, 'debit', bid, grant=g['id'])
+            if left == 0:
+                break
+        if drawn > 1:
+            self._saw('debit drew from %s grants' % ('2' if drawn == 2 else 'more'))
+        if left:
+            b['owed'] = left
+            self._saw('debit owes' + (' in part' if drawn else ''))
+            self._post(aid, -left, 'debit', bid)
         return bid
 
 
@@ -415,15 +715,23 @@ class Generator:
         ('insert_dup_key', 5), ('enable', 8), ('disable', 2), ('claim', 10),
         ('complete', 12), ('fail', 11), ('expire', 1), ('set_price', 1),
     ]
+    # The grants mix: the same operations (open_account also with an
+    # expiring signup grant) and grants, plans, expiry and the clock.
+    GRANT_WEIGHTS = WEIGHTS + [
+        ('grant_credits', 7), ('set_plan', 3), ('cancel_plan', 1), ('renew_plans', 3),
+        ('expire_grants', 2), ('advance', 6),
+    ]
 
-    def __init__(self, rng):
+    def __init__(self, rng, mix='basic'):
         self.rng = rng
+        self.mix = mix
         self.refs = 0
         self.keys = 0
 
     def next(self, m):
-        names = [n for n, _ in self.WEIGHTS]
-        weights = [w for _, w in self.WEIGHTS]
+        table = self.WEIGHTS if self.mix == 'basic' else self.GRANT_WEIGHTS
+        names = [n for n, _ in table]
+        weights = [w for _, w in table]
         name = 'open_account' if not m.accounts else self.rng.choices(names, weights)[0]
         return getattr(self, 'op_' + name)(m)
 
@@ -474,8 +782,14 @@ class Generator:
         initial = self.rng.choice([0, 0, self.rng.randint(1, 300)])
         if self.rng.random() < 0.06:
             initial = -self.rng.randint(1, 10)
-        return Op('open_account', 'SELECT balance FROM credits.open_account(%s, %s)',
-                  (aid, initial), lambda mm: mm.open_account(aid, initial))
+        if self.mix == 'basic' or self.rng.random() < 0.4:
+            return Op('open_account', 'SELECT balance FROM credits.open_account(%s, %s)',
+                      (aid, initial), lambda mm: mm.open_account(aid, initial))
+        # the 3-argument form: an expiring signup grant (or NULL: never)
+        expires = self.rng.choice([None, self.later(m), self.later(m), self.later(m),
+                                   self.earlier(m)])
+        return Op('open_account', 'SELECT balance FROM credits.open_account(%s, %s, %s)',
+                  (aid, initial, ts(expires)), lambda mm: mm.open_account(aid, initial, expires))
 
     def op_add_credits(self, m):
         aid = self.account(m)
@@ -556,11 +870,13 @@ class Generator:
         aid = self.rng.choice(sorted(m.accounts))
         acct = m.accounts[aid]
         p = m.policies.get(aid)
+        balance = acct['balance'] - sum(g['remaining'] for g in m.grants    # after expiry
+                                        if g['account'] == aid and m._due(g))
         if p is None or not p['enabled']:
-            cost = acct['balance'] + self.rng.choice([0, 1])
+            cost = balance + self.rng.choice([0, 1])
         else:
             # need = min_balance - (balance - cost + in_flight)
-            base = acct['balance'] + acct['in_flight'] - p['min_balance']
+            base = balance + acct['in_flight'] - p['min_balance']
             targets = [p['max_credits'] - 1, p['max_credits'], p['max_credits'] + 1, 0, 1]
             if p['monthly_limit'] is not None:
                 used = sum(r['credits'] for r in m.recharges if r['account'] == aid
@@ -684,22 +1000,153 @@ class Generator:
 
 # ---------------------------------------------------------------- the runner
 
+
+    # -- grants, plans, expiry and the clock (the grants mix)
+
+    def later(self, m):
+        """A whole hour after the model's now."""
+        return floor_hour(m.now) + HOUR * self.rng.choice(
+            [1, 1, 2, 5, 24, 24, 72, 24 * 10, 24 * 30, 24 * 45, 24 * 200])
+
+    def earlier(self, m):
+        """A whole hour not after the model's now (so not in the future)."""
+        return floor_hour(m.now) - HOUR * self.rng.choice([0, 0, 1, 24])
+
+    def op_grant_credits(self, m):
+        rng = self.rng
+        aid = self.account(m)
+        credits = rng.randint(1, 300)
+        if rng.random() < 0.05:
+            credits = rng.choice([0, -7])
+        source = rng.choices(['promo', 'purchase', 'signup', 'plan', 'recharge', 'gift'],
+                             [50, 15, 15, 3, 3, 3])[0]
+        r = rng.random()
+        expires = None if r < 0.35 else self.earlier(m) if r < 0.4 else self.later(m)
+        priority = None
+        if rng.random() < 0.4:
+            priority = rng.choice([0, 5, 10, 20, 30, 30, 50, 99, 100, -1, 101])
+        note = rng.choice([None, 'model promo'])
+        return Op('grant_credits', 'SELECT credits.grant_credits(%s, %s, %s, %s, %s, %s)',
+                  (aid, credits, source, ts(expires), priority, note),
+                  lambda mm: mm.grant_credits(aid, credits, source, expires, priority, note),
+                  kind='grant_id')
+
+    def plan_start(self, m):
+        rng = self.rng
+        r = rng.random()
+        if r < 0.05:
+            return floor_hour(m.now) + HOUR * rng.choice([1, 24])       # MC024
+        if r < 0.35:
+            return floor_hour(m.now)
+        if r < 0.7:
+            return floor_hour(m.now) - HOUR * rng.choice([1, 23, 24 * 20, 24 * 45, 24 * 400])
+        # a month's last days, up to a year back: periods clamped to month ends
+        d = to_dt(m.now)
+        back = rng.randint(0, 12)
+        y, mo = divmod(d.month - 1 - back, 12)
+        y += d.year
+        last = calendar.monthrange(y, mo + 1)[1]
+        day = rng.choice([dd for dd in (29, 30, 31) if dd <= last] or [last])
+        t = to_epoch(datetime.datetime(y, mo + 1, day, rng.choice([0, 9, 23]), tzinfo=UTC))
+        return t if t <= m.now else floor_hour(m.now)
+
+    def op_set_plan(self, m):
+        aid = self.account(m)
+        monthly = self.rng.choice([50, 100, 200, 300, 500])
+        if self.rng.random() < 0.05:
+            monthly = self.rng.choice([0, -10])
+        starts = self.plan_start(m)
+        return Op('set_plan',
+                  'SELECT monthly_credits, period_start, period_end, anchored_at,'
+                  ' cancelled_at IS NOT NULL FROM credits.set_plan(%s, %s, %s)',
+                  (aid, monthly, ts(starts)), lambda mm: mm.set_plan(aid, monthly, starts),
+                  kind='row')
+
+    def op_cancel_plan(self, m):
+        if m.plans and self.rng.random() < 0.8:
+            aid = self.rng.choice(sorted(m.plans))
+        else:
+            aid = self.account(m)
+        return Op('cancel_plan',
+                  'SELECT monthly_credits, cancelled_at IS NOT NULL FROM credits.cancel_plan(%s)',
+                  (aid,), lambda mm: mm.cancel_plan(aid), kind='row')
+
+    def at(self, m):
+        r = self.rng.random()
+        if r < 0.05:
+            return floor_hour(m.now) + HOUR                             # MC026
+        return m.now if r < 0.5 else floor_hour(m.now)
+
+    def op_renew_plans(self, m):
+        at = self.at(m)
+        return Op('renew_plans', 'SELECT credits.renew_plans(%s)', (ts(at),),
+                  lambda mm: mm.renew_plans(at))
+
+    def op_expire_grants(self, m):
+        at = self.at(m)
+        return Op('expire_grants', 'SELECT credits.expire_grants(%s)', (ts(at),),
+                  lambda mm: mm.expire_grants(at))
+
+    def op_advance(self, m):
+        """Moves the clock forward: by a while, or to just before or just
+        after the next expiry or period end."""
+        rng = self.rng
+        instants = sorted(set(
+            [g['expires_at'] for g in m.grants
+             if g['expires_at'] is not None and g['remaining'] > 0]
+            + [p['period_end'] for p in m.plans.values()]))
+        instants = [t for t in instants if t > m.now]
+        r = rng.random()
+        if instants and r < 0.5:
+            t = instants[0] if rng.random() < 0.7 else rng.choice(instants)
+            after = floor_hour(t) + HOUR + HOUR // 2 if t % HOUR else t + HOUR // 2
+            before = floor_hour(t) - HOUR // 2
+            to = after if rng.random() < 0.7 or before <= m.now else before
+        else:
+            to = m.now + HOUR * rng.choice([1, 3, 24, 24, 24 * 7, 24 * 30])
+        return Op('advance', 'SET credits.clock_offset = %s', (('clock', to),),
+                  lambda mm: mm.advance(to), kind='none')
 class Mismatch(Exception):
     pass
 
 
 class Runner:
-    def __init__(self, seed, steps, log):
+    def __init__(self, seed, steps, log, mix='basic', dry=False):
         self.seed = seed
         self.steps = steps
         self.log = log
+        self.mix = mix
+        self.dry = dry
         self.rng = random.Random(seed)
         self.max_failures = self.rng.choice([1, 2, 3, 3, 4])
-        self.model = Model(self.max_failures)
-        self.gen = Generator(self.rng)
+        # The grants mix lives on the model's clock, from a start in the
+        # next calendar year: month ends (periods clamped to them), a leap
+        # February, a year's end.  The basic mix never moves the clock.
+        year = datetime.datetime.now(UTC).year + 1
+        self.timezone = 'UTC'
+        self.lifetime = 0
+        if mix == 'basic':
+            start = floor_hour(int(time.time())) + HOUR // 2
+        else:
+            month, day, hour = self.rng.choice([(1, 31, 10), (1, 29, 22), (1, 30, 23),
+                                                (3, 31, 0), (6, 15, 12), (12, 31, 23)])
+            if (month, day) == (1, 30):
+                year += (4 - year % 4) % 4      # a leap year's January 30
+            start = to_epoch(datetime.datetime(year, month, day, hour, 30, tzinfo=UTC))
+            # recharge grants expire at a quarter to an hour (see "time")
+            self.lifetime = self.rng.choice([0, 0, 2 * HOUR + 900, 3 * DAY + 900,
+                                             30 * DAY + 900])
+            # periods are in UTC whatever the session's time zone
+            self.timezone = self.rng.choice(['UTC', 'America/New_York', 'Australia/Sydney',
+                                             'Asia/Kolkata'])
+        self.start = start
+        self.model = Model(self.max_failures, start, self.lifetime)
+        self.gen = Generator(self.rng, mix)
         self.bid_map = {}       # model batch id -> db batch id
         self.rid_map = {}       # model recharge id -> db recharge id
+        self.gid_map = {}       # model grant id -> db grant id
         self.last_rid = 0       # highest db recharge id mapped so far
+        self.last_gid = 0       # highest db grant id mapped so far
         self.last_entry = 0     # highest db ledger entry id compared so far
         self.dbname = 'model_%d' % seed
         self.stats = {}         # (operation, outcome) -> count
@@ -722,7 +1169,10 @@ class Runner:
                     cur.execute('INSERT INTO credits.prices VALUES (%s, %s)', (channel, price))
             cur.execute('SET credits.max_payment_failures = %s', (self.max_failures,))
             cur.execute('SET credits.recharge_expiry = 3600')
-            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute('SET TIME ZONE %s', (self.timezone,))
+            if self.mix != 'basic':
+                cur.execute('SET credits.recharge_credit_lifetime = %s', (self.lifetime,))
+                cur.execute('SET credits.clock_offset = %s', (self.offset(self.model.now),))
             cur.execute('SELECT credits._max_payment_failures()')
             assert cur.fetchone()[0] == self.max_failures
 
@@ -743,15 +1193,37 @@ class Runner:
             cur.execute(sql, params)
             return cur.fetchall()
 
+    def offset(self, to):
+        """credits.clock_offset that puts the database's clock at `to`
+        now, and a little after it from then on (never before it)."""
+        return int(math.ceil(to - time.time())) + 1
+
     def db_params(self, op):
         out = []
         for p in op.params:
             if isinstance(p, tuple) and p[0] == 'rid':
                 out.append(self.rid_map.get(p[1], NO_SUCH_RECHARGE) if p[1] is not None
                            else NO_SUCH_RECHARGE)
+            elif isinstance(p, tuple) and p[0] == 'clock':
+                out.append(self.offset(p[1]))
             else:
                 out.append(p)
         return tuple(out)
+
+    def dry_step(self, n):
+        """--dry: the model alone, checking its own invariants."""
+        op = self.gen.next(self.model)
+        saved = copy.deepcopy(self.model)
+        try:
+            want = op.call(self.model)
+            outcome = 'ok'
+        except ModelError as e:
+            self.model = saved
+            want, outcome = None, e.sqlstate
+        if self.log:
+            print('# %4d %s %r -> %s %r' % (n, op.name, op.params, outcome, want))
+        self.stats[(op.name, outcome)] = self.stats.get((op.name, outcome), 0) + 1
+        self.model.check()
 
     # -- one step
 
@@ -763,6 +1235,7 @@ class Runner:
 
         saved = copy.deepcopy(self.model)     # a failing statement changes nothing
         n_recharges, n_ledger = len(self.model.recharges), len(self.model.ledger)
+        n_grants = len(self.model.grants)
         try:
             want = op.call(self.model)
             want_state = None
@@ -791,9 +1264,11 @@ class Runner:
                                ' (%s)' % got_error if got_error else ''))
             raise Mismatch(self.report(n, op, sql_text, problems))
 
-        if got_state is None:
-            problems += self.check_result(op, want, rows)
+        self.model.check()
         problems += self.map_recharges(n_recharges)
+        problems += self.map_grants(n_grants)
+        if got_state is None and not problems:
+            problems += self.check_result(op, want, rows)
         problems += self.compare_state(n_ledger)
         if problems:
             raise Mismatch(self.report(n, op, sql_text, problems))
@@ -818,6 +1293,18 @@ class Runner:
             got = sorted(r[0] for r in rows)
             exp = sorted(self.rid_map.get(i) for i in want)
             return [] if got == exp else ['claimed: model %s, database %s' % (exp, got)]
+        if op.kind == 'grant_id':
+            want = self.gid_map.get(want)
+        if op.kind == 'row':
+            got = tuple(to_epoch(v) if isinstance(v, datetime.datetime) else v
+                        for v in rows[0]) if rows else None
+            if got != want:
+                return ['returned: model %s, database %s'
+                        % (tuple(show(v) if i and isinstance(v, int) and v > 10 ** 9 else v
+                                 for i, v in enumerate(want)),
+                           tuple(show(v) if i and isinstance(v, int) and v > 10 ** 9 else v
+                                 for i, v in enumerate(got or ())))]
+            return []
         got = rows[0][0] if rows else None
         return [] if got == want else ['returned: model %r, database %r' % (want, got)]
 
@@ -832,6 +1319,19 @@ class Runner:
         for r, did in zip(new_model, new_db):
             self.rid_map[r['id']] = did
             self.last_rid = did
+        return []
+
+    def map_grants(self, n_before):
+        new_model = self.model.grants[n_before:]
+        new_db = [r[0] for r in self.query(
+            'SELECT grant_id FROM credits.grants WHERE grant_id > %s ORDER BY 1',
+            (self.last_gid,))]
+        if len(new_model) != len(new_db):
+            return ['new grants: model %d, database %d (ids %s)'
+                    % (len(new_model), len(new_db), new_db)]
+        for g, did in zip(new_model, new_db):
+            self.gid_map[g['id']] = did
+            self.last_gid = did
         return []
 
     # -- comparing everything
@@ -854,11 +1354,45 @@ class Runner:
 
         diff('batch',
              {bid(b['id']): (b['account'], b['messages'], b['channel'], b['key'], b['cost'],
-                             b['status'], rid(b['recharge']) if b['recharge'] is not None else None)
+                             b['status'], rid(b['recharge']) if b['recharge'] is not None else None,
+                             b['owed'])
               for b in m.batches},
              {r[0]: tuple(r[1:]) for r in self.query(
                  'SELECT batch_id, account_id, messages, channel, idempotency_key, cost,'
-                 ' status, recharge_id FROM credits.send_batches')})
+                 ' status, recharge_id, owed FROM credits.send_batches')})
+
+        def grant_row(g):
+            return (g['account'], g['source'], g['credits'], g['remaining'], g['priority'],
+                    show(g['expires_at']),
+                    rid(g['recharge']) if g['recharge'] is not None else None,
+                    show(g['period_start']), g['note'], g['remaining'] == 0)
+
+        def db_grant_row(r):
+            r = list(r)
+            for i in (5, 7):
+                r[i] = None if r[i] is None else to_epoch(r[i])
+            want = by_db.get(r[-1])
+            # a recharge grant's expiry is the completion's clock + the lifetime
+            if (r[1] == 'recharge' and want is not None and want['expires_at'] is not None
+                    and r[5] is not None and abs(r[5] - want['expires_at']) < 600):
+                r[5] = want['expires_at']
+            r[5], r[7] = show(r[5]), show(r[7])
+            return tuple(r[:-1])
+
+        gid = self.gid_map.get
+        by_db = {gid(g['id']): g for g in m.grants}
+        diff('grant', {gid(g['id']): grant_row(g) for g in m.grants},
+             {r[0]: db_grant_row(r[1:] + (r[0],)) for r in self.query(
+                 'SELECT grant_id, account_id, source, credits, remaining, priority, expires_at,'
+                 ' recharge_id, period_start, note, closed_at IS NOT NULL FROM credits.grants')})
+
+        diff('plan',
+             {a: (p['monthly_credits'], show(p['period_start']), show(p['period_end']),
+                  show(p['anchored_at']), p['cancelled']) for a, p in m.plans.items()},
+             {r[0]: (r[1], show(to_epoch(r[2])), show(to_epoch(r[3])), show(to_epoch(r[4])),
+                     r[5]) for r in self.query(
+                 'SELECT account_id, monthly_credits, period_start, period_end, anchored_at,'
+                 ' cancelled_at IS NOT NULL FROM credits.plans')})
 
         diff('recharge',
              {rid(r['id']): (r['account'], r['credits'], r['status'], r['reason'],
@@ -882,19 +1416,25 @@ class Runner:
                  ' monthly_limit, payment_failures, disabled_reason, disabled_at IS NOT NULL'
                  ' FROM credits.auto_recharge')})
 
+        # New ledger rows, in order per account (balance_after runs per
+        # account; the order between accounts in one statement is not a rule).
         want_ledger = [(a, d, ba, k, bid(b) if b is not None else None,
-                        rid(r) if r is not None else None, note)
-                       for a, d, ba, k, b, r, note in m.ledger[n_ledger:]]
+                        rid(r) if r is not None else None, gid(g) if g is not None else None,
+                        note)
+                       for a, d, ba, k, b, r, g, note in m.ledger[n_ledger:]]
         got = self.query('SELECT entry_id, account_id, delta, balance_after, kind, batch_id,'
-                         ' recharge_id, note FROM credits.ledger WHERE entry_id > %s ORDER BY 1',
-                         (self.last_entry,))
+                         ' recharge_id, grant_id, note FROM credits.ledger WHERE entry_id > %s'
+                         ' ORDER BY 1', (self.last_entry,))
         if got:
             self.last_entry = got[-1][0]
         got_ledger = [tuple(r[1:]) for r in got]
-        if want_ledger != got_ledger:
-            problems.append('new ledger rows (account, delta, balance_after, kind, batch,'
-                            ' recharge, note):\n      model    %s\n      database %s'
-                            % (want_ledger, got_ledger))
+        for a in sorted(set(r[0] for r in want_ledger + got_ledger)):
+            w = [r for r in want_ledger if r[0] == a]
+            g = [r for r in got_ledger if r[0] == a]
+            if w != g:
+                problems.append('new ledger rows of account %s (delta, balance_after, kind,'
+                                ' batch, recharge, grant, note):\n      model    %s\n'
+                                '      database %s' % (a, [r[1:] for r in w], [r[1:] for r in g]))
 
         for a, problem in self.query('SELECT account_id, problem FROM credits.verify()'):
             problems.append('verify(): account %s: %s' % (a, problem))
@@ -907,11 +1447,15 @@ class Runner:
         lines += ['    ' + p for p in problems]
         if not month:
             lines.append('    (the calendar month changed during the run: monthly limits may differ)')
-        lines.append('    replay: bash test/model/run.sh --seed %d --steps %d --log'
-                     % (self.seed, n))
+        lines.append('    replay: bash test/model/run.sh --seed %d --mix %s --steps %d --log'
+                     % (self.seed, self.mix, n))
         return '\n'.join(lines)
 
     def run(self):
+        if self.dry:
+            for n in range(1, self.steps + 1):
+                self.dry_step(n)
+            return
         self.setup()
         self.started = self.query("SELECT (now() AT TIME ZONE 'UTC')::text")[0][0]
         ok = False
@@ -927,12 +1471,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--seed', type=int, required=True)
     ap.add_argument('--steps', type=int, default=500)
+    ap.add_argument('--mix', choices=['basic', 'grants'], default='basic',
+                    help='basic: the 0.1 operations; grants: also grants, plans, expiry'
+                         ' and the clock')
+    ap.add_argument('--dry', action='store_true',
+                    help='run the model alone (no database): its own invariants only')
     ap.add_argument('--log', action='store_true', help='print every step as SQL')
     ap.add_argument('--stats', action='store_true',
                     help='print how often each operation had each outcome')
     args = ap.parse_args()
 
-    runner = Runner(args.seed, args.steps, args.log)
+    runner = Runner(args.seed, args.steps, args.log, args.mix, args.dry)
     try:
         runner.run()
     except Mismatch as e:
@@ -949,8 +1498,10 @@ def main():
             lines += ['#   %-40s %5d' % (event, count)
                       for event, count in sorted(runner.model.events.items())]
             print('\n'.join(lines), flush=True)
-    print('ok - seed %d (%d steps, max_payment_failures %d)'
-          % (args.seed, args.steps, runner.max_failures))
+    print('ok - seed %d (%s%d steps, %s mix, max_payment_failures %d%s)'
+          % (args.seed, 'dry, ' if args.dry else '', args.steps, args.mix, runner.max_failures,
+             '' if args.mix == 'basic' else ', recharge_credit_lifetime %d, %s, from %s'
+             % (runner.lifetime, runner.timezone, show(runner.start))))
     return 0
 
 
