@@ -20,6 +20,7 @@ OBJS = \
 	src/debit_state.o \
 	src/direct_access.o \
 	src/ledger.o \
+	src/draw_down.o \
 	src/legacy.o
 
 # Every install and update script: credits--0.1.0.sql is the base install

@@ -111,11 +111,12 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 	}
 	if (!credits_settling_batches &&
 		(ColumnChanged(oldtup, newtup, desc, "status") ||
-		 ColumnChanged(oldtup, newtup, desc, "recharge_id")))
+		 ColumnChanged(oldtup, newtup, desc, "recharge_id") ||
+		 (SPI_fnumber(desc, "owed") > 0 && ColumnChanged(oldtup, newtup, desc, "owed"))))
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
-				 errmsg("status and recharge_id of a send batch are managed by the extension"),
-				 errhint("They change when a recharge settles: credits.complete_recharge(), credits.fail_recharge(), credits.disable_auto_recharge().")));
+				 errmsg("status, recharge_id and owed of a send batch are managed by the extension"),
+				 errhint("They change when a recharge settles (credits.complete_recharge(), credits.fail_recharge(), credits.disable_auto_recharge()) and when credits arrive to pay what a batch owes.")));
 
 	return PointerGetDatum(newtup);
 }

@@ -38,6 +38,7 @@
 
 #include "fmgr.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "compat.h"
 #include "credits.h"
@@ -49,6 +50,8 @@ CREDITS_MODULE_MAGIC;
 int			CreditsMaxPaymentFailures = 3;
 int			CreditsRechargeExpiry = 3600;	/* seconds; 0 = never */
 int			CreditsClaimLease = 900;	/* seconds */
+int			CreditsRechargeCreditLifetime = 0;	/* seconds; 0 = never */
+int			CreditsClockOffset = 0; /* seconds; tests only */
 
 /* Which SQLSTATE class this backend raises; see credits.h and legacy.c. */
 bool		credits_serving_0_1_0 = false;
@@ -97,6 +100,32 @@ _PG_init(void)
 							NULL,
 							NULL);
 
+	DefineCustomIntVariable("credits.recharge_credit_lifetime",
+							"How long the credits a succeeded recharge bought last.",
+							"Zero means they never expire. Applies to recharges completed after it is set.",
+							&CreditsRechargeCreditLifetime,
+							0,
+							0,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("credits.clock_offset",
+							"Moves the extension's clock (expiry, plan periods) forward by this much. For tests only.",
+							"Tests and rehearsals use it to live through months in seconds. Keep it 0 in production: a positive offset makes credits lapse early.",
+							&CreditsClockOffset,
+							0,
+							0,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL,
+							NULL,
+							NULL);
+
 	MarkGUCPrefixReserved("credits");
 
 	CreditsDebitStateInit();
@@ -136,4 +165,28 @@ Datum
 credits_claim_lease_seconds(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT32(CreditsClaimLease);
+}
+
+/*
+ * CreditsNow
+ *		The extension's clock for expiry and plan periods: the wall clock
+ *		(not the transaction start: a long transaction must not spend a
+ *		credit that has expired meanwhile), moved by credits.clock_offset.
+ */
+TimestampTz
+CreditsNow(void)
+{
+	return GetCurrentTimestamp() + (TimestampTz) CreditsClockOffset * USECS_PER_SEC;
+}
+
+/*
+ * credits_now
+ *		credits._now() RETURNS timestamptz: CreditsNow() for the SQL functions.
+ */
+PG_FUNCTION_INFO_V1(credits_now);
+
+Datum
+credits_now(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(CreditsNow());
 }

@@ -63,11 +63,18 @@ extern bool credits_serving_0_1_0;
 #define ERRCODE_CREDITS_CLAIM_NOT_HELD			CREDITS_SQLSTATE('0','2','0')
 #define ERRCODE_CREDITS_INVALID_PAYMENT_REF		CREDITS_SQLSTATE('0','2','1')
 #define ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT	CREDITS_SQLSTATE('0','2','2')
+/* 0.2.0: grants and plans (raised from the SQL functions; listed for the README) */
+#define ERRCODE_CREDITS_INVALID_GRANT			CREDITS_SQLSTATE('0','2','3')
 
 /* GUCs (credits.c) */
 extern int	CreditsMaxPaymentFailures;
 extern int	CreditsRechargeExpiry;
 extern int	CreditsClaimLease;
+extern int	CreditsRechargeCreditLifetime;
+extern int	CreditsClockOffset;
+
+#include "datatype/timestamp.h"
+extern TimestampTz CreditsNow(void);
 
 /*
  * The implementations behind the SQL entry points.  Each file's current

@@ -66,6 +66,7 @@
 #include "credits.h"
 #include "debit_state.h"
 #include "direct_access.h"
+#include "draw_down.h"
 #include "ledger.h"
 #include "plan_cache.h"
 
@@ -114,6 +115,10 @@ typedef struct DebitLayer
 	int64	   *ledger_delta;
 	int64	   *ledger_balance;
 	int64	   *ledger_batch;
+	char	   *ledger_kind;	/* LEDGER_DEBIT or LEDGER_EXPIRE */
+	int64	   *ledger_grant;	/* 0: none (the owed part of a debit) */
+	int64	   *ledger_recharge;	/* a debit awaiting a recharge: it; else 0 */
+	bool		has_grants;		/* some account draws from grants */
 	int			nchecks;		/* rows to read back at statement end */
 	int			checks_capacity;
 	BatchCheck *checks;
@@ -139,9 +144,14 @@ static void ClearLayer(DebitLayer *layer);
 static bool LayerIsEmpty(DebitLayer *layer);
 static void WriteLayer(DebitLayer *layer, bool final);
 static void WriteQueued(DebitLayer *layer, int ndirty, int64 *ids,
-						int64 *balances, int64 *in_flights);
+						int64 *balances, int64 *in_flights,
+						const LedgerGrantRows *grants);
 static void WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids,
-							   int64 *balances, int64 *in_flights);
+							   int64 *balances, int64 *in_flights,
+							   const LedgerGrantRows *grants);
+static void QueueRow(DebitLayer *layer, CachedAccount *account, int64 delta,
+					 int64 batch_id, char kind, int64 grant_id, int64 recharge_id);
+static CachedGrant *CopyGrants(const CachedGrant *grants, int n, MemoryContext cxt);
 static void MergeIntoParent(DebitLayer *layer);
 static void EnsureCapacity(DebitLayer *layer, int needed);
 static void AddCheck(DebitLayer *layer, const BatchCheck *check);
@@ -208,8 +218,37 @@ CreditsRememberAccount(const CachedAccount *account)
 	Assert(!found);
 	*entry = *account;
 	entry->dirty = false;
+	entry->grants = CopyGrants(account->grants, account->ngrants, layer->cxt);
+	if (account->has_grants)
+		layer->has_grants = true;
 	layer->naccounts++;
 	return entry;
+}
+
+/*
+ * CreditsQueueExpiries
+ *		Expires the grants of a just-locked account whose expires_at has
+ *		passed at "now" (an "expire" ledger row each, queued before any
+ *		debit of the statement), so that no expired credit is spent.
+ */
+void
+CreditsQueueExpiries(CachedAccount *account, TimestampTz now)
+{
+	DebitLayer *layer = CurrentLayer();
+
+	for (int i = 0; i < account->ngrants; i++)
+	{
+		CachedGrant *g = &account->grants[i];
+
+		if (g->remaining > 0 && CreditsGrantExpired(g, now))
+		{
+			int64		lapsed = g->remaining;
+
+			g->remaining = 0;
+			g->dirty = true;
+			QueueRow(layer, account, -lapsed, 0, LEDGER_EXPIRE, g->grant_id, 0);
+		}
+	}
 }
 
 /*
@@ -245,14 +284,54 @@ CreditsCachePrice(const char *channel, int32 price)
 
 /*
  * CreditsQueueDebit
- *		Applies a debit of -delta to the account's running balance and
- *		queues its ledger row; writes the queue when it is full.  The caller
- *		has checked the arithmetic and the rule.
+ *		Debits "cost" from the account's running balance and queues its
+ *		ledger rows; writes the queue when it is full.  With grants, the
+ *		cost is drawn from the open grants in draw-down order, one ledger row
+ *		per grant drawn, and what they cannot pay is owed (a row without a
+ *		grant).  Returns what the batch owes.  The caller has checked the
+ *		arithmetic and the rule.  A debit awaiting a recharge names it
+ *		(recharge_id, else 0) in its rows: refunds find them by it.
  */
-void
-CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id)
+int64
+CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id, int64 recharge_id)
 {
 	DebitLayer *layer = CurrentLayer();
+	int64		left = cost;
+
+	if (account->has_grants)
+	{
+		for (int i = 0; i < account->ngrants && left > 0; i++)
+		{
+			CachedGrant *g = &account->grants[i];
+			int64		take = Min(g->remaining, left);
+
+			if (take <= 0)
+				continue;
+			g->remaining -= take;
+			g->dirty = true;
+			left -= take;
+			QueueRow(layer, account, -take, batch_id, LEDGER_DEBIT, g->grant_id, recharge_id);
+		}
+		/* the owed part; a batch of cost 0 still gets its one debit row */
+		if (left > 0 || cost == 0)
+			QueueRow(layer, account, -left, batch_id, LEDGER_DEBIT, 0, recharge_id);
+	}
+	else
+	{
+		QueueRow(layer, account, -cost, batch_id, LEDGER_DEBIT, 0, 0);
+		left = 0;
+	}
+
+	if (layer->nledger >= FLUSH_CHUNK)
+		WriteLayer(layer, false);
+	return left;
+}
+
+/* Queues one ledger row and moves the account's running balance by delta. */
+static void
+QueueRow(DebitLayer *layer, CachedAccount *account, int64 delta, int64 batch_id,
+		 char kind, int64 grant_id, int64 recharge_id)
+{
 	int			i;
 
 	EnsureCapacity(layer, layer->nledger + 1);
@@ -264,9 +343,22 @@ CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id)
 	layer->ledger_delta[i] = delta;
 	layer->ledger_balance[i] = account->balance;
 	layer->ledger_batch[i] = batch_id;
+	layer->ledger_kind[i] = kind;
+	layer->ledger_grant[i] = grant_id;
+	layer->ledger_recharge[i] = recharge_id;
+}
 
-	if (layer->nledger >= FLUSH_CHUNK)
-		WriteLayer(layer, false);
+/* A copy of a grants array in cxt (NULL for none). */
+static CachedGrant *
+CopyGrants(const CachedGrant *grants, int n, MemoryContext cxt)
+{
+	CachedGrant *copy;
+
+	if (n == 0)
+		return NULL;
+	copy = MemoryContextAlloc(cxt, sizeof(CachedGrant) * n);
+	memcpy(copy, grants, sizeof(CachedGrant) * n);
+	return copy;
 }
 
 /*
@@ -508,7 +600,14 @@ ClearLayer(DebitLayer *layer)
 	{
 		hash_seq_init(&status, layer->accounts);
 		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			CachedAccount *account = entry;
+
+			/* a long transaction of many statements must not pile them up */
+			if (account->grants != NULL)
+				pfree(account->grants);
 			hash_search(layer->accounts, entry, HASH_REMOVE, NULL);
+		}
 		layer->naccounts = 0;
 	}
 	hash_seq_init(&status, layer->prices);
@@ -535,11 +634,13 @@ WriteLayer(DebitLayer *layer, bool final)
 	int64	   *ids = NULL;
 	int64	   *balances = NULL;
 	int64	   *in_flights = NULL;
+	LedgerGrantRows grants = {0, NULL, NULL};
 
 	if (final && layer->naccounts > 0)
 	{
 		HASH_SEQ_STATUS status;
 		CachedAccount *account;
+		int			ngrants = 0;
 
 		ids = palloc(sizeof(int64) * layer->naccounts);
 		balances = palloc(sizeof(int64) * layer->naccounts);
@@ -554,16 +655,37 @@ WriteLayer(DebitLayer *layer, bool final)
 			in_flights[ndirty] = account->in_flight;
 			ndirty++;
 			account->dirty = false;
+			ngrants += account->ngrants;
+		}
+		if (ngrants > 0)
+		{
+			grants.grant = palloc(sizeof(int64) * ngrants);
+			grants.remaining = palloc(sizeof(int64) * ngrants);
+			hash_seq_init(&status, layer->accounts);
+			while ((account = hash_seq_search(&status)) != NULL)
+			{
+				for (int i = 0; i < account->ngrants; i++)
+				{
+					CachedGrant *g = &account->grants[i];
+
+					if (!g->dirty)
+						continue;
+					grants.grant[grants.n] = g->grant_id;
+					grants.remaining[grants.n] = g->remaining;
+					grants.n++;
+					g->dirty = false;
+				}
+			}
 		}
 	}
-	if (layer->nledger == 0 && ndirty == 0)
+	if (layer->nledger == 0 && ndirty == 0 && grants.n == 0)
 	{
 		if (final)
 			layer->pending = false;
 		return;
 	}
 
-	WriteQueuedGuarded(layer, ndirty, ids, balances, in_flights);
+	WriteQueuedGuarded(layer, ndirty, ids, balances, in_flights, &grants);
 
 	layer->nledger = 0;
 	if (final)
@@ -573,12 +695,12 @@ WriteLayer(DebitLayer *layer, bool final)
 /* WriteQueued inside the busy bracket (a function of its own for setjmp). */
 static void
 WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
-				   int64 *in_flights)
+				   int64 *in_flights, const LedgerGrantRows *grants)
 {
 	CreditsBeginDebit();
 	PG_TRY();
 	{
-		WriteQueued(layer, ndirty, ids, balances, in_flights);
+		WriteQueued(layer, ndirty, ids, balances, in_flights, grants);
 	}
 	PG_FINALLY();
 	{
@@ -590,7 +712,7 @@ WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 /* The SQL of WriteLayer, by the one writer of balances (ledger.c). */
 static void
 WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
-			int64 *in_flights)
+			int64 *in_flights, const LedgerGrantRows *grants)
 {
 	LedgerDebits debits;
 	LedgerAccountRows accounts;
@@ -600,6 +722,10 @@ WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 	debits.delta = layer->ledger_delta;
 	debits.balance_after = layer->ledger_balance;
 	debits.batch = layer->ledger_batch;
+	debits.kind = layer->ledger_kind;
+	debits.grant = layer->ledger_grant;
+	debits.recharge = layer->ledger_recharge;
+	debits.with_grants = layer->has_grants;
 	accounts.n = ndirty;
 	accounts.account = ids;
 	accounts.balance = balances;
@@ -607,7 +733,7 @@ WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "credits: SPI_connect failed");
-	LedgerWriteDebits(&debits, &accounts);
+	LedgerWriteDebits(&debits, &accounts, grants);
 	SPI_finish();
 }
 
@@ -654,6 +780,9 @@ EnsureCapacity(DebitLayer *layer, int needed)
 		layer->ledger_delta = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
 		layer->ledger_balance = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
 		layer->ledger_batch = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+		layer->ledger_kind = MemoryContextAlloc(layer->cxt, sizeof(char) * capacity);
+		layer->ledger_grant = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+		layer->ledger_recharge = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
 	}
 	else
 	{
@@ -661,6 +790,9 @@ EnsureCapacity(DebitLayer *layer, int needed)
 		layer->ledger_delta = repalloc(layer->ledger_delta, sizeof(int64) * capacity);
 		layer->ledger_balance = repalloc(layer->ledger_balance, sizeof(int64) * capacity);
 		layer->ledger_batch = repalloc(layer->ledger_batch, sizeof(int64) * capacity);
+		layer->ledger_kind = repalloc(layer->ledger_kind, sizeof(char) * capacity);
+		layer->ledger_grant = repalloc(layer->ledger_grant, sizeof(int64) * capacity);
+		layer->ledger_recharge = repalloc(layer->ledger_recharge, sizeof(int64) * capacity);
 	}
 	layer->capacity = capacity;
 }
@@ -686,8 +818,10 @@ MergeIntoParent(DebitLayer *layer)
 										  HASH_ENTER, NULL);
 
 		*copy = *account;
+		copy->grants = CopyGrants(account->grants, account->ngrants, parent->cxt);
 		parent->naccounts++;
 	}
+	parent->has_grants = parent->has_grants || layer->has_grants;
 	EnsureCapacity(parent, parent->nledger + layer->nledger);
 	memcpy(parent->ledger_account + parent->nledger, layer->ledger_account,
 		   sizeof(int64) * layer->nledger);
@@ -696,6 +830,12 @@ MergeIntoParent(DebitLayer *layer)
 	memcpy(parent->ledger_balance + parent->nledger, layer->ledger_balance,
 		   sizeof(int64) * layer->nledger);
 	memcpy(parent->ledger_batch + parent->nledger, layer->ledger_batch,
+		   sizeof(int64) * layer->nledger);
+	memcpy(parent->ledger_kind + parent->nledger, layer->ledger_kind,
+		   sizeof(char) * layer->nledger);
+	memcpy(parent->ledger_grant + parent->nledger, layer->ledger_grant,
+		   sizeof(int64) * layer->nledger);
+	memcpy(parent->ledger_recharge + parent->nledger, layer->ledger_recharge,
 		   sizeof(int64) * layer->nledger);
 	parent->nledger += layer->nledger;
 	parent->pending = parent->pending || layer->pending;

@@ -14,7 +14,19 @@
 #ifndef CREDITS_DEBIT_STATE_H
 #define CREDITS_DEBIT_STATE_H
 
+#include "datatype/timestamp.h"
 #include "recharge_decision.h"
+
+/* An open grant of a cached account (0.2.0 schemas), with its running total. */
+typedef struct CachedGrant
+{
+	int64		grant_id;
+	int64		remaining;		/* running, including pending debits */
+	int32		priority;
+	bool		expires;		/* expires_at is not null */
+	TimestampTz expires_at;
+	bool		dirty;			/* remaining differs from the row */
+} CachedGrant;
 
 /* An account as this statement sees it: locked, with its running totals. */
 typedef struct CachedAccount
@@ -24,14 +36,19 @@ typedef struct CachedAccount
 	int64		in_flight;		/* running, including recharges bought */
 	RechargePolicy policy;
 	bool		dirty;			/* balance or in_flight differ from the row */
+	bool		has_grants;		/* a 0.2.0 schema: debits draw from grants */
+	int			ngrants;		/* open grants, in draw-down order */
+	CachedGrant *grants;		/* in the layer's memory context */
 } CachedAccount;
 
 extern void CreditsDebitStateInit(void);
 extern CachedAccount *CreditsFindAccount(int64 account_id);
 extern CachedAccount *CreditsRememberAccount(const CachedAccount *account);
+extern void CreditsQueueExpiries(CachedAccount *account, TimestampTz now);
 extern bool CreditsCachedPrice(const char *channel, int32 *price);
 extern void CreditsCachePrice(const char *channel, int32 price);
-extern void CreditsQueueDebit(CachedAccount *account, int64 delta, int64 batch_id);
+extern int64 CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id,
+							   int64 recharge_id);
 extern void CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 								   const char *channel, text *idempotency_key,
 								   int64 cost, const char *status,

@@ -69,6 +69,7 @@
 #include "credits.h"
 #include "debit_state.h"
 #include "direct_access.h"
+#include "draw_down.h"
 #include "plan_cache.h"
 #include "recharge_decision.h"
 
@@ -83,6 +84,7 @@ typedef struct BatchColumns
 	int			cost;
 	int			status;
 	int			recharge_id;
+	int			owed;			/* 0.2.0 schemas; else 0 */
 } BatchColumns;
 
 /* What the trigger decided, to be written into the new row. */
@@ -92,6 +94,7 @@ typedef struct BatchOutcome
 	const char *status;
 	bool		has_recharge;
 	int64		recharge_id;
+	int64		owed;			/* what its grants could not pay */
 } BatchOutcome;
 
 static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
@@ -146,13 +149,13 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	int32		messages;
 	char	   *channel;
 	text	   *idempotency_key;
-	BatchOutcome out = {0, NULL, false, 0};	/* set in PG_TRY (cppcheck 2.17
-											 * cannot tell) */
+	BatchOutcome out = {0, NULL, false, 0, 0};	/* set in PG_TRY (cppcheck
+												 * 2.17 cannot tell) */
 	Oid			save_userid;
 	int			save_sec_context;
-	int			replace_cols[3];
-	Datum		replace_values[3];
-	bool		replace_nulls[3] = {false, false, false};
+	int			replace_cols[4];
+	Datum		replace_values[4];
+	bool		replace_nulls[4] = {false, false, false, false};
 	int			nreplace;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -194,6 +197,16 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 						 errdetail("An application inserts account_id, messages, channel and idempotency_key only."),
 						 errhint("Leave \"%s\" out of the INSERT. Restoring a dump? Restore as the table owner or a superuser: rows that carry both cost and status are then taken as restored.",
 								 managed[i])));
+		}
+		if (cols.owed > 0)
+		{
+			d = heap_getattr(tuple, cols.owed, tupdesc, &isnull);
+			if (isnull || DatumGetInt64(d) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_MANAGED_COLUMN),
+						 errmsg("column \"owed\" of send_batches is set by the extension"),
+						 errdetail("An application inserts account_id, messages, channel and idempotency_key only."),
+						 errhint("Leave \"owed\" out of the INSERT.")));
 		}
 	}
 
@@ -256,9 +269,15 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	nreplace = 2;
 	if (out.has_recharge)
 	{
-		replace_cols[2] = cols.recharge_id;
-		replace_values[2] = Int64GetDatum(out.recharge_id);
-		nreplace = 3;
+		replace_cols[nreplace] = cols.recharge_id;
+		replace_values[nreplace] = Int64GetDatum(out.recharge_id);
+		nreplace++;
+	}
+	if (cols.owed > 0 && out.owed != 0)
+	{
+		replace_cols[nreplace] = cols.owed;
+		replace_values[nreplace] = Int64GetDatum(out.owed);
+		nreplace++;
 	}
 	tuple = heap_modify_tuple_by_cols(tuple, tupdesc, nreplace,
 									  replace_cols, replace_values, replace_nulls);
@@ -288,6 +307,10 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 		if (*slots[i] <= 0)
 			elog(ERROR, "credits: send_batches has no column \"%s\"", names[i]);
 	}
+	/* owed is 0.2.0's; an older schema has none */
+	cols->owed = SPI_fnumber(tupdesc, "owed");
+	if (cols->owed < 0)
+		cols->owed = 0;
 }
 
 /*
@@ -302,7 +325,7 @@ static BatchOutcome
 DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		   const char *channel, text *idempotency_key, bool check_later)
 {
-	BatchOutcome out = {0, "ready", false, 0};
+	BatchOutcome out = {0, "ready", false, 0, 0};
 	bool		connected = false;
 	CachedAccount *account;
 	int32		price;
@@ -417,7 +440,8 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 	if (decision.shortfall)
 		out.status = "awaiting_credits";
 
-	CreditsQueueDebit(account, -out.cost, batch_id);
+	out.owed = CreditsQueueDebit(account, out.cost, batch_id,
+								 out.has_recharge ? out.recharge_id : 0);
 	if (check_later)
 		CreditsQueueBatchCheck(batch_id, account_id, messages, channel,
 							   idempotency_key, out.cost, out.status,
@@ -499,15 +523,29 @@ static CachedAccount *
 LockAccount(int64 account_id)
 {
 	CachedAccount account;
+	CachedAccount *entry;
 
+	memset(&account, 0, sizeof(account));
 	account.account_id = account_id;
+	account.has_grants = CreditsHasGrants();
 	if (!CreditsLockAccountDirect(account_id, &account.balance, &account.in_flight))
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_UNKNOWN_ACCOUNT),
 				 errmsg("account %lld does not exist", (long long) account_id),
 				 errhint("Open it first with credits.open_account().")));
 	CreditsReadPolicyDirect(account_id, &account.policy);
-	return CreditsRememberAccount(&account);
+	if (account.has_grants)
+	{
+		account.ngrants = CreditsReadOpenGrantsDirect(account_id, &account.grants,
+													  CurrentMemoryContext);
+		CreditsSortGrants(account.grants, account.ngrants);
+	}
+	entry = CreditsRememberAccount(&account);
+
+	/* No expired credit is spent: what lapsed goes before anything else. */
+	if (entry->has_grants)
+		CreditsQueueExpiries(entry, CreditsNow());
+	return entry;
 }
 
 /* Whether a batch with this key is stored (or inserted earlier here). */

@@ -60,6 +60,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "compat.h"
 #include "direct_access.h"
@@ -71,6 +72,7 @@ typedef enum CreditsTable
 	TABLE_POLICIES,
 	TABLE_PRICES,
 	TABLE_BATCHES,
+	TABLE_GRANTS,				/* 0.2.0 schemas only; read by account */
 	NUM_CREDITS_TABLES
 } CreditsTable;
 
@@ -99,6 +101,12 @@ typedef struct CreditsRelations
 	AttrNumber	batch_cost;
 	AttrNumber	batch_status;
 	AttrNumber	batch_recharge_id;
+	bool		has_grants;		/* a 0.2.0 schema: grants exist */
+	AttrNumber	grant_id;
+	AttrNumber	grant_remaining;
+	AttrNumber	grant_priority;
+	AttrNumber	grant_expires_at;
+	AttrNumber	grant_closed_at;
 } CreditsRelations;
 
 /* Names of the tables and indexes, in CreditsTable order. */
@@ -107,6 +115,7 @@ static const char *const table_names[NUM_CREDITS_TABLES][2] = {
 	[TABLE_POLICIES] = {"auto_recharge", "auto_recharge_pkey"},
 	[TABLE_PRICES] = {"prices", "prices_pkey"},
 	[TABLE_BATCHES] = {"send_batches", "send_batches_pkey"},
+	[TABLE_GRANTS] = {"grants", "grants_open_idx"},
 };
 
 static CreditsRelations rels;
@@ -296,6 +305,81 @@ CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch)
 }
 
 /*
+ * CreditsHasGrants
+ *		Whether the schema is 0.2.0 or later (credits.grants exists): then
+ *		debits draw from grants and settlement writes through them.
+ */
+bool
+CreditsHasGrants(void)
+{
+	ResolveRelations();
+	return rels.has_grants;
+}
+
+/*
+ * CreditsReadOpenGrantsDirect
+ *		The account's open grants (closed_at null, credits left), as
+ *		committed now (the caller holds the account lock), through the
+ *		partial index grants_open_idx.  Returns how many; *grants is
+ *		allocated in cxt (unsorted).
+ */
+int
+CreditsReadOpenGrantsDirect(int64 account_id, CachedGrant **grants, MemoryContext cxt)
+{
+	Relation	rel;
+	Relation	index;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	int			n = 0;
+	int			capacity = 4;
+	CachedGrant *out;
+
+	out = MemoryContextAlloc(cxt, sizeof(CachedGrant) * capacity);
+	OpenPair(TABLE_GRANTS, AccessShareLock, &rel, &index);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	slot = table_slot_create(rel, NULL);
+	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_INT8EQ, Int64GetDatum(account_id));
+	scan = credits_index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		v;
+		CachedGrant g;
+
+		(void) slot_getattr(slot, rels.grant_closed_at, &isnull);
+		if (!isnull)
+			continue;			/* a version closed since the index entry */
+		g.remaining = SlotInt8(slot, rels.grant_remaining, &isnull);
+		if (g.remaining <= 0)
+			continue;
+		g.grant_id = SlotInt8(slot, rels.grant_id, &isnull);
+		v = slot_getattr(slot, rels.grant_priority, &isnull);
+		g.priority = isnull ? 0 : DatumGetInt32(v);
+		v = slot_getattr(slot, rels.grant_expires_at, &isnull);
+		g.expires = !isnull;
+		g.expires_at = isnull ? 0 : DatumGetTimestampTz(v);
+		g.dirty = false;
+		if (n >= capacity)
+		{
+			capacity *= 2;
+			out = repalloc(out, sizeof(CachedGrant) * capacity);
+		}
+		out[n++] = g;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	UnregisterSnapshot(snapshot);
+	*grants = out;
+	return n;
+}
+
+/*
  * BeginKeyedRow
  *		Opens the table and fetches the row with this key as the snapshot
  *		sees it, into row->slot; false when there is none.  Every call is
@@ -399,10 +483,25 @@ ResolveRelations(void)
 		callback_registered = true;
 	}
 	nsp = get_namespace_oid("credits", false);
-	for (int i = 0; i < NUM_CREDITS_TABLES; i++)
+	for (int i = 0; i < TABLE_GRANTS; i++)
 	{
 		found.oids[i].table = RelationOid(nsp, table_names[i][0]);
 		found.oids[i].index = RelationOid(nsp, table_names[i][1]);
+	}
+	/* grants exist from 0.2.0 on; an older schema has none */
+	found.oids[TABLE_GRANTS].table = get_relname_relid(table_names[TABLE_GRANTS][0], nsp);
+	found.oids[TABLE_GRANTS].index = get_relname_relid(table_names[TABLE_GRANTS][1], nsp);
+	found.has_grants = OidIsValid(found.oids[TABLE_GRANTS].table) &&
+		OidIsValid(found.oids[TABLE_GRANTS].index);
+	if (found.has_grants)
+	{
+		Oid			grants = found.oids[TABLE_GRANTS].table;
+
+		found.grant_id = ColumnNumber(grants, "grant_id");
+		found.grant_remaining = ColumnNumber(grants, "remaining");
+		found.grant_priority = ColumnNumber(grants, "priority");
+		found.grant_expires_at = ColumnNumber(grants, "expires_at");
+		found.grant_closed_at = ColumnNumber(grants, "closed_at");
 	}
 	accounts = found.oids[TABLE_ACCOUNTS].table;
 	policies = found.oids[TABLE_POLICIES].table;
@@ -453,7 +552,11 @@ InvalidateRelations(Datum arg, Oid relid)
 	invalidations++;
 	if (!rels.valid)
 		return;
-	if (relid == InvalidOid)
+	/*
+	 * Without grants, any invalidation may be the 0.2.0 update creating
+	 * them: look again.  (Only until the update; then only ours count.)
+	 */
+	if (relid == InvalidOid || !rels.has_grants)
 	{
 		rels.valid = false;
 		return;

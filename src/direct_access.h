@@ -15,6 +15,7 @@
 #ifndef CREDITS_DIRECT_ACCESS_H
 #define CREDITS_DIRECT_ACCESS_H
 
+#include "debit_state.h"
 #include "recharge_decision.h"
 
 /* A stored send batch, as read back by CreditsReadBatchDirect. */
@@ -34,5 +35,8 @@ extern bool CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in
 extern void CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy);
 extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
 extern bool CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch);
+extern bool CreditsHasGrants(void);
+extern int	CreditsReadOpenGrantsDirect(int64 account_id, CachedGrant **grants,
+										MemoryContext cxt);
 
 #endif							/* CREDITS_DIRECT_ACCESS_H */

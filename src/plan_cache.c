@@ -40,7 +40,7 @@ typedef struct CreditsPlanSpec
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[8];
+	Oid			argtypes[9];
 } CreditsPlanSpec;
 
 static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
@@ -286,6 +286,114 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 	},
 	[PLAN_POLICY_ROW] = {
 		"SELECT p FROM credits.auto_recharge p WHERE p.account_id" EQ "$1",
+		1, {INT8OID}
+	},
+
+	/* ledger.c, 0.2.0 schemas: grants and debts (doc/grants.md) */
+	[PLAN_POST_GRANT] = {
+		"WITH acct AS ("
+		"  UPDATE credits.accounts SET balance = $3,"
+		"         in_flight = in_flight OPERATOR(pg_catalog.+) $7"
+		"   WHERE account_id" EQ "$1 RETURNING account_id)"
+		" INSERT INTO credits.ledger"
+		" (account_id, delta, balance_after, kind, batch_id, recharge_id, note, grant_id)"
+		" SELECT acct.account_id, $2, $3, $4, $5, $6, $8, $9 FROM acct",
+		9, {INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID}
+	},
+	/* The common single-row statement with grants: one SQL statement. */
+	[PLAN_WRITE_ONE_GRANT] = {
+		"WITH acct AS ("
+		"  UPDATE credits.accounts SET balance = $3, in_flight = $5"
+		"   WHERE account_id" EQ "$1 RETURNING account_id),"
+		" g AS ("
+		"  UPDATE credits.grants SET remaining = $7,"
+		"         closed_at = CASE WHEN $7 OPERATOR(pg_catalog.=) 0"
+		"                          THEN pg_catalog.now() END"
+		"   WHERE grant_id" EQ "$6 RETURNING grant_id)"
+		" INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id, grant_id)"
+		" SELECT acct.account_id, $2, $3, 'debit', $4, g.grant_id FROM acct, g",
+		7, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+	},
+	[PLAN_WRITE_LEDGER_ROWS] = {
+		"INSERT INTO credits.ledger"
+		" (account_id, delta, balance_after, kind, batch_id, grant_id, recharge_id)"
+		" SELECT u.account_id, u.delta, u.balance_after, u.kind,"
+		"        NULLIF(u.batch_id, 0), NULLIF(u.grant_id, 0),"
+		"        NULLIF(u.recharge_id, 0)"
+		"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"                   pg_catalog.unnest($3), pg_catalog.unnest($4),"
+		"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
+		"                   pg_catalog.unnest($7))"
+		"        AS u(account_id, delta, balance_after, batch_id, kind, grant_id, recharge_id)",
+		7, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID}
+	},
+	/* A grant only loses credits in a debit: closed once it has none. */
+	[PLAN_WRITE_GRANT] = {
+		"UPDATE credits.grants SET remaining = $2,"
+		"       closed_at = CASE WHEN $2 OPERATOR(pg_catalog.=) 0 THEN pg_catalog.now() END"
+		" WHERE grant_id" EQ "$1",
+		2, {INT8OID, INT8OID}
+	},
+	[PLAN_INSERT_ACCOUNT] = {
+		"INSERT INTO credits.accounts (account_id, balance) VALUES ($1, 0)"
+		" ON CONFLICT DO NOTHING RETURNING account_id",
+		1, {INT8OID}
+	},
+	[PLAN_INSERT_GRANT] = {
+		"INSERT INTO credits.grants (account_id, source, credits, remaining, priority,"
+		"                            expires_at, recharge_id, period_start, note)"
+		" VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8) RETURNING grant_id",
+		8, {INT8OID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, TEXTOID}
+	},
+	[PLAN_DUE_GRANTS] = {
+		"SELECT g.grant_id, g.remaining FROM credits.grants g"
+		" WHERE g.account_id" EQ "$1 AND g.closed_at IS NULL"
+		"   AND g.expires_at OPERATOR(pg_catalog.<=) $2"
+		"   AND g.remaining OPERATOR(pg_catalog.>) 0"
+		" ORDER BY g.expires_at, g.grant_id",
+		2, {INT8OID, TIMESTAMPTZOID}
+	},
+	/* The draw-down order of draw_down.c. */
+	[PLAN_OPEN_GRANTS] = {
+		"SELECT g.grant_id, g.remaining FROM credits.grants g"
+		" WHERE g.account_id" EQ "$1 AND g.closed_at IS NULL"
+		"   AND g.remaining OPERATOR(pg_catalog.>) 0"
+		" ORDER BY g.priority, g.expires_at NULLS LAST, g.grant_id",
+		1, {INT8OID}
+	},
+	[PLAN_OWED_BATCHES] = {
+		"SELECT b.batch_id, b.owed FROM credits.send_batches b"
+		" WHERE b.account_id" EQ "$1 AND b.owed OPERATOR(pg_catalog.>) 0"
+		" ORDER BY b.batch_id",
+		1, {INT8OID}
+	},
+	[PLAN_MOVE_GRANT] = {
+		"UPDATE credits.grants SET remaining = remaining OPERATOR(pg_catalog.+) $2,"
+		"       closed_at = CASE WHEN remaining OPERATOR(pg_catalog.+) $2 OPERATOR(pg_catalog.=) 0"
+		"                        THEN COALESCE(closed_at, pg_catalog.now()) END"
+		" WHERE grant_id" EQ "$1 RETURNING remaining, expires_at",
+		2, {INT8OID, INT8OID}
+	},
+	[PLAN_MOVE_OWED] = {
+		"UPDATE credits.send_batches SET owed = owed OPERATOR(pg_catalog.+) $2"
+		" WHERE batch_id" EQ "$1",
+		2, {INT8OID, INT8OID}
+	},
+	[PLAN_BATCH_OWED] = {
+		"SELECT b.owed FROM credits.send_batches b WHERE b.batch_id" EQ "$1",
+		1, {INT8OID}
+	},
+	[PLAN_BATCH_FUNDING] = {
+		"SELECT COALESCE(l.grant_id, 0),"
+		"       (OPERATOR(pg_catalog.-) pg_catalog.sum(l.delta))::pg_catalog.int8,"
+		"       pg_catalog.count(*) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'debit')"
+		"  FROM credits.ledger l"
+		" WHERE l.batch_id" EQ "$1"
+		"   AND l.kind OPERATOR(pg_catalog.=) ANY ('{debit,repay,refund}'::pg_catalog.text[])"
+		/* the predicate of ledger_batch_idx, so that it is used */
+		"   AND (l.kind OPERATOR(pg_catalog.<>) 'debit' OR l.recharge_id IS NOT NULL)"
+		" GROUP BY l.grant_id ORDER BY 1",
 		1, {INT8OID}
 	},
 };

@@ -56,6 +56,21 @@ typedef enum CreditsPlanId
 	PLAN_TURN_OFF,				/* auto-recharge off, for a reason */
 	PLAN_CANCELLABLE,			/* $1 account: pending, never-claimed recharges */
 	PLAN_POLICY_ROW,			/* $1 account's policy as a datum */
+	/* ledger.c, 0.2.0 schemas: grants and debts */
+	PLAN_POST_GRANT,			/* PLAN_POST with the row's grant ($9) */
+	PLAN_WRITE_ONE_GRANT,		/* one debit row, its account and its grant */
+	PLAN_WRITE_LEDGER_ROWS,		/* queued debit and expire rows, in bulk */
+	PLAN_WRITE_GRANT,			/* one grant's remaining */
+	PLAN_INSERT_ACCOUNT,		/* a new account at 0 */
+	PLAN_INSERT_GRANT,			/* a new grant, remaining = credits */
+	PLAN_DUE_GRANTS,			/* $1 account, $2 at: grants to expire */
+	PLAN_OPEN_GRANTS,			/* $1 account: grants with credits, in
+								 * draw-down order */
+	PLAN_OWED_BATCHES,			/* $1 account: batches that owe, oldest first */
+	PLAN_MOVE_GRANT,			/* remaining += $2 */
+	PLAN_MOVE_OWED,				/* owed += $2 */
+	PLAN_BATCH_OWED,			/* $1 batch: what it owes */
+	PLAN_BATCH_FUNDING,			/* $1 batch: net credits per grant (0: none) */
 	NUM_CREDITS_PLANS
 } CreditsPlanId;
 

@@ -48,10 +48,12 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "credits.h"
 #include "debit_state.h"
+#include "direct_access.h"
 #include "ledger.h"
 #include "plan_cache.h"
 
@@ -138,7 +140,27 @@ CompleteRecharge(FunctionCallInfo fcinfo, bool with_token)
 	values[0] = Int64GetDatum(r.recharge_id);
 	values[1] = CStringGetTextDatum(ref);
 	CreditsExecPlan(PLAN_MARK_SUCCEEDED, values, NULL, 1);
-	LedgerPost(r.account_id, r.credits, "recharge", 0, r.recharge_id, NULL, -r.credits);
+	if (CreditsHasGrants())
+	{
+		/* the credits bought: a recharge grant, which pays what is owed first */
+		NewGrant	g;
+
+		memset(&g, 0, sizeof(g));
+		g.account_id = r.account_id;
+		g.source = "recharge";
+		g.kind = "recharge";
+		g.credits = r.credits;
+		g.priority = 50;
+		g.expires = CreditsRechargeCreditLifetime > 0;
+		if (g.expires)
+			g.expires_at = CreditsNow() +
+				(TimestampTz) CreditsRechargeCreditLifetime * USECS_PER_SEC;
+		g.recharge_id = r.recharge_id;
+		g.in_flight_delta = -r.credits;
+		LedgerAddGrant(&g);
+	}
+	else
+		LedgerPost(r.account_id, r.credits, "recharge", 0, r.recharge_id, NULL, -r.credits);
 	SettleBatches(r.account_id, r.recharge_id, false);
 	values[0] = Int64GetDatum(r.account_id);
 	CreditsExecPlan(PLAN_RESET_FAILURES, values, NULL, -1);
@@ -401,6 +423,13 @@ LockRecharge(FunctionCallInfo fcinfo, LockedRecharge *r)
 	CreditsFlushAccount(r->account_id);
 	values[0] = Int64GetDatum(r->account_id);
 	CreditsExecPlan(PLAN_LOCK_ACCOUNT, values, NULL, 1);
+	if (CreditsHasGrants())
+	{
+		/* no decision on a balance that still holds expired credits */
+		int64		lapsed;
+
+		LedgerExpireDue(r->account_id, CreditsNow(), &lapsed);
+	}
 	values[0] = Int64GetDatum(recharge_id);
 
 	CreditsExecPlan(PLAN_LOCK_RECHARGE, values, NULL, 1);
@@ -724,7 +753,10 @@ FailDependentBatches(int64 account_id, int64 recharge_id)
 static void
 RefundBatch(int64 account_id, int64 recharge_id, const SettledBatch *batch)
 {
-	LedgerPost(account_id, batch->cost, "refund", batch->batch_id, recharge_id, NULL, 0);
+	if (CreditsHasGrants())
+		LedgerRefundBatch(account_id, batch->batch_id, recharge_id, batch->cost);
+	else
+		LedgerPost(account_id, batch->cost, "refund", batch->batch_id, recharge_id, NULL, 0);
 }
 
 /* Runs a statement that changes batch statuses, with the guard's flag up. */
