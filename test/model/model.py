@@ -154,6 +154,22 @@ class Model:
     def _saw(self, event):
         self.events[event] = self.events.get(event, 0) + 1
 
+    def snapshot(self):
+        """A copy to go back to if the statement fails.  The ledger is only
+        ever appended to, so it is shared and cut back on restore()."""
+        ledger, self.ledger = self.ledger, None
+        try:
+            saved = copy.deepcopy(self)
+        finally:
+            self.ledger = ledger
+        saved.ledger = ledger
+        saved.ledger_length = len(ledger)
+        return saved
+
+    def restore(self):
+        del self.ledger[self.ledger_length:]
+        return self
+
     # ------------------------------------------------------------ helpers
 
     def _account(self, aid):
@@ -193,17 +209,17 @@ class Model:
     def _due(self, g, at=None):
         return g['expires_at'] is not None and g['expires_at'] <= (self.now if at is None else at)
 
-    def _expire_grant(self, g):
+    def _expire_grant(self, g, batch=None):
         x = g['remaining']
         g['remaining'] = 0
         self._saw('grant expired (%s)' % g['source'])
-        self._post(g['account'], -x, 'expire', grant=g['id'])
+        self._post(g['account'], -x, 'expire', batch, grant=g['id'])
 
     def _expire_due(self, aid, at=None, where='a lock'):
         """What every account lock does first: the account's due grants
-        lapse, one "expire" row each, oldest grant first."""
+        lapse, one "expire" row each, soonest expiry first (then oldest)."""
         n = 0
-        for g in self.grants:
+        for g in sorted(self.grants, key=lambda g: (g['expires_at'] or 0, g['id'])):
             if g['account'] == aid and g['remaining'] > 0 and self._due(g, at):
                 self._expire_grant(g)
                 self._saw('grant expired at ' + where)
@@ -297,7 +313,9 @@ class Model:
     def grant_credits(self, aid, credits, source, expires_at, priority, note):
         if credits <= 0:
             raise ModelError('MC014')
-        if (source not in SOURCES or (expires_at is not None and expires_at <= self.now)
+        # plan and recharge grants come only from plans and recharges
+        if (source not in ('signup', 'purchase', 'promo')
+                or (expires_at is not None and expires_at <= self.now)
                 or (priority is not None and not 0 <= priority <= 100)):
             raise ModelError('MC023')
         self._lock(aid)
@@ -319,10 +337,13 @@ class Model:
                 p['cancelled'])
 
     def _open_period(self, aid, p, at):
+        """The period containing at opens: a plan grant lapsing at its end
+        (none for a period already over by the clock)."""
         start, end = period_of(p['anchored_at'], at)
         p['period_start'], p['period_end'] = start, end
-        self._new_grant(aid, p['monthly_credits'], 'plan', 'plan', expires_at=end,
-                        period_start=start)
+        if end > self.now:
+            self._new_grant(aid, p['monthly_credits'], 'plan', 'plan', expires_at=end,
+                            period_start=start)
 
     def set_plan(self, aid, monthly, starts_at):
         if monthly <= 0:
@@ -331,13 +352,20 @@ class Model:
             raise ModelError('MC024')
         self._lock(aid)
         p = self.plans.get(aid)
-        if p is not None and p['period_end'] > self.now:
+        if p is not None and not p['ended'] and (p['period_end'] > self.now
+                                                 or not p['cancelled']):
+            # a running plan: the new amount applies from the next period
+            # (a cancelled one still in its period is taken up again)
             self._saw('plan changed' + (' (taken up again)' if p['cancelled'] else ''))
             p['monthly_credits'] = monthly
             p['cancelled'] = False
+            if p['period_end'] <= self.now:     # over, not renewed yet: now
+                self._saw('plan renewed by set_plan')
+                self._open_period(aid, p, self.now)
             return self._plan_row(p)
         self._saw('plan started' if p is None else 'plan started afresh')
-        p = {'monthly_credits': monthly, 'anchored_at': starts_at, 'cancelled': False}
+        p = {'monthly_credits': monthly, 'anchored_at': starts_at, 'cancelled': False,
+             'ended': False}
         self.plans[aid] = p
         if add_months(starts_at, 1) <= self.now:
             self._saw('plan anchored in an earlier period')
@@ -351,6 +379,8 @@ class Model:
         p = self.plans.get(aid)
         if p is None:
             raise ModelError('MC025')
+        if p['ended']:
+            self._saw('ended plan cancelled again')
         p['cancelled'] = True
         return (p['monthly_credits'], True)
 
@@ -360,16 +390,12 @@ class Model:
         n = 0
         for aid in sorted(self.plans):
             p = self.plans[aid]
-            if p['period_end'] > at:
+            if p['ended'] or p['period_end'] > at:
                 continue
-            self._expire_due(aid, where='renew_plans')
-            for g in self.grants:       # the ended period's grant (already due)
-                if (g['account'] == aid and g['source'] == 'plan' and g['remaining'] > 0
-                        and g['period_start'] == p['period_start']):
-                    self._expire_grant(g)
+            self._expire_due(aid, where='renew_plans')  # the old period's grant too
             if p['cancelled']:
                 self._saw('plan ended')
-                del self.plans[aid]
+                p['ended'] = True
             else:
                 self._saw('plan renewed')
                 if add_months(p['period_end'], 1) <= at:
@@ -379,13 +405,12 @@ class Model:
         return n
 
     def expire_grants(self, at):
+        """Due by at (not by the clock), account by account."""
         if at > self.now:
             raise ModelError('MC026')
         n = 0
         for aid in sorted(self.accounts):
-            if any(g['account'] == aid and g['remaining'] > 0 and self._due(g, at)
-                   for g in self.grants):
-                n += self._expire_due(aid, where='expire_grants')
+            n += self._expire_due(aid, at, where='expire_grants')
         return n
 
     # ------------------------------------------------------------ policy
@@ -445,7 +470,7 @@ class Model:
             self._saw('refund to a grant')
             if self._due(g):
                 self._saw('refund to an expired grant')
-                self._expire_grant(g)
+                self._expire_grant(g, b['id'])      # the expire row names the batch
         self._repay(aid)
 
     def _settle_failed(self, r):
@@ -680,7 +705,7 @@ class Model:
             left -= x
             drawn += 1
             b['funding'][g['id']] = x
-            self._post(aid, -x, 'debit', bid, grant=g['id'])
+            self._post(aid, -x, 'debit', bid, covering, grant=g['id'])
             if left == 0:
                 break
         if drawn > 1:
@@ -688,7 +713,7 @@ class Model:
         if left:
             b['owed'] = left
             self._saw('debit owes' + (' in part' if drawn else ''))
-            self._post(aid, -left, 'debit', bid)
+            self._post(aid, -left, 'debit', bid, covering)
         return bid
 
 
@@ -1213,12 +1238,12 @@ class Runner:
     def dry_step(self, n):
         """--dry: the model alone, checking its own invariants."""
         op = self.gen.next(self.model)
-        saved = copy.deepcopy(self.model)
+        saved = self.model.snapshot()
         try:
             want = op.call(self.model)
             outcome = 'ok'
         except ModelError as e:
-            self.model = saved
+            self.model = saved.restore()
             want, outcome = None, e.sqlstate
         if self.log:
             print('# %4d %s %r -> %s %r' % (n, op.name, op.params, outcome, want))
@@ -1233,14 +1258,14 @@ class Runner:
         with self.conn.cursor() as cur:
             sql_text = cur.mogrify(op.sql, params).decode()
 
-        saved = copy.deepcopy(self.model)     # a failing statement changes nothing
+        saved = self.model.snapshot()         # a failing statement changes nothing
         n_recharges, n_ledger = len(self.model.recharges), len(self.model.ledger)
         n_grants = len(self.model.grants)
         try:
             want = op.call(self.model)
             want_state = None
         except ModelError as e:
-            self.model = saved
+            self.model = saved.restore()
             want, want_state = None, e.sqlstate
 
         got_state, rows, got_error = None, None, ''
@@ -1388,11 +1413,12 @@ class Runner:
 
         diff('plan',
              {a: (p['monthly_credits'], show(p['period_start']), show(p['period_end']),
-                  show(p['anchored_at']), p['cancelled']) for a, p in m.plans.items()},
+                  show(p['anchored_at']), p['cancelled'], p['ended'])
+              for a, p in m.plans.items()},
              {r[0]: (r[1], show(to_epoch(r[2])), show(to_epoch(r[3])), show(to_epoch(r[4])),
-                     r[5]) for r in self.query(
+                     r[5], r[6]) for r in self.query(
                  'SELECT account_id, monthly_credits, period_start, period_end, anchored_at,'
-                 ' cancelled_at IS NOT NULL FROM credits.plans')})
+                 ' cancelled_at IS NOT NULL, ended_at IS NOT NULL FROM credits.plans')})
 
         diff('recharge',
              {rid(r['id']): (r['account'], r['credits'], r['status'], r['reason'],
