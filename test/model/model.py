@@ -8,26 +8,56 @@ complete_recharge, fail_recharge and their retries, expire_recharges, price
 changes) are applied both to a fresh database with the extension and to the
 Model below, an independent re-implementation of the rules in the README
 ("How a batch is paid for", "Automatic recharge", "Payment workers",
-"Idempotent sends").  The model never reads the database to decide anything;
-the database is read only to map the identity values it assigned (batch,
-recharge and ledger ids) to the model's own ids, and to compare.
+"Idempotent sends") and in doc/grants.md.  The model never reads the
+database to decide anything; the database is read only to map the identity
+values it assigned (batch, recharge, grant and ledger ids, and a recharge
+grant's expiry: see "time" below) to the model's own, and to compare.
+
+Two mixes of operations.  "basic" draws exactly the operations the model
+drew before grants existed (so the fixed seeds chosen then still reach what
+they were chosen for); in 0.2.0 they also exercise signup and purchase
+grants, draw-down, owed, repayment and refunds back to grants.  "grants"
+adds grant_credits (sources, priorities, expiry; the refused sources and
+bad values), open_account's expiring signup grant, recharge grants with a
+lifetime (credits.recharge_credit_lifetime, per seed), set_plan,
+cancel_plan, renew_plans and expire_grants (with at = now, the whole hour
+before, the default, or ahead of the clock), and a clock the model moves
+forward (credits.clock_offset: by hours to months, or to just before or
+after the next expiry or period end), from a per-seed start near a month's
+end, with a per-seed session time zone (plan periods are UTC whatever it is).
 
 After every step the two must agree on: the step's outcome (success or the
 SQLSTATE), what the call returned, every account's balance and in_flight,
-every batch, recharge, policy and new ledger row, and credits.verify() must
-return no rows.  The first disagreement prints the seed, the step, the
-operation (as SQL) and the differences, and ends the run.
+every batch (owed included), recharge, policy, grant (remaining, expiry,
+priority, closed or not), plan and new ledger row (per account, in order,
+with its grant), and credits.verify() must return no rows.  The grants mix
+also compares account_overview's grant columns and balance_by_grant every
+step, and batch_funding() of every batch and expiring_credits() every 25
+steps.  The first disagreement prints the seed, the step, the operation (as
+SQL) and the differences, and ends the run.
 
-Not covered here: concurrency (test/specs), expiry by age (every recharge
-is younger than credits.recharge_expiry, so expire_recharges() must return
-0), and month boundaries (a run stays within one calendar month, so the
-monthly limit counts every recharge).
+Where doc/grants.md leaves an order or a detail open, the model follows the
+0.2.0 implementation and says so: debit rows of a batch that awaits a
+recharge name it; a debit expires due grants in draw-down order, every
+other lock in expiry order; a refund that lapses at once writes an expire
+row naming the batch; grant_credits refuses the plan and recharge sources;
+set_plan on a running plan whose period is over renews it at once; an ended
+cancelled plan stays, with ended_at; expire_grants(at) expires what is due
+by at.
+
+Not covered here: concurrency (test/specs), expiry of recharges by age
+(every recharge is younger than credits.recharge_expiry, so
+expire_recharges() must return 0), and month boundaries of the monthly
+limit (it counts by the real clock, not the extension's: a run stays within
+one calendar month, so it counts every recharge).
 
 Usage (normally through test/model/run.sh, which starts the cluster):
-    model.py --seed S [--steps N] [--log] [--stats]
+    model.py --seed S [--mix basic|grants] [--steps N] [--log] [--stats]
+             [--dry] [--ignore REGEX]
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER), creates
-database model_<seed>, and drops it again when the run passes.
-Exit status: 0 agreed, 1 disagreed, 2 could not run.
+database model_<seed> (model_grants_<seed>), and drops it again when the
+run passes.  --dry runs the model alone (its own invariants; what
+pick_seeds.py uses).  Exit status: 0 agreed, 1 disagreed, 2 could not run.
 """
 
 import argparse
@@ -1200,7 +1230,7 @@ class Runner:
         self.last_rid = 0       # highest db recharge id mapped so far
         self.last_gid = 0       # highest db grant id mapped so far
         self.last_entry = 0     # highest db ledger entry id compared so far
-        self.dbname = 'model_%d' % seed
+        self.dbname = ('model_%d' if mix == 'basic' else 'model_grants_%d') % seed
         self.stats = {}         # (operation, outcome) -> count
 
     # -- database plumbing

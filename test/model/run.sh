@@ -18,6 +18,7 @@
 #                                              unless S is a fixed basic seed;
 #                                              --log prints every step as SQL)
 #   --steps K (or MODEL_STEPS=K)               steps per seed (default 500)
+#   MODEL_JOBS=N                               runs at a time (default 2)
 #
 # Prints "ok - seed S (...)" or "not ok - seed S: ..." per seed, then
 # "N passed, N failed", and exits non-zero on any failure.
@@ -127,18 +128,42 @@ if [ -z "$seeds" ] && [ -z "$random_runs" ]; then
 else
 	for seed in $seeds; do runs="$runs $seed:$(mix_of "$seed")"; done
 fi
+# Runs go MODEL_JOBS at a time (default 2: the database and the model
+# each keep a core busy); their output is printed in order as they end.
+jobs=${MODEL_JOBS:-2}
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "MODEL_JOBS takes a number" >&2; exit 2; }
+out=$(mktemp -d)
+trap 'stop_cluster; rm -rf "$out"' EXIT
+n=0
+shown=0
+# show_done: prints the runs that ended, in order, up to the first still running.
+show_done() {
+	local rc seed
+	while [ "$shown" -lt "$n" ] && [ -f "$out/$((shown + 1)).rc" ]; do
+		shown=$((shown + 1))
+		cat "$out/$shown.out"
+		rc=$(cat "$out/$shown.rc")
+		seed=$(cat "$out/$shown.seed")
+		if [ "$rc" -eq 0 ]; then
+			passed=$((passed + 1))
+		else
+			# model.py prints its own "not ok" line, unless it could not start
+			[ "$rc" -le 2 ] || echo "not ok - seed $seed: model.py exited with status $rc"
+			failed=$((failed + 1))
+		fi
+	done
+}
 for run in $runs; do
-	seed=${run%%:*}
-	run_seed "$seed" "${run#*:}"
-	rc=$?
-	if [ "$rc" -eq 0 ]; then
-		passed=$((passed + 1))
-	else
-		# model.py prints its own "not ok" line, unless it could not start
-		[ "$rc" -le 2 ] || echo "not ok - seed $seed: model.py exited with status $rc"
-		failed=$((failed + 1))
-	fi
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+		wait -n
+		show_done
+	done
+	n=$((n + 1))
+	echo "${run%%:*}" >"$out/$n.seed"
+	( run_seed "${run%%:*}" "${run#*:}" >"$out/$n.out" 2>&1; echo $? >"$out/$n.rc.tmp"; mv "$out/$n.rc.tmp" "$out/$n.rc" ) &
 done
+wait
+show_done
 echo "# $((passed + failed)) runs x $steps steps in $(($(date +%s) - started)) s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
