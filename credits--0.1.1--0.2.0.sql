@@ -116,8 +116,10 @@ CREATE INDEX ledger_grant_events_idx ON credits.ledger (grant_id)
 
 -- What each batch owes.
 ALTER TABLE credits.send_batches ADD COLUMN owed bigint NOT NULL DEFAULT 0;
+-- (owed <= cost is checked by verify(): a constraint here would fire before
+-- the clearer MC022 when a later trigger changes a debited row's cost)
 ALTER TABLE credits.send_batches ADD CONSTRAINT send_batches_owed_check
-	CHECK (owed >= 0 AND owed <= cost);
+	CHECK (owed >= 0);
 COMMENT ON COLUMN credits.send_batches.owed IS
 	'Credits of the cost no grant could pay when it was debited, not yet paid by credits that arrived since. Set by the extension.';
 CREATE INDEX send_batches_owed_idx ON credits.send_batches (account_id, batch_id)
@@ -131,27 +133,71 @@ SELECT pg_catalog.pg_extension_config_dump('credits.grants_grant_id_seq', '');
 -- 0.1 balances become grants and debts (no ledger row, no balance changes)
 --------------------------------------------------------------------------------
 
-INSERT INTO credits.grants (account_id, source, credits, remaining, priority, carried_over, note)
-SELECT a.account_id, 'purchase', a.balance, a.balance, 50, a.balance,
-	   'balance carried over from version 0.1'
-  FROM credits.accounts a
- WHERE a.balance > 0
- ORDER BY a.account_id;
+-- Run by this update, and by a DBA after restoring a dump taken before
+-- 0.2.0 into 0.2.0 (the restore recreates the extension at 0.2.0 and then
+-- loads 0.1 rows, which have no grants).  Touches only accounts that have
+-- never had a grant and owe nothing: each positive balance becomes one
+-- purchase grant (carried_over), a negative one is owed by the awaiting
+-- batches that back it (verify() check 13), newest first.
+CREATE FUNCTION credits.carry_over_balances()
+	RETURNS integer
+	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	carried integer;
+	owing integer;
+BEGIN
+	-- The accounts to carry over: never had a grant, owe nothing, balance not 0.
+	PERFORM FROM credits.accounts a
+	  WHERE a.balance <> 0
+		AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.account_id = a.account_id)
+		AND NOT EXISTS (SELECT FROM credits.send_batches b
+						 WHERE b.account_id = a.account_id AND b.owed > 0)
+	  ORDER BY a.account_id
+	  FOR NO KEY UPDATE;
 
--- A negative balance is owed by the awaiting batches that back it (verify()
--- check 13), newest first.
-ALTER TABLE credits.send_batches DISABLE TRIGGER credits_guard;
-WITH awaiting AS (
-	SELECT b.batch_id, b.cost, -a.balance AS debt,
-		   sum(b.cost) OVER (PARTITION BY b.account_id ORDER BY b.batch_id DESC) AS newer_and_this
-	  FROM credits.send_batches b
-	  JOIN credits.accounts a ON a.account_id = b.account_id
-	 WHERE a.balance < 0 AND b.status = 'awaiting_credits')
-UPDATE credits.send_batches s
-   SET owed = LEAST(w.cost, w.debt - (w.newer_and_this - w.cost))
-  FROM awaiting w
- WHERE s.batch_id = w.batch_id AND w.debt - (w.newer_and_this - w.cost) > 0;
-ALTER TABLE credits.send_batches ENABLE TRIGGER credits_guard;
+	INSERT INTO credits.grants (account_id, source, credits, remaining, priority, carried_over, note)
+	SELECT a.account_id, 'purchase', a.balance, a.balance, 50, a.balance,
+		   'balance carried over from version 0.1'
+	  FROM credits.accounts a
+	 WHERE a.balance > 0
+	   AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.account_id = a.account_id)
+	   AND NOT EXISTS (SELECT FROM credits.send_batches b
+					    WHERE b.account_id = a.account_id AND b.owed > 0)
+	 ORDER BY a.account_id;
+	GET DIAGNOSTICS carried = ROW_COUNT;
+
+	ALTER TABLE credits.send_batches DISABLE TRIGGER credits_guard;
+	WITH debtors AS (
+		SELECT a.account_id, -a.balance AS debt
+		  FROM credits.accounts a
+		 WHERE a.balance < 0
+		   AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.account_id = a.account_id)
+		   AND NOT EXISTS (SELECT FROM credits.send_batches b
+						    WHERE b.account_id = a.account_id AND b.owed > 0)),
+	awaiting AS (
+		SELECT b.batch_id, b.cost, d.debt,
+			   sum(b.cost) OVER (PARTITION BY b.account_id ORDER BY b.batch_id DESC) AS newer_and_this
+		  FROM credits.send_batches b
+		  JOIN debtors d ON d.account_id = b.account_id
+		 WHERE b.status = 'awaiting_credits'),
+	owes AS (
+		UPDATE credits.send_batches s
+		   SET owed = LEAST(w.cost, w.debt - (w.newer_and_this - w.cost))
+		  FROM awaiting w
+		 WHERE s.batch_id = w.batch_id AND w.debt - (w.newer_and_this - w.cost) > 0
+		RETURNING s.account_id)
+	SELECT count(*) INTO owing FROM debtors;
+	ALTER TABLE credits.send_batches ENABLE TRIGGER credits_guard;
+
+	RETURN carried + owing;
+END
+$$;
+COMMENT ON FUNCTION credits.carry_over_balances() IS
+	'For accounts that have never had a grant (0.1 data: run by the 0.2.0 update, and after restoring a 0.1 dump into 0.2.0): a positive balance becomes one purchase grant, a negative one is owed by its awaiting batches. Returns how many accounts it changed; 0 when there is nothing to do.';
+
+SELECT credits.carry_over_balances();
 
 --------------------------------------------------------------------------------
 -- Internal functions (C; EXECUTE revoked from PUBLIC)
@@ -772,7 +818,7 @@ AS $$
 	  LEFT JOIN (SELECT l.batch_id, sum(l.delta) AS total FROM credits.ledger l
 				  WHERE l.grant_id IS NULL AND l.kind IN ('debit', 'repay', 'refund')
 				  GROUP BY l.batch_id) l USING (batch_id)
-	 WHERE b.owed > 0 AND (b.status = 'failed' OR b.owed > coalesce(-l.total, 0))
+	 WHERE b.owed > 0 AND (b.status = 'failed' OR b.owed > coalesce(-l.total, 0) OR b.owed > b.cost)
 	UNION ALL
 	-- 19. plan periods: an account's plan grants never overlap (one per
 	-- period; periods a plan missed are gaps), and a plan's current period
@@ -916,4 +962,5 @@ REVOKE ALL ON FUNCTION credits._now(),
 	credits.renew_plans(timestamptz),
 	credits.expire_grants(timestamptz),
 	credits.expiring_credits(interval),
-	credits.batch_funding(bigint) FROM PUBLIC;
+	credits.batch_funding(bigint),
+	credits.carry_over_balances() FROM PUBLIC;

@@ -109,14 +109,24 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 						 errmsg("column \"%s\" of a send batch cannot be changed", debited[i]),
 						 errdetail("The batch was priced and debited when it was inserted.")));
 	}
-	if (!credits_settling_batches &&
-		(ColumnChanged(oldtup, newtup, desc, "status") ||
-		 ColumnChanged(oldtup, newtup, desc, "recharge_id") ||
-		 (SPI_fnumber(desc, "owed") > 0 && ColumnChanged(oldtup, newtup, desc, "owed"))))
+	if (!credits_settling_batches && SPI_fnumber(desc, "owed") > 0)
+	{
+		/* 0.2.0 and later: owed too */
+		if (ColumnChanged(oldtup, newtup, desc, "status") ||
+			ColumnChanged(oldtup, newtup, desc, "recharge_id") ||
+			ColumnChanged(oldtup, newtup, desc, "owed"))
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
+					 errmsg("status, recharge_id and owed of a send batch are managed by the extension"),
+					 errhint("They change when a recharge settles (credits.complete_recharge(), credits.fail_recharge(), credits.disable_auto_recharge()) and when credits arrive to pay what a batch owes.")));
+	}
+	else if (!credits_settling_batches &&
+			 (ColumnChanged(oldtup, newtup, desc, "status") ||
+			  ColumnChanged(oldtup, newtup, desc, "recharge_id")))
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
-				 errmsg("status, recharge_id and owed of a send batch are managed by the extension"),
-				 errhint("They change when a recharge settles (credits.complete_recharge(), credits.fail_recharge(), credits.disable_auto_recharge()) and when credits arrive to pay what a batch owes.")));
+				 errmsg("status and recharge_id of a send batch are managed by the extension"),
+				 errhint("They change when a recharge settles: credits.complete_recharge(), credits.fail_recharge(), credits.disable_auto_recharge().")));
 
 	return PointerGetDatum(newtup);
 }

@@ -99,6 +99,7 @@ typedef struct BatchCheck
 	const char *status;			/* a string constant */
 	bool		has_recharge;
 	int64		recharge_id;
+	int64		owed;
 } BatchCheck;
 
 typedef struct DebitLayer
@@ -369,7 +370,8 @@ CopyGrants(const CachedGrant *grants, int n, MemoryContext cxt)
 void
 CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 					   const char *channel, text *idempotency_key, int64 cost,
-					   const char *status, bool has_recharge, int64 recharge_id)
+					   const char *status, bool has_recharge, int64 recharge_id,
+					   int64 owed)
 {
 	BatchCheck	check;
 
@@ -383,6 +385,7 @@ CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 	check.status = status;
 	check.has_recharge = has_recharge;
 	check.recharge_id = recharge_id;
+	check.owed = owed;
 	AddCheck(CurrentLayer(), &check);
 }
 
@@ -931,6 +934,9 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 			BatchChanged(rel, c->batch_id, "recharge_id",
 						 b.has_recharge ? psprintf(INT64_FORMAT, b.recharge_id) : "null",
 						 c->has_recharge ? psprintf(INT64_FORMAT, c->recharge_id) : "null");
+		if (b.owed != c->owed)
+			BatchChanged(rel, c->batch_id, "owed",
+						 psprintf(INT64_FORMAT, b.owed), psprintf(INT64_FORMAT, c->owed));
 	}
 	layer->nchecks = 0;
 }

@@ -52,7 +52,7 @@ extern int64 CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_i
 extern void CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 								   const char *channel, text *idempotency_key,
 								   int64 cost, const char *status,
-								   bool has_recharge, int64 recharge_id);
+								   bool has_recharge, int64 recharge_id, int64 owed);
 extern void CreditsQueueBatchAbsent(int64 batch_id);
 extern void CreditsFlushDebits(bool final);
 extern void CreditsFlushAccount(int64 account_id);

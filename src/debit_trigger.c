@@ -445,7 +445,7 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 	if (check_later)
 		CreditsQueueBatchCheck(batch_id, account_id, messages, channel,
 							   idempotency_key, out.cost, out.status,
-							   out.has_recharge, out.recharge_id);
+							   out.has_recharge, out.recharge_id, out.owed);
 
 	if (connected)
 		SPI_finish();

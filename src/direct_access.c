@@ -101,6 +101,7 @@ typedef struct CreditsRelations
 	AttrNumber	batch_cost;
 	AttrNumber	batch_status;
 	AttrNumber	batch_recharge_id;
+	AttrNumber	batch_owed;		/* 0.2.0; else InvalidAttrNumber */
 	bool		has_grants;		/* a 0.2.0 schema: grants exist */
 	AttrNumber	grant_id;
 	AttrNumber	grant_remaining;
@@ -299,6 +300,8 @@ CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch)
 		batch->status = isnull ? NULL : TextDatumGetCString(v);
 		batch->recharge_id = SlotInt8(row.slot, rels.batch_recharge_id, &isnull);
 		batch->has_recharge = !isnull;
+		batch->owed = rels.batch_owed == InvalidAttrNumber ? 0 :
+			SlotInt8(row.slot, rels.batch_owed, &isnull);
 	}
 	EndKeyedRow(&row);
 	return found;
@@ -468,7 +471,7 @@ SlotInt8(TupleTableSlot *slot, AttrNumber attnum, bool *isnull)
 static void
 ResolveRelations(void)
 {
-	CreditsRelations found;
+	CreditsRelations found = {0};
 	uint64		invalidations_before = invalidations;
 	Oid			nsp;
 	Oid			accounts;
@@ -521,6 +524,7 @@ ResolveRelations(void)
 	found.batch_cost = ColumnNumber(batches, "cost");
 	found.batch_status = ColumnNumber(batches, "status");
 	found.batch_recharge_id = ColumnNumber(batches, "recharge_id");
+	found.batch_owed = get_attnum(batches, "owed");
 	found.valid = (invalidations == invalidations_before);
 	rels = found;
 }

@@ -29,6 +29,7 @@ typedef struct StoredBatch
 	char	   *status;
 	bool		has_recharge;
 	int64		recharge_id;
+	int64		owed;			/* 0 before 0.2.0 */
 } StoredBatch;
 
 extern bool CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight);

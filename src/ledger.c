@@ -378,8 +378,9 @@ LedgerRepayOwed(int64 account_id)
  *		A failed batch's cost goes back where it came from: what it still
  *		owes is forgiven (a row without a grant), each grant's part goes
  *		back to that grant (and expires at once if the grant has expired
- *		meanwhile: a "refund" row, then an "expire" row), and then the
- *		account's debts are paid from what came back.  A batch debited
+ *		meanwhile: a "refund" row, then an "expire" row).  The caller then
+ *		pays the account's debts from what came back (LedgerRepayOwed),
+ *		once all the batches it refunds are refunded.  A batch debited
  *		before 0.2.0 has one grantless debit row: the part of it not owed
  *		was bought credits, and goes into a new "purchase" grant.
  */
@@ -468,7 +469,6 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 	if (refunded != cost)
 		elog(ERROR, "credits: batch " INT64_FORMAT " cost " INT64_FORMAT " but its debits total " INT64_FORMAT,
 			 batch_id, cost, refunded);
-	LedgerRepayOwed(account_id);
 }
 
 /*

@@ -318,8 +318,10 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		"INSERT INTO credits.ledger"
 		" (account_id, delta, balance_after, kind, batch_id, grant_id, recharge_id)"
 		" SELECT u.account_id, u.delta, u.balance_after, u.kind,"
-		"        NULLIF(u.batch_id, 0), NULLIF(u.grant_id, 0),"
-		"        NULLIF(u.recharge_id, 0)"
+		/* not NULLIF: it would look "=" up on the caller's search_path */
+		"        CASE WHEN u.batch_id" EQ "0 THEN NULL ELSE u.batch_id END,"
+		"        CASE WHEN u.grant_id" EQ "0 THEN NULL ELSE u.grant_id END,"
+		"        CASE WHEN u.recharge_id" EQ "0 THEN NULL ELSE u.recharge_id END"
 		"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 		"                   pg_catalog.unnest($3), pg_catalog.unnest($4),"
 		"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"

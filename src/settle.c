@@ -88,7 +88,8 @@ static void CheckSettleable(const LockedRecharge *r, const pg_uuid_t *token, boo
 static Datum RechargeRow(int64 recharge_id);
 static bool StatusIs(const LockedRecharge *r, const char *status);
 static bool IsSettled(const LockedRecharge *r);
-static void CancelRecharge(int64 recharge_id, const char *reason);
+static int64 CancelRecharge(int64 recharge_id, const char *reason);
+static void RepayAfterRefunds(int64 account_id);
 static void TurnOff(int64 account_id, const char *reason);
 static int	SettleBatches(int64 account_id, int64 recharge_id, bool refund);
 static void ExecAsSettler(CreditsPlanId id, Datum *values, int expected);
@@ -239,6 +240,7 @@ FailRecharge(FunctionCallInfo fcinfo, bool with_token)
 						 psprintf(INT64_FORMAT, r.account_id));
 		}
 	}
+	RepayAfterRefunds(r.account_id);
 
 	return ReturnRecharge(r.recharge_id);
 }
@@ -320,7 +322,7 @@ credits_cancel_recharge(PG_FUNCTION_ARGS)
 {
 	credits_serving_0_1_0 = false;
 	Connect();
-	CancelRecharge(PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	RepayAfterRefunds(CancelRecharge(PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1))));
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -346,6 +348,7 @@ credits_turn_off(PG_FUNCTION_ARGS)
 	credits_serving_0_1_0 = false;
 	Connect();
 	TurnOff(account_id, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	RepayAfterRefunds(account_id);
 	values[0] = Int64GetDatum(account_id);
 	CreditsExecPlan(PLAN_POLICY_ROW, values, NULL, -1);
 	result = (Datum) 0;
@@ -546,8 +549,11 @@ IsSettled(const LockedRecharge *r)
 	return StatusIs(r, "succeeded") || StatusIs(r, "failed") || StatusIs(r, "cancelled");
 }
 
-/* Cancels a pending, never-claimed recharge and fails its batches. */
-static void
+/*
+ * Cancels a pending, never-claimed recharge and fails its batches.  Returns
+ * its account, or 0 when it was not cancellable.
+ */
+static int64
 CancelRecharge(int64 recharge_id, const char *reason)
 {
 	Datum		values[2];
@@ -558,11 +564,27 @@ CancelRecharge(int64 recharge_id, const char *reason)
 	values[1] = CStringGetTextDatum(reason);
 	CreditsExecPlan(PLAN_MARK_CANCELLED, values, NULL, -1);
 	if (SPI_processed == 0)
-		return;
+		return 0;
 	account_id = FirstInt8(1);
 	credits = FirstInt8(2);
 	LedgerAddInFlight(account_id, -credits);
 	SettleBatches(account_id, recharge_id, true);
+	return account_id;
+}
+
+/*
+ * RepayAfterRefunds
+ *		Once a settlement call has refunded every batch it fails (those of
+ *		several recharges, when auto-recharge turns off), what came back
+ *		pays the debts of the batches still awaiting (0.2.0 schemas).  Not
+ *		earlier: a debt paid just before its batch is refunded would only
+ *		add a repay pair to the ledger.
+ */
+static void
+RepayAfterRefunds(int64 account_id)
+{
+	if (account_id != 0 && CreditsHasGrants())
+		LedgerRepayOwed(account_id);
 }
 
 /* Turns auto-recharge off and cancels the never-claimed pending recharges. */
@@ -635,8 +657,8 @@ SettleBatches(int64 account_id, int64 recharge_id, bool refund)
 	qsort(batches, n, sizeof(SettledBatch), CompareBatchIds);
 	for (uint64 i = 0; i < n; i++)
 		RefundBatch(account_id, recharge_id, &batches[i]);
-
-	return changed + FailDependentBatches(account_id, recharge_id);
+	changed += FailDependentBatches(account_id, recharge_id);
+	return changed;
 }
 
 /*

@@ -3,7 +3,8 @@
 #
 # Builds varied data in database "src" (accounts, prices, policies with
 # targets and monthly limits, batches in every status, recharges in every
-# status, payment failures, odd strings, grants), then restores it into new
+# status, payment failures, odd strings, role grants; credit grants of every
+# source, a plan, expired grants and a batch that owes), then restores it into new
 # databases the ways a DBA would:
 #
 #   a. plain:  psql -f dump.sql, nothing special            (as a superuser)
@@ -139,6 +140,17 @@ SELECT credits.enable_auto_recharge(2, 100, 5000, 1000, 20000);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 300);
 INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (2, 10, 'sms');
 
+-- 9: a plan (started in the past), a promo that lapses, and one that will.
+SELECT credits.open_account(9, 500);
+SELECT credits.set_plan(9, 1000, now() - interval '40 days');
+SELECT credits.grant_credits(9, 70, 'promo', now() + interval '1 hour', note => 'summer promo');
+SELECT credits.grant_credits(9, 30, 'promo', now() + interval '30 days', 25);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9, 100);
+SET credits.clock_offset = '2h';
+SELECT credits.expire_grants();
+RESET credits.clock_offset;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9, 10);
+
 -- Refused statements leave gaps in the sequences.
 DO $$
 BEGIN
@@ -158,11 +170,14 @@ state() {
 	pg -d "$db" -c "COPY (SELECT * FROM credits.auto_recharge ORDER BY account_id) TO STDOUT" >"$out/auto_recharge"
 	pg -d "$db" -c "COPY (SELECT * FROM credits.recharges ORDER BY recharge_id) TO STDOUT" >"$out/recharges"
 	pg -d "$db" -c "COPY (SELECT * FROM credits.send_batches ORDER BY batch_id) TO STDOUT" >"$out/send_batches"
+	pg -d "$db" -c "COPY (SELECT * FROM credits.grants ORDER BY grant_id) TO STDOUT" >"$out/grants_table"
+	pg -d "$db" -c "COPY (SELECT * FROM credits.plans ORDER BY account_id) TO STDOUT" >"$out/plans"
 	pg -d "$db" -c "COPY (SELECT * FROM credits.prices WHERE channel <> 'email' ORDER BY channel) TO STDOUT" >"$out/prices"
 	q "$db" "SELECT credits_per_message FROM credits.prices WHERE channel = 'email'" >"$out/email_price"
 	pg -d "$db" -c "COPY (SELECT 'batch', last_value, is_called FROM credits.send_batches_batch_id_seq
 	                      UNION ALL SELECT 'recharge', last_value, is_called FROM credits.recharges_recharge_id_seq
-	                      UNION ALL SELECT 'entry', last_value, is_called FROM credits.ledger_entry_id_seq) TO STDOUT" >"$out/sequences"
+	                      UNION ALL SELECT 'entry', last_value, is_called FROM credits.ledger_entry_id_seq
+	                      UNION ALL SELECT 'grant', last_value, is_called FROM credits.grants_grant_id_seq) TO STDOUT" >"$out/sequences"
 	pg -d "$db" -c "COPY (SELECT c.relname, c.relacl FROM pg_class c
 	                       WHERE c.relnamespace = 'credits'::regnamespace
 	                      UNION ALL
@@ -179,7 +194,9 @@ check "src: the data covers every batch status (ready, awaiting_credits, failed)
 check "src: the data covers every recharge status" \
 	test "$(q src "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM credits.recharges")" == "cancelled,failed,pending,processing,succeeded"
 check "src: the data covers every ledger kind" \
-	test "$(q src "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM credits.ledger")" == "debit,grant,open,recharge,refund"
+	test "$(q src "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM credits.ledger")" == "debit,expire,grant,open,plan,recharge,refund,repay"
+check "src: the data covers every grant source, open, spent and expired grants, a plan and a batch that owes" \
+	test "$(q src "SELECT string_agg(DISTINCT source, ',' ORDER BY source) FROM credits.grants")|$(q src "SELECT count(*) FILTER (WHERE closed_at IS NULL) > 0 AND count(*) FILTER (WHERE closed_at IS NOT NULL) > 0 FROM credits.grants")|$(q src "SELECT count(*) FROM credits.plans")|$(q src "SELECT count(*) > 0 FROM credits.send_batches WHERE owed > 0")" == "plan,promo,purchase,recharge,signup|t|1|t"
 check "src: policies on, off by the user, off after payment failures, with target and monthly limit" \
 	test "$(q src "SELECT count(*) FILTER (WHERE enabled) > 0 AND count(*) FILTER (WHERE disabled_reason = 'disabled_by_user') = 1
 	                AND count(*) FILTER (WHERE disabled_reason = 'payment_failed') = 1
@@ -193,7 +210,7 @@ note "src: $(q src "SELECT count(*) FROM credits.accounts") accounts, $(q src "S
 # dump has none).
 compare() {
 	local name=$1 dir=$2 kind=${3:-} t
-	for t in accounts ledger auto_recharge recharges send_batches; do
+	for t in accounts ledger auto_recharge recharges send_batches grants_table plans; do
 		if diff -q "$WORK/src/$t" "$dir/$t" >/dev/null; then
 			ok "$name: credits.$t identical to src ($(wc -l <"$dir/$t") rows)"
 		else
@@ -212,9 +229,9 @@ compare() {
 	same "$name: the shipped email price comes back as shipped, as documented (src: $(cat "$WORK/src/email_price"), restored: $(cat "$dir/email_price"))" \
 		"$(cat "$dir/email_price")" "1"
 	if diff -q "$WORK/src/sequences" "$dir/sequences" >/dev/null; then
-		ok "$name: the batch_id, recharge_id and entry_id sequences are where src left them"
+		ok "$name: the batch_id, recharge_id, entry_id and grant_id sequences are where src left them"
 	else
-		not_ok "$name: the batch_id, recharge_id and entry_id sequences are where src left them"
+		not_ok "$name: the batch_id, recharge_id, entry_id and grant_id sequences are where src left them"
 		diff "$WORK/src/sequences" "$dir/sequences" | sed 's/^/#   /'
 	fi
 	if [ "$kind" == data-only ]; then

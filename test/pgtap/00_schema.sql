@@ -1,13 +1,14 @@
 -- test/pgtap/00_schema.sql: the schema contract of the credits extension.
 --
--- Tables, columns and types, keys, identity columns, the shipped price, the
+-- Tables (grants and plans since 0.2.0), columns and types, keys, CHECK
+-- constraints and indexes, identity columns, the shipped price, the
 -- public functions with their exact signatures, the triggers, privileges
 -- (nothing for PUBLIC), search_path on SECURITY DEFINER functions, and the
 -- installed version.  Runs in a database where CREATE EXTENSION credits was
 -- done; everything is rolled back.
 
 BEGIN;
-SELECT plan(163);
+SELECT plan(245);
 
 --------------------------------------------------------------------------------
 -- Extension and schema
@@ -31,8 +32,8 @@ SELECT is(
 	'extension credits is not relocatable');
 
 SELECT tables_are('credits',
-	ARRAY['accounts', 'prices', 'send_batches', 'auto_recharge', 'recharges', 'ledger'],
-	'schema credits has exactly the six tables');
+	ARRAY['accounts', 'prices', 'send_batches', 'auto_recharge', 'recharges', 'ledger', 'grants', 'plans'],
+	'schema credits has exactly the eight tables (grants and plans since 0.2.0)');
 
 --------------------------------------------------------------------------------
 -- credits.accounts
@@ -115,6 +116,17 @@ SELECT col_type_is('credits', 'send_batches', 'created_at', 'timestamp with time
 	'send_batches.created_at is timestamptz');
 SELECT col_is_unique('credits', 'send_batches', ARRAY['account_id', 'idempotency_key']::name[],
 	'send_batches has UNIQUE (account_id, idempotency_key)');
+SELECT has_column('credits', 'send_batches', 'owed', 'send_batches.owed exists (0.2.0)');
+SELECT col_type_is('credits', 'send_batches', 'owed', 'bigint', 'send_batches.owed is bigint');
+SELECT col_not_null('credits', 'send_batches', 'owed', 'send_batches.owed is NOT NULL');
+SELECT col_default_is('credits', 'send_batches', 'owed', '0', 'send_batches.owed defaults to 0');
+SELECT col_has_check('credits', 'send_batches', 'owed', 'send_batches.owed has a CHECK constraint');
+SELECT matches(
+	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
+	  WHERE c.conrelid = 'credits.send_batches'::regclass AND c.contype = 'c'
+		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%owed%'),
+	'owed >= 0',
+	'send_batches.owed CHECK: owed >= 0');
 
 --------------------------------------------------------------------------------
 -- credits.auto_recharge
@@ -190,6 +202,164 @@ SELECT col_type_is('credits', 'ledger', 'recharge_id', 'bigint', 'ledger.recharg
 SELECT has_column('credits', 'ledger', 'created_at', 'ledger.created_at exists');
 SELECT col_type_is('credits', 'ledger', 'created_at', 'timestamp with time zone',
 	'ledger.created_at is timestamptz');
+SELECT has_column('credits', 'ledger', 'grant_id', 'ledger.grant_id exists (0.2.0)');
+SELECT col_type_is('credits', 'ledger', 'grant_id', 'bigint', 'ledger.grant_id is bigint');
+SELECT col_is_null('credits', 'ledger', 'grant_id', 'ledger.grant_id is nullable (owed parts, rows before 0.2.0)');
+
+--------------------------------------------------------------------------------
+-- credits.grants (0.2.0)
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'grants', 'table credits.grants exists');
+SELECT columns_are('credits', 'grants',
+	ARRAY['grant_id', 'account_id', 'source', 'credits', 'remaining', 'priority', 'expires_at',
+		  'created_at', 'recharge_id', 'period_start', 'note', 'carried_over', 'closed_at'],
+	'grants has exactly the columns of doc/grants.md');
+SELECT results_eq(
+	$$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+		FROM pg_catalog.pg_attribute a
+	   WHERE a.attrelid = 'credits.grants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+	   ORDER BY a.attnum$$,
+	$$VALUES ('grant_id', 'bigint', true), ('account_id', 'bigint', true), ('source', 'text', true),
+			 ('credits', 'bigint', true), ('remaining', 'bigint', true), ('priority', 'integer', true),
+			 ('expires_at', 'timestamp with time zone', false), ('created_at', 'timestamp with time zone', true),
+			 ('recharge_id', 'bigint', false), ('period_start', 'timestamp with time zone', false),
+			 ('note', 'text', false), ('carried_over', 'bigint', true), ('closed_at', 'timestamp with time zone', false)$$,
+	'grants: column order, types and NOT NULL');
+SELECT col_is_pk('credits', 'grants', 'grant_id', 'grants.grant_id is the primary key');
+SELECT fk_ok('credits', 'grants', 'account_id', 'credits', 'accounts', 'account_id',
+	'grants.account_id references accounts');
+SELECT col_is_unique('credits', 'grants', 'recharge_id', 'grants.recharge_id is UNIQUE (one grant per recharge)');
+SELECT col_default_is('credits', 'grants', 'carried_over', '0', 'grants.carried_over defaults to 0');
+SELECT col_default_is('credits', 'grants', 'created_at', 'now()', 'grants.created_at defaults to now()');
+SELECT matches(
+	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
+	  WHERE c.conrelid = 'credits.grants'::regclass AND c.contype = 'c'
+		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%source = ANY%'),
+	'signup.*plan.*purchase.*recharge.*promo',
+	'grants.source is one of signup, plan, purchase, recharge, promo');
+
+-- The CHECK constraints, row by row (inserted directly, as the owner; the
+-- extension itself never writes such rows).
+DO $$ BEGIN PERFORM credits.open_account(901, 0); END $$;
+CREATE TEMP TABLE regress_bad_grants (what text NOT NULL, sqlstate text NOT NULL, sql text NOT NULL);
+INSERT INTO regress_bad_grants VALUES
+	('credits 0', '23514', $$(901, 'promo', 0, 0, 30, NULL, NULL, 0, NULL)$$),
+	('negative credits', '23514', $$(901, 'promo', -5, 0, 30, NULL, NULL, 0, NULL)$$),
+	('negative remaining', '23514', $$(901, 'promo', 5, -1, 30, NULL, NULL, 0, NULL)$$),
+	('remaining above credits', '23514', $$(901, 'promo', 5, 6, 30, NULL, NULL, 0, NULL)$$),
+	('priority -1', '23514', $$(901, 'promo', 5, 5, -1, NULL, NULL, 0, NULL)$$),
+	('priority 101', '23514', $$(901, 'promo', 5, 5, 101, NULL, NULL, 0, NULL)$$),
+	('an unknown source', '23514', $$(901, 'gift', 5, 5, 30, NULL, NULL, 0, NULL)$$),
+	('a recharge grant without a recharge_id', '23514', $$(901, 'recharge', 5, 5, 50, NULL, NULL, 0, NULL)$$),
+	('a purchase grant naming a recharge', '23514', $$(901, 'purchase', 5, 5, 50, 12345, NULL, 0, NULL)$$),
+	('a plan grant without a period_start', '23514', $$(901, 'plan', 5, 5, 10, NULL, NULL, 0, NULL)$$),
+	('a promo grant with a period_start', '23514', $$(901, 'promo', 5, 5, 30, NULL, now(), 0, NULL)$$),
+	('negative carried_over', '23514', $$(901, 'purchase', 5, 5, 50, NULL, NULL, -1, NULL)$$),
+	('carried_over above credits', '23514', $$(901, 'purchase', 5, 5, 50, NULL, NULL, 6, NULL)$$),
+	('closed with credits left', '23514', $$(901, 'promo', 5, 1, 30, NULL, NULL, 0, now())$$),
+	('an unknown account', '23503', $$(999999901, 'promo', 5, 5, 30, NULL, NULL, 0, NULL)$$),
+	('NULL credits', '23502', $$(901, 'promo', NULL, 5, 30, NULL, NULL, 0, NULL)$$),
+	('NULL priority', '23502', $$(901, 'promo', 5, 5, NULL, NULL, NULL, 0, NULL)$$);
+SELECT throws_ok(
+	'INSERT INTO credits.grants (account_id, source, credits, remaining, priority, recharge_id, period_start, carried_over, closed_at) VALUES '
+		|| b.sql,
+	b.sqlstate, NULL, format('grants refuses %s (%s)', b.what, b.sqlstate))
+  FROM regress_bad_grants b ORDER BY b.what;
+SELECT lives_ok(
+	$$INSERT INTO credits.grants (account_id, source, credits, remaining, priority, period_start, expires_at, recharge_id)
+		VALUES (901, 'plan', 5, 5, 10, '2026-01-01 00:00+00', '2026-02-01 00:00+00', NULL),
+			   (901, 'plan', 5, 5, 10, '2026-02-01 00:00+00', '2026-03-01 00:00+00', NULL),
+			   (901, 'recharge', 5, 0, 50, NULL, NULL, 987654321)$$,
+	'grants takes two plan periods of one account and a recharge grant (the checks accept valid rows)');
+SELECT throws_ok(
+	$$INSERT INTO credits.grants (account_id, source, credits, remaining, priority, period_start, expires_at)
+		VALUES (901, 'plan', 7, 7, 10, '2026-02-01 00:00+00', '2026-03-01 00:00+00')$$,
+	'23505', NULL, 'grants refuses a second plan grant for one account and period (23505)');
+SELECT throws_ok(
+	$$INSERT INTO credits.grants (account_id, source, credits, remaining, priority, recharge_id)
+		VALUES (901, 'recharge', 7, 7, 50, 987654321)$$,
+	'23505', NULL, 'grants refuses a second grant for one recharge (23505)');
+SELECT throws_ok(
+	$$INSERT INTO credits.grants (grant_id, account_id, source, credits, remaining, priority)
+		VALUES (1, 901, 'promo', 7, 7, 30)$$,
+	'428C9', NULL, 'grants.grant_id is GENERATED ALWAYS (428C9)');
+
+--------------------------------------------------------------------------------
+-- credits.plans (0.2.0)
+--------------------------------------------------------------------------------
+
+SELECT has_table('credits', 'plans', 'table credits.plans exists');
+SELECT results_eq(
+	$$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+		FROM pg_catalog.pg_attribute a
+	   WHERE a.attrelid = 'credits.plans'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+	   ORDER BY a.attnum$$,
+	$$VALUES ('account_id', 'bigint', true), ('monthly_credits', 'bigint', true),
+			 ('anchored_at', 'timestamp with time zone', true), ('period_start', 'timestamp with time zone', true),
+			 ('period_end', 'timestamp with time zone', true), ('cancelled_at', 'timestamp with time zone', false),
+			 ('ended_at', 'timestamp with time zone', false), ('created_at', 'timestamp with time zone', true),
+			 ('updated_at', 'timestamp with time zone', true)$$,
+	'plans: exactly these columns, in order, with their types and NOT NULL');
+SELECT col_is_pk('credits', 'plans', 'account_id', 'plans.account_id is the primary key (one plan per account)');
+SELECT fk_ok('credits', 'plans', 'account_id', 'credits', 'accounts', 'account_id',
+	'plans.account_id references accounts');
+SELECT throws_ok(
+	$$INSERT INTO credits.plans (account_id, monthly_credits, anchored_at, period_start, period_end)
+		VALUES (901, 0, '2026-01-01 00:00+00', '2026-01-01 00:00+00', '2026-02-01 00:00+00')$$,
+	'23514', NULL, 'plans refuses monthly_credits 0 (23514)');
+SELECT throws_ok(
+	$$INSERT INTO credits.plans (account_id, monthly_credits, anchored_at, period_start, period_end)
+		VALUES (901, 10, '2026-01-01 00:00+00', '2026-01-01 00:00+00', '2026-01-01 00:00+00')$$,
+	'23514', NULL, 'plans refuses a period that ends when it starts (23514)');
+SELECT throws_ok(
+	$$INSERT INTO credits.plans (account_id, monthly_credits, anchored_at, period_start, period_end)
+		VALUES (999999901, 10, '2026-01-01 00:00+00', '2026-01-01 00:00+00', '2026-02-01 00:00+00')$$,
+	'23503', NULL, 'plans refuses an unknown account (23503)');
+
+--------------------------------------------------------------------------------
+-- Indexes of 0.2.0
+--------------------------------------------------------------------------------
+
+SELECT results_eq(
+	$$SELECT i.indexrelid::regclass::text, pg_catalog.pg_get_indexdef(i.indexrelid)
+		FROM pg_catalog.pg_index i
+	   WHERE i.indrelid IN ('credits.grants'::regclass, 'credits.plans'::regclass)
+	   ORDER BY 1$$,
+	$$VALUES
+		('credits.grants_expiry_idx',
+		 'CREATE INDEX grants_expiry_idx ON credits.grants USING btree (expires_at) WHERE ((closed_at IS NULL) AND (expires_at IS NOT NULL))'),
+		('credits.grants_one_per_plan_period',
+		 'CREATE UNIQUE INDEX grants_one_per_plan_period ON credits.grants USING btree (account_id, period_start) WHERE (source = ''plan''::text)'),
+		('credits.grants_open_idx',
+		 'CREATE INDEX grants_open_idx ON credits.grants USING btree (account_id) WHERE (closed_at IS NULL)'),
+		('credits.grants_pkey',
+		 'CREATE UNIQUE INDEX grants_pkey ON credits.grants USING btree (grant_id)'),
+		('credits.grants_recharge_id_key',
+		 'CREATE UNIQUE INDEX grants_recharge_id_key ON credits.grants USING btree (recharge_id)'),
+		('credits.plans_due_idx',
+		 'CREATE INDEX plans_due_idx ON credits.plans USING btree (period_end) WHERE (ended_at IS NULL)'),
+		('credits.plans_pkey',
+		 'CREATE UNIQUE INDEX plans_pkey ON credits.plans USING btree (account_id)')$$,
+	'grants and plans have exactly these indexes: open grants per account, due expiries, one plan grant per period, due plans');
+SELECT results_eq(
+	$$SELECT i.indexrelid::regclass::text, pg_catalog.pg_get_indexdef(i.indexrelid)
+		FROM pg_catalog.pg_index i
+	   WHERE i.indrelid IN ('credits.ledger'::regclass, 'credits.send_batches'::regclass)
+		 AND i.indexrelid::regclass::text IN ('credits.ledger_one_refund_per_batch_grant', 'credits.ledger_batch_idx',
+											  'credits.ledger_grant_events_idx', 'credits.send_batches_owed_idx',
+											  'credits.ledger_one_refund_per_batch')
+	   ORDER BY 1$$,
+	$$VALUES
+		('credits.ledger_batch_idx',
+		 'CREATE INDEX ledger_batch_idx ON credits.ledger USING btree (batch_id) WHERE ((batch_id IS NOT NULL) AND ((kind <> ''debit''::text) OR (recharge_id IS NOT NULL)))'),
+		('credits.ledger_grant_events_idx',
+		 'CREATE INDEX ledger_grant_events_idx ON credits.ledger USING btree (grant_id) WHERE (kind = ANY (ARRAY[''refund''::text, ''expire''::text]))'),
+		('credits.ledger_one_refund_per_batch_grant',
+		 'CREATE UNIQUE INDEX ledger_one_refund_per_batch_grant ON credits.ledger USING btree (batch_id, COALESCE(grant_id, (0)::bigint)) WHERE (kind = ''refund''::text)'),
+		('credits.send_batches_owed_idx',
+		 'CREATE INDEX send_batches_owed_idx ON credits.send_batches USING btree (account_id, batch_id) WHERE (owed > 0)')$$,
+	'ledger and send_batches: one refund per batch and grant (not per batch), the refund and grant-event indexes, the debts index');
 
 --------------------------------------------------------------------------------
 -- Identity columns, and tables pg_dump keeps
@@ -202,16 +372,24 @@ SELECT results_eq(
 	   WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'r'
 		 AND a.attidentity IN ('a', 'd') AND NOT a.attisdropped
 	   ORDER BY 1, 2$$,
-	$$VALUES ('ledger', 'entry_id'), ('recharges', 'recharge_id'), ('send_batches', 'batch_id')$$,
-	'batch_id, recharge_id and entry_id are the identity columns');
+	$$VALUES ('grants', 'grant_id'), ('ledger', 'entry_id'), ('recharges', 'recharge_id'), ('send_batches', 'batch_id')$$,
+	'batch_id, recharge_id, entry_id and grant_id are the identity columns');
 
 SELECT set_eq(
 	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_extension e,
 			 unnest(e.extconfig) AS x(oid) JOIN pg_catalog.pg_class c ON c.oid = x.oid
 	   WHERE e.extname = 'credits' AND c.relkind = 'r'$$,
 	ARRAY['credits.accounts', 'credits.prices', 'credits.send_batches',
-		  'credits.auto_recharge', 'credits.recharges', 'credits.ledger'],
-	'all six tables are registered with pg_extension_config_dump');
+		  'credits.auto_recharge', 'credits.recharges', 'credits.ledger',
+		  'credits.grants', 'credits.plans'],
+	'all eight tables are registered with pg_extension_config_dump');
+SELECT set_eq(
+	$$SELECT c.oid::regclass::text FROM pg_catalog.pg_extension e,
+			 unnest(e.extconfig) AS x(oid) JOIN pg_catalog.pg_class c ON c.oid = x.oid
+	   WHERE e.extname = 'credits' AND c.relkind = 'S'$$,
+	ARRAY['credits.send_batches_batch_id_seq', 'credits.recharges_recharge_id_seq',
+		  'credits.ledger_entry_id_seq', 'credits.grants_grant_id_seq'],
+	'the four identity sequences are registered with pg_extension_config_dump');
 
 --------------------------------------------------------------------------------
 -- Statuses and kinds the CHECK constraints allow
@@ -233,8 +411,8 @@ SELECT matches(
 	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
 	  WHERE c.conrelid = 'credits.ledger'::regclass AND c.contype = 'c'
 		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%kind%'),
-	'open.*grant.*debit.*recharge.*refund',
-	'ledger.kind is one of open, grant, debit, recharge, refund');
+	'open.*grant.*debit.*recharge.*refund.*plan.*expire.*repay',
+	'ledger.kind is one of open, grant, debit, recharge, refund, plan, expire, repay');
 
 --------------------------------------------------------------------------------
 -- Public functions: exact signatures and return types
@@ -271,6 +449,43 @@ SELECT function_returns('credits', 'fail_recharge', ARRAY['bigint', 'text'], 'cr
 SELECT has_function('credits', 'verify', ARRAY[]::name[], 'credits.verify() exists');
 SELECT function_returns('credits', 'verify', ARRAY[]::name[], 'setof record',
 	'credits.verify returns a set');
+-- 0.2.0
+SELECT has_function('credits', 'open_account', ARRAY['bigint', 'bigint', 'timestamp with time zone'],
+	'credits.open_account(bigint, bigint, timestamptz) exists');
+SELECT function_returns('credits', 'open_account', ARRAY['bigint', 'bigint', 'timestamp with time zone'],
+	'credits.accounts', 'credits.open_account(bigint, bigint, timestamptz) returns credits.accounts');
+SELECT has_function('credits', 'grant_credits',
+	ARRAY['bigint', 'bigint', 'text', 'timestamp with time zone', 'integer', 'text'],
+	'credits.grant_credits(bigint, bigint, text, timestamptz, integer, text) exists');
+SELECT function_returns('credits', 'grant_credits',
+	ARRAY['bigint', 'bigint', 'text', 'timestamp with time zone', 'integer', 'text'], 'bigint',
+	'credits.grant_credits returns bigint');
+SELECT has_function('credits', 'set_plan', ARRAY['bigint', 'bigint', 'timestamp with time zone'],
+	'credits.set_plan(bigint, bigint, timestamptz) exists');
+SELECT function_returns('credits', 'set_plan', ARRAY['bigint', 'bigint', 'timestamp with time zone'],
+	'credits.plans', 'credits.set_plan returns credits.plans');
+SELECT has_function('credits', 'cancel_plan', ARRAY['bigint'], 'credits.cancel_plan(bigint) exists');
+SELECT function_returns('credits', 'cancel_plan', ARRAY['bigint'], 'credits.plans',
+	'credits.cancel_plan returns credits.plans');
+SELECT has_function('credits', 'renew_plans', ARRAY['timestamp with time zone'],
+	'credits.renew_plans(timestamptz) exists');
+SELECT function_returns('credits', 'renew_plans', ARRAY['timestamp with time zone'], 'integer',
+	'credits.renew_plans returns integer');
+SELECT has_function('credits', 'expire_grants', ARRAY['timestamp with time zone'],
+	'credits.expire_grants(timestamptz) exists');
+SELECT function_returns('credits', 'expire_grants', ARRAY['timestamp with time zone'], 'bigint',
+	'credits.expire_grants returns bigint');
+SELECT has_function('credits', 'expiring_credits', ARRAY['interval'],
+	'credits.expiring_credits(interval) exists');
+SELECT function_returns('credits', 'expiring_credits', ARRAY['interval'], 'setof record',
+	'credits.expiring_credits returns a set');
+SELECT has_function('credits', 'batch_funding', ARRAY['bigint'], 'credits.batch_funding(bigint) exists');
+SELECT function_returns('credits', 'batch_funding', ARRAY['bigint'], 'setof record',
+	'credits.batch_funding returns a set');
+SELECT has_function('credits', 'carry_over_balances', ARRAY[]::name[],
+	'credits.carry_over_balances() exists');
+SELECT function_returns('credits', 'carry_over_balances', ARRAY[]::name[], 'integer',
+	'credits.carry_over_balances returns integer');
 
 -- Argument names and defaults are part of the interface (named notation).
 SELECT results_eq(
@@ -280,23 +495,36 @@ SELECT results_eq(
 	   WHERE p.pronamespace = 'credits'::regnamespace
 		 AND p.proname IN ('open_account', 'add_credits', 'enable_auto_recharge',
 						   'disable_auto_recharge', 'claim_recharges', 'complete_recharge',
-						   'fail_recharge', 'release_recharge', 'verify')
+						   'fail_recharge', 'release_recharge', 'verify',
+						   'grant_credits', 'set_plan', 'cancel_plan', 'renew_plans',
+						   'expire_grants', 'expiring_credits', 'batch_funding', 'carry_over_balances')
 	   ORDER BY 1, 2$$,
 	$$VALUES
 		('add_credits', 'account_id bigint, credits bigint, note text DEFAULT NULL::text', 'bigint'),
+		('batch_funding', 'batch_id bigint', 'TABLE(grant_id bigint, source text, credits bigint)'),
+		('cancel_plan', 'account_id bigint', 'credits.plans'),
+		('carry_over_balances', '', 'integer'),
 		('claim_recharges', 'max_rows integer DEFAULT 1', 'SETOF credits.recharges'),
 		('complete_recharge', 'recharge_id bigint, payment_ref text', 'credits.recharges'),
 		('complete_recharge', 'recharge_id bigint, payment_ref text, claim_token uuid', 'credits.recharges'),
 		('disable_auto_recharge', 'account_id bigint', 'credits.auto_recharge'),
 		('enable_auto_recharge', 'account_id bigint, min_balance bigint, max_credits bigint, target_balance bigint DEFAULT NULL::bigint, monthly_limit bigint DEFAULT NULL::bigint',
 		 'credits.auto_recharge'),
+		('expire_grants', 'at timestamp with time zone DEFAULT NULL::timestamp with time zone', 'bigint'),
+		('expiring_credits', 'within interval',
+		 'TABLE(account_id bigint, grant_id bigint, source text, remaining bigint, expires_at timestamp with time zone)'),
 		('fail_recharge', 'recharge_id bigint, reason text', 'credits.recharges'),
 		('fail_recharge', 'recharge_id bigint, reason text, claim_token uuid', 'credits.recharges'),
+		('grant_credits', 'account_id bigint, credits bigint, source text DEFAULT ''promo''::text, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, priority integer DEFAULT NULL::integer, note text DEFAULT NULL::text',
+		 'bigint'),
 		('open_account', 'account_id bigint, initial_credits bigint DEFAULT 0', 'credits.accounts'),
+		('open_account', 'account_id bigint, initial_credits bigint, initial_expires_at timestamp with time zone', 'credits.accounts'),
 		('release_recharge', 'recharge_id bigint', 'credits.recharges'),
 		('release_recharge', 'recharge_id bigint, claim_token uuid', 'credits.recharges'),
+		('renew_plans', 'at timestamp with time zone DEFAULT NULL::timestamp with time zone', 'integer'),
+		('set_plan', 'account_id bigint, monthly_credits bigint, starts_at timestamp with time zone DEFAULT NULL::timestamp with time zone', 'credits.plans'),
 		('verify', '', 'TABLE(account_id bigint, problem text)')$$,
-	'the public functions have exactly these overloads, argument names and defaults (complete, fail and release: with and without a claim token)');
+	'the public functions have exactly these overloads, argument names and defaults (complete, fail and release: with and without a claim token; open_account: with and without an expiry)');
 
 -- Every public API function runs with its owner's rights.
 SELECT is_definer('credits', 'open_account', ARRAY['bigint', 'bigint'],
@@ -315,6 +543,29 @@ SELECT is_definer('credits', 'fail_recharge', ARRAY['bigint', 'text'],
 	'credits.fail_recharge is SECURITY DEFINER');
 SELECT is_definer('credits', 'verify', ARRAY[]::name[],
 	'credits.verify is SECURITY DEFINER');
+SELECT results_eq(
+	$$SELECT p.oid::regprocedure::text, p.prosecdef
+		FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'credits'::regnamespace
+		 AND p.proname IN ('open_account', 'grant_credits', 'set_plan', 'cancel_plan', 'renew_plans',
+						   'expire_grants', 'expiring_credits', 'batch_funding', 'carry_over_balances')
+	   ORDER BY 1$$,
+	$$VALUES ('credits.batch_funding(bigint)', true),
+			 ('credits.cancel_plan(bigint)', true),
+			 ('credits.carry_over_balances()', true),
+			 ('credits.expire_grants(timestamp with time zone)', true),
+			 ('credits.expiring_credits(interval)', true),
+			 ('credits.grant_credits(bigint,bigint,text,timestamp with time zone,integer,text)', true),
+			 ('credits.open_account(bigint,bigint)', true),
+			 ('credits.open_account(bigint,bigint,timestamp with time zone)', true),
+			 ('credits.renew_plans(timestamp with time zone)', true),
+			 ('credits.set_plan(bigint,bigint,timestamp with time zone)', true)$$,
+	'the 0.2.0 functions (and both open_account overloads) are SECURITY DEFINER');
+SELECT is_empty(
+	$$SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef
+		 AND (p.proname LIKE '\_%' OR p.prorettype = 'pg_catalog.trigger'::regtype)$$,
+	'no internal (_name) or trigger function is SECURITY DEFINER');
 
 -- Every SECURITY DEFINER function pins search_path.
 SELECT isnt_empty(
@@ -375,6 +626,33 @@ SELECT is_empty(
 	'the credits triggers are enabled');
 
 --------------------------------------------------------------------------------
+-- Report views of 0.2.0
+--------------------------------------------------------------------------------
+
+SELECT has_view('credits', 'balance_by_grant', 'view credits.balance_by_grant exists');
+SELECT results_eq(
+	$$SELECT a.attname::text COLLATE "default" FROM pg_catalog.pg_attribute a
+	   WHERE a.attrelid = 'credits.balance_by_grant'::regclass AND a.attnum > 0 ORDER BY a.attnum$$,
+	$$VALUES ('grant_id'), ('account_id'), ('source'), ('priority'), ('granted'), ('drawn'), ('refunded'),
+			 ('expired'), ('remaining'), ('expires_at'), ('state'), ('created_at'), ('closed_at'),
+			 ('period_start'), ('recharge_id'), ('note')$$,
+	'balance_by_grant: one row per grant with what it granted, drew, got back, expired and has left');
+SELECT results_eq(
+	$$SELECT a.attname::text COLLATE "default" FROM pg_catalog.pg_attribute a
+	   WHERE a.attrelid = 'credits.account_overview'::regclass AND a.attnum > 0 ORDER BY a.attnum$$,
+	$$VALUES ('account_id'), ('balance'), ('in_flight'), ('available'), ('auto_recharge'), ('min_balance'),
+			 ('max_credits'), ('target_balance'), ('monthly_limit'), ('bought_this_month'),
+			 ('committed_this_month'), ('monthly_room'), ('payment_failures'), ('disabled_at'),
+			 ('disabled_reason'),
+			 ('plan_credits'), ('free_credits'), ('promo_credits'), ('bought_credits'), ('owed'),
+			 ('next_expiry'), ('next_expiry_credits')$$,
+	'account_overview keeps its 0.1 columns and gains the 0.2.0 ones at the end');
+SELECT is(
+	(SELECT c.reloptions FROM pg_catalog.pg_class c WHERE c.oid = 'credits.balance_by_grant'::regclass),
+	ARRAY['security_barrier=true'],
+	'balance_by_grant is a security_barrier view');
+
+--------------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC
 --------------------------------------------------------------------------------
 
@@ -419,10 +697,30 @@ SELECT table_privs_are('credits', 'send_batches', 'public', ARRAY[]::text[],
 	'PUBLIC has no privilege on credits.send_batches');
 SELECT table_privs_are('credits', 'ledger', 'public', ARRAY[]::text[],
 	'PUBLIC has no privilege on credits.ledger');
+SELECT table_privs_are('credits', 'grants', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.grants');
+SELECT table_privs_are('credits', 'plans', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.plans');
+SELECT table_privs_are('credits', 'balance_by_grant', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.balance_by_grant');
+SELECT sequence_privs_are('credits', 'grants_grant_id_seq', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.grants_grant_id_seq');
 SELECT function_privs_are('credits', 'add_credits', ARRAY['bigint', 'bigint', 'text'], 'public',
 	ARRAY[]::text[], 'PUBLIC cannot execute credits.add_credits');
 SELECT function_privs_are('credits', 'complete_recharge', ARRAY['bigint', 'text'], 'public',
 	ARRAY[]::text[], 'PUBLIC cannot execute credits.complete_recharge');
+SELECT function_privs_are('credits', 'open_account', ARRAY['bigint', 'bigint', 'timestamp with time zone'], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.open_account(bigint, bigint, timestamptz)');
+SELECT function_privs_are('credits', 'grant_credits',
+	ARRAY['bigint', 'bigint', 'text', 'timestamp with time zone', 'integer', 'text'], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.grant_credits');
+SELECT function_privs_are('credits', 'carry_over_balances', ARRAY[]::name[], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.carry_over_balances');
+SELECT function_privs_are('credits', 'set_plan', ARRAY['bigint', 'bigint', 'timestamp with time zone'], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits.set_plan');
+SELECT function_privs_are('credits', '_add_grant',
+	ARRAY['bigint', 'text', 'bigint', 'integer', 'timestamp with time zone', 'text', 'timestamp with time zone'], 'public',
+	ARRAY[]::text[], 'PUBLIC cannot execute credits._add_grant');
 
 SELECT * FROM finish();
 ROLLBACK;

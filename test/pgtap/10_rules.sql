@@ -6,7 +6,7 @@
 -- idempotency key.  Everything runs in one transaction that is rolled back.
 
 BEGIN;
-SELECT plan(220);
+SELECT plan(229);
 
 -- Helpers, gone at ROLLBACK.
 CREATE FUNCTION pg_temp.bal(bigint) RETURNS bigint LANGUAGE sql AS
@@ -25,6 +25,9 @@ CREATE FUNCTION pg_temp.rc(bigint, integer) RETURNS bigint LANGUAGE sql AS
 	  ORDER BY recharge_id OFFSET $2 - 1 LIMIT 1';
 CREATE FUNCTION pg_temp.recharges(bigint) RETURNS bigint LANGUAGE sql AS
 	'SELECT count(*) FROM credits.recharges WHERE account_id = $1';
+-- The account's only grant of a source (0.2.0: every credit lives in a grant).
+CREATE FUNCTION pg_temp.grant_of(bigint, text) RETURNS bigint LANGUAGE sql AS
+	'SELECT grant_id FROM credits.grants WHERE account_id = $1 AND source = $2';
 
 --------------------------------------------------------------------------------
 -- Accounts: open_account, add_credits and their errors
@@ -239,6 +242,17 @@ SELECT results_eq(
 	$$VALUES (1::bigint, 80::bigint)$$,
 	'b4: the pending recharge grew to 80');
 SELECT is(pg_temp.bal(1030), -30::bigint, 'b4 was debited below zero');
+SELECT results_eq(
+	$$SELECT delta, balance_after, recharge_id, grant_id FROM credits.ledger
+	   WHERE batch_id = pg_temp.batch(1030, 'b4') AND kind = 'debit' ORDER BY entry_id$$,
+	$$SELECT * FROM (VALUES (-20::bigint, 0::bigint, pg_temp.rc(1030, 1), pg_temp.grant_of(1030, 'signup')),
+							(-30, -30, pg_temp.rc(1030, 1), NULL)) AS v$$,
+	'b4: one debit row for the 20 left in the signup grant, one without a grant for the 30 it owes; both name the recharge it awaits');
+SELECT results_eq(
+	$$SELECT b.owed, g.remaining, g.closed_at IS NOT NULL FROM credits.send_batches b, credits.grants g
+	   WHERE b.batch_id = pg_temp.batch(1030, 'b4') AND g.grant_id = pg_temp.grant_of(1030, 'signup')$$,
+	$$VALUES (30::bigint, 0::bigint, true)$$,
+	'b4 owes 30, the signup grant is spent and closed');
 
 -- b5: need 300 > max_credits 200: refused, nothing written.
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1030, 300, 'b5')$$,
@@ -373,21 +387,37 @@ SELECT results_eq(
 	$$VALUES ('b1'::text, 'ready'::text), ('b2', 'ready'), ('b3', 'ready'), ('b4', 'failed'), ('b6', 'failed')$$,
 	'disable_auto_recharge failed the awaiting batches, left the ready ones');
 SELECT results_eq(
-	$$SELECT batch_id, delta, recharge_id FROM credits.ledger
-	   WHERE account_id = 1030 AND kind = 'refund' ORDER BY batch_id$$,
-	$$VALUES (pg_temp.batch(1030, 'b4'), 50::bigint, pg_temp.rc(1030, 1)),
-			 (pg_temp.batch(1030, 'b6'), 150::bigint, pg_temp.rc(1030, 2))$$,
-	'one refund ledger row of the cost per failed batch');
+	$$SELECT batch_id, sum(delta)::bigint, count(*) = count(DISTINCT coalesce(grant_id, 0)),
+			 min(recharge_id), max(recharge_id)
+		FROM credits.ledger
+	   WHERE account_id = 1030 AND kind = 'refund' GROUP BY batch_id ORDER BY batch_id$$,
+	$$VALUES (pg_temp.batch(1030, 'b4'), 50::bigint, true, pg_temp.rc(1030, 1), pg_temp.rc(1030, 1)),
+			 (pg_temp.batch(1030, 'b6'), 150::bigint, true, pg_temp.rc(1030, 2), pg_temp.rc(1030, 2))$$,
+	'per failed batch: refund rows totalling its cost, one per grant, naming its recharge');
+SELECT results_eq(
+	$$SELECT delta, grant_id FROM credits.ledger
+	   WHERE batch_id = pg_temp.batch(1030, 'b4') AND kind = 'refund' ORDER BY grant_id NULLS FIRST$$,
+	$$SELECT * FROM (VALUES (30::bigint, NULL::bigint), (20, pg_temp.grant_of(1030, 'signup'))) AS v$$,
+	'b4''s refund puts each part back where it came from: the 30 owed forgiven, the 20 back in the signup grant');
+SELECT is_empty(
+	$$SELECT f.* FROM unnest(ARRAY[pg_temp.batch(1030, 'b4'), pg_temp.batch(1030, 'b6')]) AS b(id),
+			 credits.batch_funding(b.id) AS f$$,
+	'batch_funding: the refunded batches are paid for by nothing');
+SELECT results_eq(
+	$$SELECT coalesce(sum(owed), 0)::bigint FROM credits.send_batches WHERE account_id = 1030$$,
+	$$VALUES (0::bigint)$$,
+	'account 1030 owes nothing after the refunds');
 SELECT results_eq(
 	$$SELECT balance, in_flight FROM credits.accounts WHERE account_id = 1030$$,
 	$$VALUES (20::bigint, 0::bigint)$$,
 	'account 1030 after disable: balance 20 (100 - 30 - 40 - 10), nothing in flight');
+CREATE TEMP TABLE regress_entries_1030 AS SELECT pg_temp.entries(1030) AS n;
 SELECT results_eq(
 	$$SELECT account_id, enabled, min_balance, max_credits FROM credits.disable_auto_recharge(1030)$$,
 	$$VALUES (1030::bigint, false, 50::bigint, 200::bigint)$$,
 	'disable_auto_recharge again returns the same policy row (idempotent)');
-SELECT is(pg_temp.entries(1030), 8::bigint,
-	'the second disable wrote nothing (open + 5 debits + 2 refunds)');
+SELECT is(pg_temp.entries(1030), (SELECT n FROM regress_entries_1030),
+	'the second disable wrote nothing');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (1030, 21)$$,
 	'MC001', NULL, 'after disable, a batch above the balance: MC001');
 SELECT is(pg_temp.recharges(1030), 2::bigint, 'after disable, no recharge is opened');
@@ -493,10 +523,18 @@ SELECT results_eq(
 	$$VALUES ('succeeded'::text, 'regress-ref-a'::text, true)$$,
 	'complete_recharge marks the recharge succeeded with its payment_ref');
 SELECT results_eq(
-	$$SELECT kind, delta, balance_after, recharge_id FROM credits.ledger
-	   WHERE account_id = 1050 ORDER BY entry_id DESC LIMIT 1$$,
-	$$SELECT 'recharge'::text, 10::bigint, 0::bigint, pg_temp.rc(1050, 1)$$,
-	'complete_recharge writes one ''recharge'' ledger row of its credits');
+	$$SELECT source, credits, remaining, priority, expires_at, recharge_id FROM credits.grants
+	   WHERE account_id = 1050$$,
+	$$SELECT 'recharge'::text, 10::bigint, 0::bigint, 50, NULL::timestamptz, pg_temp.rc(1050, 1)$$,
+	'complete_recharge opens a recharge grant of its credits (priority 50, never expires), spent on the debt');
+SELECT results_eq(
+	$$SELECT kind, delta, balance_after, batch_id, recharge_id, grant_id FROM credits.ledger
+	   WHERE account_id = 1050 AND kind NOT IN ('open', 'debit') ORDER BY entry_id$$,
+	$$SELECT * FROM (VALUES
+		('recharge'::text, 10::bigint, 0::bigint, NULL::bigint, pg_temp.rc(1050, 1), pg_temp.grant_of(1050, 'recharge')),
+		('repay', -10, -10, pg_temp.batch(1050, 'c'), NULL, pg_temp.grant_of(1050, 'recharge')),
+		('repay', 10, 0, pg_temp.batch(1050, 'c'), NULL, NULL)) AS v$$,
+	'complete_recharge writes one ''recharge'' ledger row of its credits, then a repay pair paying the batch''s debt from the new grant');
 SELECT results_eq(
 	$$SELECT a.balance, a.in_flight, b.status FROM credits.accounts a JOIN credits.send_batches b USING (account_id)
 	   WHERE a.account_id = 1050$$,
@@ -509,8 +547,8 @@ SELECT results_eq(
 	'complete_recharge again with the same payment_ref succeeds');
 SELECT results_eq(
 	$$SELECT balance, (SELECT count(*) FROM credits.ledger WHERE account_id = 1050) FROM credits.accounts WHERE account_id = 1050$$,
-	$$VALUES (0::bigint, 3::bigint)$$,
-	'and changes nothing (no second recharge ledger row)');
+	$$VALUES (0::bigint, 5::bigint)$$,
+	'and changes nothing (open, debit, recharge and the repay pair: no second recharge ledger row)');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1050, 1), 'regress-ref-other')$$,
 	'MC006', NULL, 'complete_recharge of a succeeded recharge with another payment_ref: MC006');
 SELECT throws_ok($$SELECT credits.fail_recharge(pg_temp.rc(1050, 1), 'declined')$$,
@@ -537,9 +575,9 @@ SELECT results_eq(
 SELECT results_eq(
 	$$SELECT kind, delta, batch_id, recharge_id FROM credits.ledger WHERE account_id = 1051 ORDER BY entry_id$$,
 	$$SELECT * FROM (VALUES ('open'::text, 0::bigint, NULL::bigint, NULL::bigint),
-							('debit', -20, pg_temp.batch(1051, 'c'), NULL),
+							('debit', -20, pg_temp.batch(1051, 'c'), pg_temp.rc(1051, 1)),
 							('refund', 20, pg_temp.batch(1051, 'c'), pg_temp.rc(1051, 1))) AS v$$,
-	'account 1051 ledger: open, debit, refund of the cost');
+	'account 1051 ledger: open, debit (naming the recharge it awaits), refund of the cost');
 SELECT throws_ok($$SELECT credits.complete_recharge(pg_temp.rc(1051, 1), 'regress-ref-b')$$,
 	'MC006', NULL, 'complete_recharge of a failed recharge: MC006');
 
@@ -789,8 +827,26 @@ SELECT is_empty(
 	'every balance equals the sum of its ledger deltas');
 SELECT is_empty(
 	$$SELECT l.entry_id FROM credits.ledger l
-	   WHERE (l.kind = 'debit') <> (l.delta < 0) AND l.delta <> 0$$,
-	'debits are negative, every other kind non-negative');
+	   WHERE l.delta <> 0
+		 AND CASE l.kind WHEN 'debit' THEN l.delta > 0
+						 WHEN 'expire' THEN l.delta > 0 OR l.grant_id IS NULL
+						 WHEN 'repay' THEN (l.delta < 0) <> (l.grant_id IS NOT NULL) OR l.batch_id IS NULL
+						 ELSE l.delta < 0 END$$,
+	'debits and expiries are negative, a repay is negative on its grant and positive without one, every other kind non-negative');
+SELECT is_empty(
+	$$SELECT l.batch_id FROM credits.ledger l WHERE l.kind = 'repay'
+	   GROUP BY l.batch_id HAVING sum(l.delta) <> 0
+			OR count(*) FILTER (WHERE l.grant_id IS NULL) <> count(*) FILTER (WHERE l.grant_id IS NOT NULL)$$,
+	'repay rows come in pairs: per batch they total 0');
+SELECT is_empty(
+	$$SELECT g.grant_id FROM credits.grants g
+	   WHERE g.remaining <> g.carried_over + (SELECT coalesce(sum(l.delta), 0) FROM credits.ledger l WHERE l.grant_id = g.grant_id)$$,
+	'every grant''s remaining equals its carried-over credits plus its ledger rows');
+SELECT is_empty(
+	$$SELECT a.account_id FROM credits.accounts a
+	   WHERE a.balance <> (SELECT coalesce(sum(g.remaining), 0) FROM credits.grants g WHERE g.account_id = a.account_id)
+						 - (SELECT coalesce(sum(b.owed), 0) FROM credits.send_batches b WHERE b.account_id = a.account_id)$$,
+	'every balance equals what its grants have left minus what its batches owe');
 SELECT is_empty($$SELECT * FROM credits.verify()$$,
 	'verify() finds no problem after rules 1-11');
 

@@ -10,7 +10,7 @@
 -- transaction sends nothing), concurrency by test/specs/monthly_limit_race.spec.
 
 BEGIN;
-SELECT plan(136);
+SELECT plan(137);
 
 -- Pending recharges left in the database by anyone else are claimed first,
 -- so that expire_recharges() counts and claims below see only ours.
@@ -239,10 +239,21 @@ DO $$ BEGIN PERFORM credits.open_account(2012, 0);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 40);
 SELECT is((SELECT count(*) FROM pg_temp.claim(2012)), 1::bigint, 'limit: R1 (40) claimed');
 SELECT is(pg_temp.complete_last(2012, 'ref-2012-1'), 'succeeded', 'limit: R1 succeeded');
+-- 0.2.0: R1's credits form a recharge grant that pays the batch's debt at
+-- once, a repay pair (-40 on the grant, +40 without one).
+SELECT results_eq(
+	$$SELECT l.kind, l.delta, l.balance_after, l.recharge_id, l.grant_id IS NOT NULL FROM credits.ledger l
+	   WHERE l.account_id = 2012 ORDER BY l.entry_id$$,
+	$$SELECT * FROM (VALUES ('open'::text, 0::bigint, 0::bigint, NULL::bigint, false),
+							('debit', -40, -40, pg_temp.rc(2012, 1), false),
+							('recharge', 40, 0, pg_temp.rc(2012, 1), true),
+							('repay', -40, -40, NULL, true),
+							('repay', 40, 0, NULL, false)) AS v$$,
+	'limit: R1 credited a recharge grant, which repaid the batch''s debt');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 40);
 SELECT is((SELECT count(*) FROM pg_temp.claim(2012)), 1::bigint, 'limit: R2 (40) claimed, processing');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 20);
-SELECT is(pg_temp.state(2012), 'balance -60, in_flight 60, batches 3, ledger 5, recharges 40 succeeded, 40 processing, 20 pending',
+SELECT is(pg_temp.state(2012), 'balance -60, in_flight 60, batches 3, ledger 7, recharges 40 succeeded, 40 processing, 20 pending',
 	'limit: succeeded 40 + processing 40 + pending 20 = the limit of 100');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 1)$$,
 	'MC018', NULL, 'limit: succeeded + processing + pending at the limit: MC018');
@@ -250,7 +261,7 @@ SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUE
 SELECT is(pg_temp.fail_last(2012), 'failed', 'limit: R2 fails');
 SELECT is(pg_temp.month_total(2012), 60::bigint, 'limit: a failed recharge frees its room (60 of 100 used)');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 40);
-SELECT is(pg_temp.state(2012), 'balance -60, in_flight 60, batches 4, ledger 7, recharges 40 succeeded, 40 failed, 20 pending, 40 pending',
+SELECT is(pg_temp.state(2012), 'balance -60, in_flight 60, batches 4, ledger 9, recharges 40 succeeded, 40 failed, 20 pending, 40 pending',
 	'limit: the freed 40 are bought again');
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2012, 1)$$,
 	'MC018', NULL, 'limit: and then the month is full again');
@@ -343,6 +354,8 @@ SELECT is(pg_temp.complete_last(2020, 'ref-2020-1'), 'succeeded', 'a success');
 SELECT is(pg_temp.policy(2020), 'enabled true, failures 0, reason null, disabled_at null',
 	'a success resets the count to 0');
 -- Two more failures, then two claimed recharges (R6, R7) and one pending (R8).
+-- (The ledger counts below include the repay pairs of R3 and R7: each
+-- succeeded recharge's grant pays its batch's debt.)
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2020, 10);
 DO $$ BEGIN PERFORM pg_temp.claim(2020); PERFORM pg_temp.fail_last(2020); END $$;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (2020, 10);
@@ -354,7 +367,7 @@ DO $$ BEGIN PERFORM pg_temp.claim(2020); END $$;
 INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (2020, 10, 'r7');
 DO $$ BEGIN PERFORM pg_temp.claim(2020); END $$;
 INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (2020, 10, 'r8');
-SELECT is(pg_temp.state(2020), 'balance -30, in_flight 30, batches 8, ledger 14, recharges 10 failed, 10 failed, 10 succeeded, 10 failed, 10 failed, 10 processing, 10 processing, 10 pending',
+SELECT is(pg_temp.state(2020), 'balance -30, in_flight 30, batches 8, ledger 16, recharges 10 failed, 10 failed, 10 succeeded, 10 failed, 10 failed, 10 processing, 10 processing, 10 pending',
 	'account 2020 before the third failure in a row');
 SELECT is((SELECT status FROM credits.fail_recharge(pg_temp.rc(2020, 6), 'card declined')), 'failed',
 	'failure 3 in a row');
@@ -384,7 +397,7 @@ SELECT is(pg_temp.policy(2020), 'enabled false, failures 0, reason payment_faile
 SELECT throws_ok($$INSERT INTO credits.send_batches (account_id, messages) VALUES (2020, 20)$$,
 	'MC001', NULL, 'still off: only enable_auto_recharge turns it on');
 SELECT is(pg_temp.policy(2020) || ' / ' || pg_temp.state(2020),
-	'enabled false, failures 0, reason payment_failed, disabled_at now / balance 0, in_flight 0, batches 8, ledger 17, recharges 10 failed, 10 failed, 10 succeeded, 10 failed, 10 failed, 10 failed, 10 succeeded, 10 cancelled',
+	'enabled false, failures 0, reason payment_failed, disabled_at now / balance 0, in_flight 0, batches 8, ledger 21, recharges 10 failed, 10 failed, 10 succeeded, 10 failed, 10 failed, 10 failed, 10 succeeded, 10 cancelled',
 	'account 2020 after the turn-off');
 -- An explicit enable turns it on again with a fresh count.
 SELECT is((SELECT enabled FROM credits.enable_auto_recharge(2020, 0, 1000)), true, 're-enabled');

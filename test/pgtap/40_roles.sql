@@ -1,8 +1,11 @@
 -- test/pgtap/40_roles.sql: the privilege model (issue 4).
 --
--- Four roles get exactly the GRANTs of the README's Privileges section
+-- Six roles get exactly the GRANTs of the README's Privileges section
 -- (app -> regress_app, payment_worker -> regress_worker, credits_admin ->
--- regress_admin, reporting -> regress_reporting).  Then:
+-- regress_admin, billing_admin -> regress_billing, credits_cron ->
+-- regress_cron, reporting -> regress_reporting), and a seventh the
+-- auditor's GRANT the README mentions (regress_auditor).  Nothing is
+-- granted to PUBLIC.  Then:
 --
 --  1. a search_path attack on every SECURITY DEFINER function and on the
 --     debit trigger: a schema regress_evil, owned by the application role,
@@ -12,7 +15,9 @@
 --     sum(), max(), min(), count(*) and more.  Each one logs its call (and returns the right
 --     answer).  Every function is called, with valid arguments so that it
 --     does real work, under "search_path = regress_evil, pg_catalog", and
---     nothing may be logged.  The hostile INSERTs come before any other
+--     nothing may be logged.  0.2.0: the grant and plan functions too, and
+--     debits that draw from several grants, expire a grant on the way
+--     (credits.clock_offset) and owe, then are repaid.  The hostile INSERTs come before any other
 --     INSERT into credits.send_batches in this session, so the trigger
 --     prepares its SPI plans under the hostile search_path;
 --  2. the application can insert batches (debited as the table owner) and
@@ -21,18 +26,24 @@
 --     the triggers, or call any function;
 --  3. the worker claims, completes and fails and does nothing else; the
 --     admin manages prices, accounts, credits and policies and cannot
---     claim; reporting reads every table and view and writes nothing.
+--     claim; billing grants credits and runs plans; the cron role renews
+--     plans and expires grants and recharges; reporting reads its views
+--     and tables and calls its two functions; the auditor reads every table
+--     and view; none of them writes anything else.
 --
 -- Accounts 4001-4099 belong to this file.  Run as a superuser; everything
 -- (roles included) is rolled back.
 
 BEGIN;
-SELECT plan(205);
+SELECT plan(344);
 
 CREATE ROLE regress_app;
 CREATE ROLE regress_worker;
 CREATE ROLE regress_admin;
+CREATE ROLE regress_billing;
+CREATE ROLE regress_cron;
 CREATE ROLE regress_reporting;
+CREATE ROLE regress_auditor;
 
 --------------------------------------------------------------------------------
 -- The README's GRANTs, copied statement by statement
@@ -55,14 +66,32 @@ INSERT INTO readme_grants (stmt) VALUES
 ($$GRANT USAGE ON SCHEMA credits TO regress_admin$$),
 ($$GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_admin$$),
 ($$GRANT EXECUTE ON FUNCTION credits.open_account(bigint, bigint),
+                          credits.open_account(bigint, bigint, timestamptz),
                           credits.add_credits(bigint, bigint, text),
                           credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint),
                           credits.disable_auto_recharge(bigint),
                           credits.expire_recharges(),
                           credits.verify() TO regress_admin$$),
+-- The billing admin
+($$GRANT USAGE ON SCHEMA credits TO regress_billing$$),
+($$GRANT EXECUTE ON FUNCTION credits.grant_credits(bigint, bigint, text, timestamptz, integer, text),
+                          credits.set_plan(bigint, bigint, timestamptz),
+                          credits.cancel_plan(bigint) TO regress_billing$$),
+-- The scheduled jobs
+($$GRANT USAGE ON SCHEMA credits TO regress_cron$$),
+($$GRANT EXECUTE ON FUNCTION credits.renew_plans(timestamptz),
+                          credits.expire_grants(timestamptz),
+                          credits.expire_recharges() TO regress_cron$$),
 -- Reporting
 ($$GRANT USAGE ON SCHEMA credits TO regress_reporting$$),
-($$GRANT SELECT ON ALL TABLES IN SCHEMA credits TO regress_reporting$$);
+($$GRANT SELECT ON credits.account_overview, credits.recharge_history,
+                credits.usage_daily, credits.usage_monthly, credits.recharge_queue,
+                credits.balance_by_grant, credits.grants, credits.plans TO regress_reporting$$),
+($$GRANT EXECUTE ON FUNCTION credits.expiring_credits(interval),
+                          credits.batch_funding(bigint) TO regress_reporting$$),
+-- The auditor (the README's note under Reporting)
+($$GRANT USAGE ON SCHEMA credits TO regress_auditor$$),
+($$GRANT SELECT ON ALL TABLES IN SCHEMA credits TO regress_auditor$$);
 
 SELECT lives_ok(g.stmt, format('README grant %s runs: %s', g.id, regexp_replace(g.stmt, '\s+', ' ', 'g')))
   FROM readme_grants g
@@ -114,11 +143,23 @@ SELECT is(pg_temp.privileges_of('regress_worker'),
 SELECT is(pg_temp.privileges_of('regress_admin'),
 	ARRAY['prices:DELETE', 'prices:INSERT', 'prices:SELECT', 'prices:UPDATE', 'schema:USAGE'],
 	'policy admin: prices only');
+SELECT is(pg_temp.privileges_of('regress_billing'), ARRAY['schema:USAGE'],
+	'billing admin: no table, view or sequence');
+SELECT is(pg_temp.privileges_of('regress_cron'), ARRAY['schema:USAGE'],
+	'scheduled jobs: no table, view or sequence');
 SELECT is(pg_temp.privileges_of('regress_reporting'),
-	ARRAY['account_overview:SELECT', 'accounts:SELECT', 'auto_recharge:SELECT', 'ledger:SELECT',
+	ARRAY['account_overview:SELECT', 'balance_by_grant:SELECT', 'grants:SELECT', 'plans:SELECT',
+		  'recharge_history:SELECT', 'recharge_queue:SELECT', 'schema:USAGE',
+		  'usage_daily:SELECT', 'usage_monthly:SELECT'],
+	'reporting: SELECT on the report views, grants and plans, nothing else');
+SELECT is(pg_temp.privileges_of('regress_auditor'),
+	ARRAY['account_overview:SELECT', 'accounts:SELECT', 'auto_recharge:SELECT', 'balance_by_grant:SELECT',
+		  'grants:SELECT', 'ledger:SELECT', 'plans:SELECT',
 		  'prices:SELECT', 'recharge_history:SELECT', 'recharge_queue:SELECT', 'recharges:SELECT', 'schema:USAGE',
 		  'send_batches:SELECT', 'usage_daily:SELECT', 'usage_monthly:SELECT'],
-	'reporting: SELECT on every table and view, nothing else');
+	'auditor: SELECT on every table and view (grants and plans included), nothing else');
+SELECT is(pg_temp.privileges_of('public'), '{}'::text[],
+	'PUBLIC: nothing on the schema, its tables (grants and plans included), views or sequences');
 SELECT is(pg_temp.functions_of('regress_app'), '{}'::text[],
 	'application: no credits function');
 SELECT is(pg_temp.functions_of('regress_worker'),
@@ -128,10 +169,38 @@ SELECT is(pg_temp.functions_of('regress_worker'),
 SELECT is(pg_temp.functions_of('regress_admin'),
 	ARRAY['credits.add_credits(bigint,bigint,text)', 'credits.disable_auto_recharge(bigint)',
 		  'credits.enable_auto_recharge(bigint,bigint,bigint,bigint,bigint)',
-		  'credits.expire_recharges()', 'credits.open_account(bigint,bigint)', 'credits.verify()'],
-	'policy admin: open_account, add_credits, enable/disable_auto_recharge, expire_recharges, verify only');
-SELECT is(pg_temp.functions_of('regress_reporting'), '{}'::text[],
-	'reporting: no credits function');
+		  'credits.expire_recharges()', 'credits.open_account(bigint,bigint)',
+		  'credits.open_account(bigint,bigint,timestamp with time zone)', 'credits.verify()'],
+	'policy admin: open_account (both forms), add_credits, enable/disable_auto_recharge, expire_recharges, verify only');
+SELECT is(pg_temp.functions_of('regress_billing'),
+	ARRAY['credits.cancel_plan(bigint)',
+		  'credits.grant_credits(bigint,bigint,text,timestamp with time zone,integer,text)',
+		  'credits.set_plan(bigint,bigint,timestamp with time zone)'],
+	'billing admin: grant_credits, set_plan, cancel_plan only');
+SELECT is(pg_temp.functions_of('regress_cron'),
+	ARRAY['credits.expire_grants(timestamp with time zone)', 'credits.expire_recharges()',
+		  'credits.renew_plans(timestamp with time zone)'],
+	'scheduled jobs: renew_plans, expire_grants, expire_recharges only');
+SELECT is(pg_temp.functions_of('regress_reporting'),
+	ARRAY['credits.batch_funding(bigint)', 'credits.expiring_credits(interval)'],
+	'reporting: expiring_credits and batch_funding only');
+SELECT is(pg_temp.functions_of('regress_auditor'), '{}'::text[],
+	'auditor: no credits function');
+SELECT is(pg_temp.functions_of('public'), '{}'::text[],
+	'PUBLIC: no credits function (none of the 0.2.0 ones either)');
+SELECT is_empty(
+	$$SELECT c.oid::regclass::text FROM pg_class c, aclexplode(c.relacl) x
+	   WHERE c.oid IN ('credits.grants'::regclass, 'credits.plans'::regclass,
+					   'credits.balance_by_grant'::regclass, 'credits.grants_grant_id_seq'::regclass)
+		 AND x.grantee = 0
+	  UNION ALL
+	  SELECT p.oid::regprocedure::text FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+	   WHERE p.pronamespace = 'credits'::regnamespace AND x.grantee = 0
+		 AND p.proname IN ('open_account', 'grant_credits', 'set_plan', 'cancel_plan', 'renew_plans',
+						   'expire_grants', 'expiring_credits', 'batch_funding', 'carry_over_balances',
+						   '_now', '_add_grant', '_expire_due', '_open_account', '_plan_period',
+						   '_renew_plan', '_lock_account', '_flush_debits')$$,
+	'no ACL of the 0.2.0 tables, view, sequence and functions names PUBLIC');
 
 --------------------------------------------------------------------------------
 -- 1. search_path attack
@@ -292,10 +361,12 @@ SELECT is(pg_temp.attack('regress_app',
 SELECT is(
 	(SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
 	  WHERE p.pronamespace = 'credits'::regnamespace AND p.prosecdef),
-	ARRAY['add_credits', 'claim_recharges', 'complete_recharge', 'complete_recharge',
-		  'disable_auto_recharge', 'enable_auto_recharge', 'expire_recharges', 'fail_recharge',
-		  'fail_recharge', 'open_account', 'release_recharge', 'release_recharge', 'verify'],
-	'the SECURITY DEFINER functions are exactly the thirteen attacked below');
+	ARRAY['add_credits', 'batch_funding', 'cancel_plan', 'carry_over_balances', 'claim_recharges',
+		  'complete_recharge', 'complete_recharge', 'disable_auto_recharge', 'enable_auto_recharge',
+		  'expire_grants', 'expire_recharges', 'expiring_credits', 'fail_recharge', 'fail_recharge',
+		  'grant_credits', 'open_account', 'open_account', 'release_recharge', 'release_recharge',
+		  'renew_plans', 'set_plan', 'verify'],
+	'the SECURITY DEFINER functions are exactly the twenty-two attacked below');
 
 SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.open_account(4001, 0)$$), 'ok',
 	'attack: open_account (admin)');
@@ -383,29 +454,135 @@ SELECT is(pg_temp.attack(NULL,
 	$$SELECT credits.fail_recharge((SELECT pg_catalog.max(recharge_id) FROM credits.recharges WHERE account_id OPERATOR(pg_catalog.=) 4005), 'evil operator')$$), 'ok',
 	'attack: fail_recharge without a token, on the released recharge (operator)');
 SELECT results_eq(
-	$$SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 4005 ORDER BY entry_id$$,
-	$$VALUES ('open'::text, 0::bigint, 0::bigint), ('debit', -100, -100), ('recharge', 100, 0),
-			 ('debit', -100, -100), ('refund', 100, 0)$$,
-	'the operators'' attacked calls credited and refunded exactly as without the attack');
+	$$SELECT kind, delta, balance_after, grant_id IS NOT NULL FROM credits.ledger WHERE account_id = 4005 ORDER BY entry_id$$,
+	$$VALUES ('open'::text, 0::bigint, 0::bigint, false), ('debit', -100, -100, false),
+			 ('recharge', 100, 0, true), ('repay', -100, -100, true), ('repay', 100, 0, false),
+			 ('debit', -100, -100, false), ('refund', 100, 0, false)$$,
+	'the operators'' attacked calls credited (the recharge grant repaying the debt) and refunded exactly as without the attack');
 
 -- The attacked calls did their real work, and did it right.
+-- 0.2.0: the recharge's grant repays each batch's debt, oldest first (a
+-- pair of repay rows each); a batch that spends the grant and owes the rest
+-- writes two debit rows, and its refund one row per part.
 SELECT results_eq(
-	$$SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 4001 ORDER BY entry_id$$,
-	$$VALUES ('open'::text, 0::bigint, 0::bigint),
-			 ('debit', -50, -50), ('debit', -500, -550),
-			 ('debit', -1, -551), ('debit', -2, -553), ('debit', -3, -556),
-			 ('debit', -400, -956),
-			 ('recharge', 1000, 44),
-			 ('refund', 400, 444),
-			 ('debit', -500, -56), ('refund', 500, 444),
-			 ('debit', -500, -56), ('refund', 500, 444),
-			 ('grant', 1000, 1444)$$,
-	'the attacked calls debited, credited, refunded and granted exactly as without the attack');
+	$$SELECT kind, delta, balance_after, grant_id IS NOT NULL FROM credits.ledger WHERE account_id = 4001 ORDER BY entry_id$$,
+	$$VALUES ('open'::text, 0::bigint, 0::bigint, false),
+			 ('debit', -50, -50, false), ('debit', -500, -550, false),
+			 ('debit', -1, -551, false), ('debit', -2, -553, false), ('debit', -3, -556, false),
+			 ('debit', -400, -956, false),
+			 ('recharge', 1000, 44, true),
+			 ('repay', -50, -6, true), ('repay', 50, 44, false),
+			 ('repay', -500, -456, true), ('repay', 500, 44, false),
+			 ('repay', -1, 43, true), ('repay', 1, 44, false),
+			 ('repay', -2, 42, true), ('repay', 2, 44, false),
+			 ('repay', -3, 41, true), ('repay', 3, 44, false),
+			 ('repay', -400, -356, true), ('repay', 400, 44, false),
+			 ('refund', 400, 444, true),
+			 ('debit', -444, 0, true), ('debit', -56, -56, false), ('refund', 56, 0, false), ('refund', 444, 444, true),
+			 ('debit', -444, 0, true), ('debit', -56, -56, false), ('refund', 56, 0, false), ('refund', 444, 444, true),
+			 ('grant', 1000, 1444, true)$$,
+	'the attacked calls debited, credited, repaid, refunded and granted exactly as without the attack');
 SELECT results_eq(
 	$$SELECT status, credits, payment_ref FROM credits.recharges WHERE account_id = 4001 ORDER BY recharge_id$$,
 	$$VALUES ('succeeded'::text, 1000::bigint, 'evil-ref-1'::text),
 			 ('failed', 456, NULL), ('cancelled', 156, NULL), ('cancelled', 156, NULL)$$,
 	'the four recharges: grown, completed, failed, cancelled by disable, expired');
+
+-- 0.2.0: grants, plans and expiry under attack.  Account 4006 gets a signup
+-- grant that expires (open_account's 3-argument form), a promotion that
+-- expires, a plan and a purchase; the application's batch draws from three
+-- grants at once.  Then the extension's clock moves 3 days
+-- (credits.clock_offset): the next batch expires the promotion on its way;
+-- one owes and is repaid by a new grant; disabling auto-recharge refunds it
+-- to the two grants that paid for it.  The clock moves 40 days and the
+-- plan renews.  Timestamps are put into the SQL as literals: the caller's
+-- own now() and + would be the hostile ones.
+SELECT is(pg_temp.attack('regress_admin',
+	format('SELECT credits.open_account(4006, 100, %L)', now() + interval '1 day')), 'ok',
+	'attack: open_account with an expiry (admin)');
+SELECT is(pg_temp.attack('regress_admin',
+	format('SELECT credits.open_account(4007, 10, %L)', now() + interval '1 day')), 'ok',
+	'attack: open_account with an expiry, for expire_grants (admin)');
+SELECT is(pg_temp.attack('regress_billing',
+	format($$SELECT credits.grant_credits(account_id => 4006, credits => 50, expires_at => %L, note => 'evil promo')$$,
+		   now() + interval '2 days')), 'ok',
+	'attack: grant_credits, a promotion that expires (billing)');
+SELECT is(pg_temp.attack('regress_billing',
+	format('SELECT credits.set_plan(4006, 30, %L)', now() - interval '10 days')), 'ok',
+	'attack: set_plan starting 10 days ago (billing)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.add_credits(4006, 20, 'evil purchase')$$), 'ok',
+	'attack: add_credits, a purchase grant (admin)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4006, 170, 'grants-1')$$), 'ok',
+	'attack: trigger, a batch drawing from the plan, signup and promo grants (app)');
+SELECT is(pg_temp.attack('regress_reporting',
+	format('SELECT * FROM credits.batch_funding(%s)',
+		   (SELECT batch_id FROM credits.send_batches WHERE account_id = 4006 AND idempotency_key = 'grants-1'))), 'ok',
+	'attack: batch_funding (reporting)');
+SELECT is(pg_temp.attack('regress_reporting', $$SELECT * FROM credits.expiring_credits('3 days')$$), 'ok',
+	'attack: expiring_credits (reporting)');
+SET LOCAL credits.clock_offset = 259200;
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4006, 15, 'grants-2')$$), 'ok',
+	'attack: trigger, 3 days later: a batch that expires the promotion first (app)');
+SELECT is(pg_temp.attack('regress_cron', $$SELECT credits.expire_grants()$$), 'ok',
+	'attack: expire_grants, with NOTIFY (cron)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.enable_auto_recharge(4006, 0, 1000)$$), 'ok',
+	'attack: enable_auto_recharge on an account with grants (admin)');
+SELECT is(pg_temp.attack('regress_app',
+	$$INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (4006, 50, 'grants-3')$$), 'ok',
+	'attack: trigger, a batch that spends the last grant and owes the rest (app)');
+SELECT is(pg_temp.attack('regress_billing', $$SELECT credits.grant_credits(4006, 60)$$), 'ok',
+	'attack: grant_credits that repays the debt (billing)');
+SELECT is(pg_temp.attack('regress_admin', $$SELECT credits.disable_auto_recharge(4006)$$), 'ok',
+	'attack: disable_auto_recharge, refunding a batch to the grants that paid for it (admin)');
+SELECT is(pg_temp.attack('regress_billing', $$SELECT credits.cancel_plan(4006)$$), 'ok',
+	'attack: cancel_plan (billing)');
+SELECT is(pg_temp.attack('regress_billing', $$SELECT credits.set_plan(4006, 40)$$), 'ok',
+	'attack: set_plan taking up the cancelled plan with a new amount (billing)');
+SET LOCAL credits.clock_offset = 3456000;
+SELECT is(pg_temp.attack('regress_cron', $$SELECT credits.renew_plans()$$), 'ok',
+	'attack: renew_plans, 40 days later (cron)');
+RESET credits.clock_offset;
+-- A 0.1 account (a balance, no grant), as restored from an old dump.
+INSERT INTO credits.accounts (account_id, balance) VALUES (4008, 70);
+INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4008, 70, 70, 'open');
+SELECT is(pg_temp.attack(NULL, $$SELECT credits.carry_over_balances()$$), 'ok',
+	'attack: carry_over_balances (superuser)');
+
+SELECT results_eq(
+	$$SELECT l.kind, l.delta, l.balance_after, g.source
+		FROM credits.ledger l LEFT JOIN credits.grants g ON g.grant_id = l.grant_id
+	   WHERE l.account_id = 4006 ORDER BY l.entry_id$$,
+	$$VALUES ('open'::text, 100::bigint, 100::bigint, 'signup'::text),
+			 ('grant', 50, 150, 'promo'),
+			 ('plan', 30, 180, 'plan'),
+			 ('grant', 20, 200, 'purchase'),
+			 ('debit', -30, 170, 'plan'), ('debit', -100, 70, 'signup'), ('debit', -40, 30, 'promo'),
+			 ('expire', -10, 20, 'promo'),
+			 ('debit', -15, 5, 'purchase'),
+			 ('debit', -5, 0, 'purchase'), ('debit', -45, -45, NULL),
+			 ('grant', 60, 15, 'promo'),
+			 ('repay', -45, -30, 'promo'), ('repay', 45, 15, NULL),
+			 ('refund', 5, 20, 'purchase'), ('refund', 45, 65, 'promo'),
+			 ('plan', 40, 105, 'plan')$$,
+	'the attacked grant calls drew, expired, owed, repaid, refunded and renewed exactly as without the attack');
+SELECT results_eq(
+	$$SELECT g.account_id, g.source, g.credits, g.remaining, g.priority, g.carried_over, g.closed_at IS NOT NULL
+		FROM credits.grants g WHERE g.account_id IN (4006, 4007, 4008) ORDER BY g.grant_id$$,
+	$$VALUES (4006::bigint, 'signup'::text, 100::bigint, 0::bigint, 20, 0::bigint, true),
+			 (4007, 'signup', 10, 0, 20, 0, true),
+			 (4006, 'promo', 50, 0, 30, 0, true),
+			 (4006, 'plan', 30, 0, 10, 0, true),
+			 (4006, 'purchase', 20, 5, 50, 0, false),
+			 (4006, 'promo', 60, 60, 30, 0, false),
+			 (4006, 'plan', 40, 40, 10, 0, false),
+			 (4008, 'purchase', 70, 70, 50, 70, false)$$,
+	'the grants: spent, expired, renewed and carried over as without the attack');
+SELECT results_eq(
+	$$SELECT l.kind, l.delta FROM credits.ledger l WHERE l.account_id = 4007 ORDER BY l.entry_id$$,
+	$$VALUES ('open'::text, 10::bigint), ('expire', -10)$$,
+	'expire_grants expired account 4007''s signup grant');
 SELECT is_empty($$SELECT * FROM credits.verify()$$, 'verify() is empty after the attacks');
 
 --------------------------------------------------------------------------------
@@ -516,7 +693,7 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_app', '_cancel_recharge', $$SELECT credits._cancel_recharge(1, 'x')$$),
 ('regress_app', '_credit', $$SELECT credits._credit(4002, 1000000, NULL)$$),
 ('regress_app', '_lock_account', $$SELECT credits._lock_account(4002)$$),
-('regress_app', '_open_account', $$SELECT credits._open_account(4098, 1000000)$$),
+('regress_app', '_open_account', $$SELECT credits._open_account(4098, 1000000, NULL)$$),
 ('regress_app', '_cancel_recharge', $$SELECT credits._cancel_recharge(1, 'x')$$),
 ('regress_app', '_turn_off', $$SELECT credits._turn_off(4001, 'disabled_by_user')$$),
 ('regress_app', '_max_payment_failures', $$SELECT credits._max_payment_failures()$$),
@@ -524,6 +701,35 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_app', 'debit_batch, called directly', $$SELECT credits.debit_batch()$$),
 ('regress_app', 'guard_batch, called directly', $$SELECT credits.guard_batch()$$),
 ('regress_app', 'guard_ledger, called directly', $$SELECT credits.guard_ledger()$$),
+-- 0.2.0: grants and plans, their functions and helpers
+('regress_app', 'SELECT of grants', $$SELECT * FROM credits.grants$$),
+('regress_app', 'SELECT of plans', $$SELECT * FROM credits.plans$$),
+('regress_app', 'SELECT of balance_by_grant', $$SELECT * FROM credits.balance_by_grant$$),
+('regress_app', 'INSERT of a grant', $$INSERT INTO credits.grants (account_id, source, credits, remaining, priority) VALUES (4002, 'promo', 1000000, 1000000, 0)$$),
+('regress_app', 'UPDATE of grants', $$UPDATE credits.grants SET remaining = credits, expires_at = NULL$$),
+('regress_app', 'DELETE of grants', $$DELETE FROM credits.grants$$),
+('regress_app', 'TRUNCATE grants', $$TRUNCATE credits.grants$$),
+('regress_app', 'INSERT of a plan', $$INSERT INTO credits.plans (account_id, monthly_credits, anchored_at, period_start, period_end) VALUES (4002, 1000000, now(), now(), now() + interval '1 month')$$),
+('regress_app', 'UPDATE of plans', $$UPDATE credits.plans SET monthly_credits = 1000000$$),
+('regress_app', 'DELETE of plans', $$DELETE FROM credits.plans$$),
+('regress_app', 'TRUNCATE plans', $$TRUNCATE credits.plans$$),
+('regress_app', 'setval of the grant_id sequence', $$SELECT setval('credits.grants_grant_id_seq', 1)$$),
+('regress_app', 'open_account with an expiry', $$SELECT credits.open_account(4098, 1000000, NULL)$$),
+('regress_app', 'grant_credits', $$SELECT credits.grant_credits(4002, 1000000)$$),
+('regress_app', 'set_plan', $$SELECT credits.set_plan(4002, 1000000)$$),
+('regress_app', 'cancel_plan', $$SELECT credits.cancel_plan(4006)$$),
+('regress_app', 'renew_plans', $$SELECT credits.renew_plans()$$),
+('regress_app', 'expire_grants', $$SELECT credits.expire_grants()$$),
+('regress_app', 'expiring_credits', $$SELECT * FROM credits.expiring_credits('1 year')$$),
+('regress_app', 'batch_funding', $$SELECT * FROM credits.batch_funding(1)$$),
+('regress_app', 'carry_over_balances', $$SELECT credits.carry_over_balances()$$),
+('regress_app', '_add_grant', $$SELECT credits._add_grant(4002, 'promo', 1000000, 0, NULL, NULL, NULL)$$),
+('regress_app', '_expire_due', $$SELECT credits._expire_due(4006, now())$$),
+('regress_app', '_renew_plan', $$SELECT credits._renew_plan(4006, now(), 0, 0)$$),
+('regress_app', '_plan_period', $$SELECT credits._plan_period(now(), now())$$),
+('regress_app', '_now', $$SELECT credits._now()$$),
+('regress_app', '_flush_debits', $$SELECT credits._flush_debits(4002)$$),
+('regress_app', 'SET credits.clock_offset', $$SET credits.clock_offset = 31536000$$),
 -- the payment worker
 ('regress_worker', 'add_credits', $$SELECT credits.add_credits(4002, 1000000)$$),
 ('regress_worker', 'open_account', $$SELECT credits.open_account(4097, 1000000)$$),
@@ -539,6 +745,12 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_worker', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = 0$$),
 ('regress_worker', 'INSERT into the ledger', $$INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4002, 1, 71, 'grant')$$),
 ('regress_worker', 'SET session_replication_role', $$SET session_replication_role = replica$$),
+('regress_worker', 'grant_credits', $$SELECT credits.grant_credits(4002, 1000000)$$),
+('regress_worker', 'set_plan', $$SELECT credits.set_plan(4002, 1000000)$$),
+('regress_worker', 'renew_plans', $$SELECT credits.renew_plans()$$),
+('regress_worker', 'expire_grants', $$SELECT credits.expire_grants()$$),
+('regress_worker', 'UPDATE of grants', $$UPDATE credits.grants SET remaining = credits$$),
+('regress_worker', 'INSERT of a plan', $$INSERT INTO credits.plans (account_id, monthly_credits, anchored_at, period_start, period_end) VALUES (4002, 1, now(), now(), now() + interval '1 month')$$),
 -- the policy admin
 ('regress_admin', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$),
 ('regress_admin', 'complete_recharge', $$SELECT credits.complete_recharge(1, 'x')$$),
@@ -552,6 +764,39 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_admin', 'UPDATE of recharges', $$UPDATE credits.recharges SET status = 'succeeded'$$),
 ('regress_admin', 'ALTER TABLE send_batches DISABLE TRIGGER', $$ALTER TABLE credits.send_batches DISABLE TRIGGER credits_debit$$),
 ('regress_admin', 'SET session_replication_role', $$SET session_replication_role = replica$$),
+('regress_admin', 'grant_credits', $$SELECT credits.grant_credits(4002, 1000000)$$),
+('regress_admin', 'set_plan', $$SELECT credits.set_plan(4002, 1000000)$$),
+('regress_admin', 'cancel_plan', $$SELECT credits.cancel_plan(4006)$$),
+('regress_admin', 'renew_plans', $$SELECT credits.renew_plans()$$),
+('regress_admin', 'expire_grants', $$SELECT credits.expire_grants()$$),
+('regress_admin', '_add_grant', $$SELECT credits._add_grant(4002, 'promo', 1000000, 0, NULL, NULL, NULL)$$),
+('regress_admin', 'UPDATE of grants', $$UPDATE credits.grants SET remaining = credits$$),
+('regress_admin', 'DELETE of plans', $$DELETE FROM credits.plans$$),
+-- the billing admin
+('regress_billing', 'open_account', $$SELECT credits.open_account(4095, 1000000)$$),
+('regress_billing', 'add_credits', $$SELECT credits.add_credits(4002, 1000000)$$),
+('regress_billing', 'renew_plans', $$SELECT credits.renew_plans()$$),
+('regress_billing', 'expire_grants', $$SELECT credits.expire_grants()$$),
+('regress_billing', 'enable_auto_recharge', $$SELECT credits.enable_auto_recharge(4002, 0, 1000000)$$),
+('regress_billing', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$),
+('regress_billing', '_add_grant', $$SELECT credits._add_grant(4002, 'promo', 1000000, 0, NULL, NULL, NULL)$$),
+('regress_billing', '_expire_due', $$SELECT credits._expire_due(4006, now())$$),
+('regress_billing', 'SELECT of grants', $$SELECT * FROM credits.grants$$),
+('regress_billing', 'INSERT of a grant', $$INSERT INTO credits.grants (account_id, source, credits, remaining, priority) VALUES (4002, 'promo', 1000000, 1000000, 0)$$),
+('regress_billing', 'UPDATE of plans', $$UPDATE credits.plans SET monthly_credits = 1000000$$),
+('regress_billing', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
+('regress_billing', 'SET credits.clock_offset', $$SET credits.clock_offset = 31536000$$),
+-- the scheduled jobs
+('regress_cron', 'grant_credits', $$SELECT credits.grant_credits(4002, 1000000)$$),
+('regress_cron', 'set_plan', $$SELECT credits.set_plan(4002, 1000000)$$),
+('regress_cron', 'cancel_plan', $$SELECT credits.cancel_plan(4006)$$),
+('regress_cron', 'add_credits', $$SELECT credits.add_credits(4002, 1000000)$$),
+('regress_cron', '_expire_due', $$SELECT credits._expire_due(4006, now())$$),
+('regress_cron', '_renew_plan', $$SELECT credits._renew_plan(4006, now(), 0, 0)$$),
+('regress_cron', 'UPDATE of grants', $$UPDATE credits.grants SET expires_at = now()$$),
+('regress_cron', 'DELETE of plans', $$DELETE FROM credits.plans$$),
+('regress_cron', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
+('regress_cron', 'SET credits.clock_offset (renewing plans early)', $$SET credits.clock_offset = 31536000$$),
 -- reporting
 ('regress_reporting', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
 ('regress_reporting', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = 0$$),
@@ -563,7 +808,23 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_reporting', 'SELECT FOR UPDATE of accounts', $$SELECT * FROM credits.accounts FOR UPDATE$$),
 ('regress_reporting', 'verify', $$SELECT * FROM credits.verify()$$),
 ('regress_reporting', 'open_account', $$SELECT credits.open_account(4096, 1)$$),
-('regress_reporting', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$);
+('regress_reporting', 'claim_recharges', $$SELECT credits.claim_recharges(10)$$),
+('regress_reporting', 'SELECT of accounts (the raw tables are the auditor''s)', $$SELECT * FROM credits.accounts$$),
+('regress_reporting', 'INSERT of a grant', $$INSERT INTO credits.grants (account_id, source, credits, remaining, priority) VALUES (4002, 'promo', 1000000, 1000000, 0)$$),
+('regress_reporting', 'UPDATE of grants', $$UPDATE credits.grants SET remaining = credits$$),
+('regress_reporting', 'DELETE of plans', $$DELETE FROM credits.plans$$),
+('regress_reporting', 'SELECT FOR UPDATE of grants', $$SELECT * FROM credits.grants FOR UPDATE$$),
+('regress_reporting', 'grant_credits', $$SELECT credits.grant_credits(4002, 1000000)$$),
+('regress_reporting', 'renew_plans', $$SELECT credits.renew_plans()$$),
+('regress_reporting', 'expire_grants', $$SELECT credits.expire_grants()$$),
+-- the auditor
+('regress_auditor', 'INSERT of a batch', $$INSERT INTO credits.send_batches (account_id, messages) VALUES (4002, 1)$$),
+('regress_auditor', 'UPDATE of balances', $$UPDATE credits.accounts SET balance = 0$$),
+('regress_auditor', 'UPDATE of grants', $$UPDATE credits.grants SET remaining = credits$$),
+('regress_auditor', 'INSERT of a plan', $$INSERT INTO credits.plans (account_id, monthly_credits, anchored_at, period_start, period_end) VALUES (4002, 1, now(), now(), now() + interval '1 month')$$),
+('regress_auditor', 'TRUNCATE grants', $$TRUNCATE credits.grants$$),
+('regress_auditor', 'batch_funding', $$SELECT * FROM credits.batch_funding(1)$$),
+('regress_auditor', 'verify', $$SELECT * FROM credits.verify()$$);
 
 -- Objects of the application's own, for the trigger attempts above.
 SET ROLE regress_app;
@@ -583,9 +844,21 @@ SET ROLE regress_admin;
 SELECT throws_ok(d.sql, '42501', NULL, format('policy admin cannot: %s (42501)', d.description))
   FROM denied d WHERE d.role = 'regress_admin' ORDER BY d.id;
 RESET ROLE;
+SET ROLE regress_billing;
+SELECT throws_ok(d.sql, '42501', NULL, format('billing admin cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_billing' ORDER BY d.id;
+RESET ROLE;
+SET ROLE regress_cron;
+SELECT throws_ok(d.sql, '42501', NULL, format('scheduled jobs cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_cron' ORDER BY d.id;
+RESET ROLE;
 SET ROLE regress_reporting;
 SELECT throws_ok(d.sql, '42501', NULL, format('reporting cannot: %s (42501)', d.description))
   FROM denied d WHERE d.role = 'regress_reporting' ORDER BY d.id;
+RESET ROLE;
+SET ROLE regress_auditor;
+SELECT throws_ok(d.sql, '42501', NULL, format('auditor cannot: %s (42501)', d.description))
+  FROM denied d WHERE d.role = 'regress_auditor' ORDER BY d.id;
 RESET ROLE;
 
 -- And every credits function that a role was not granted, whatever it is
@@ -627,9 +900,15 @@ SELECT is(pg_temp.unrefused_calls('regress_app'), '{}'::text[],
 SELECT is(pg_temp.unrefused_calls('regress_worker'), '{}'::text[],
 	'payment worker: every credits function but its three refuses it (42501)');
 SELECT is(pg_temp.unrefused_calls('regress_admin'), '{}'::text[],
-	'policy admin: every credits function but its six refuses it (42501)');
+	'policy admin: every credits function but its seven refuses it (42501)');
+SELECT is(pg_temp.unrefused_calls('regress_billing'), '{}'::text[],
+	'billing admin: every credits function but its three refuses it (42501)');
+SELECT is(pg_temp.unrefused_calls('regress_cron'), '{}'::text[],
+	'scheduled jobs: every credits function but its three refuses it (42501)');
 SELECT is(pg_temp.unrefused_calls('regress_reporting'), '{}'::text[],
-	'reporting: every credits function refuses it (42501)');
+	'reporting: every credits function but its two refuses it (42501)');
+SELECT is(pg_temp.unrefused_calls('regress_auditor'), '{}'::text[],
+	'auditor: every credits function refuses it (42501)');
 
 SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'credits.send_batches'::regclass AND tgname = 'credits_debit'),
 	'O', 'the debit trigger is still enabled after all that');
@@ -685,15 +964,44 @@ SELECT lives_ok($$SELECT credits.disable_auto_recharge(4003)$$, 'policy admin: d
 SELECT is_empty($$SELECT * FROM credits.verify()$$, 'policy admin: runs verify()');
 RESET ROLE;
 
+SET ROLE regress_billing;
+SELECT lives_ok($$SELECT credits.grant_credits(4003, 7, 'promo', note => 'regress goodwill')$$,
+	'billing admin: grants promotional credits');
+SELECT lives_ok($$SELECT credits.set_plan(4003, 100)$$, 'billing admin: starts a plan');
+SELECT lives_ok($$SELECT credits.cancel_plan(4003)$$, 'billing admin: cancels it');
+RESET ROLE;
+
+SET ROLE regress_cron;
+SELECT is(credits.renew_plans(), 0, 'scheduled jobs: renew_plans (nothing due)');
+SELECT is(credits.expire_grants(), 0::bigint, 'scheduled jobs: expire_grants (nothing due)');
+SELECT is(credits.expire_recharges(), 0, 'scheduled jobs: expire_recharges (nothing due)');
+RESET ROLE;
+
+CREATE TEMP TABLE regress_batch_4006 AS
+	SELECT batch_id FROM credits.send_batches WHERE account_id = 4006 AND idempotency_key = 'grants-1';
+GRANT SELECT ON regress_batch_4006 TO PUBLIC;
 SET ROLE regress_reporting;
 SELECT lives_ok(format('SELECT * FROM credits.%I', c.relname), format('reporting reads credits.%s', c.relname))
+  FROM unnest(ARRAY['account_overview', 'balance_by_grant', 'grants', 'plans', 'recharge_history',
+					'recharge_queue', 'usage_daily', 'usage_monthly']) AS c(relname)
+ ORDER BY c.relname;
+SELECT results_eq(
+	$$SELECT balance, plan_credits, promo_credits, bought_credits FROM credits.account_overview WHERE account_id = 4003$$,
+	$$VALUES (122::bigint, 100::numeric, 7::numeric, 5::numeric)$$,
+	'reporting: the account overview shows what the admins did');
+SELECT results_eq(
+	$$SELECT source, credits FROM credits.batch_funding((SELECT batch_id FROM regress_batch_4006))$$,
+	$$VALUES ('signup'::text, 100::bigint), ('promo', 40), ('plan', 30)$$,
+	'reporting: batch_funding shows the grants that paid for a batch');
+SELECT is_empty($$SELECT * FROM credits.expiring_credits('1 hour') WHERE account_id BETWEEN 4001 AND 4099$$,
+	'reporting: expiring_credits (nothing of this file''s accounts lapses within the hour)');
+RESET ROLE;
+
+SET ROLE regress_auditor;
+SELECT lives_ok(format('SELECT * FROM credits.%I', c.relname), format('auditor reads credits.%s', c.relname))
   FROM pg_class c
  WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v')
  ORDER BY c.relname;
-SELECT results_eq(
-	$$SELECT balance FROM credits.account_overview WHERE account_id = 4003$$,
-	$$VALUES (15::bigint)$$,
-	'reporting: the account overview shows what the admin did');
 RESET ROLE;
 
 SELECT is_empty($$SELECT * FROM credits.verify()$$, 'verify() is empty at the end');
