@@ -474,6 +474,7 @@ class Model:
     def disable(self, aid):
         self._lock(aid)
         self._turn_off(aid, 'disabled_by_user')
+        self._repay(aid)                # refunds first, then debts
         return aid in self.policies     # the call returns NULL without a policy
 
     def _turn_off(self, aid, reason):
@@ -498,8 +499,9 @@ class Model:
     def _refund(self, b, rid):
         """A failed batch's cost goes back where it came from: the owed part
         cancels its debt, each grant's part goes back to that grant (and
-        lapses at once if the grant has expired); then what the account
-        still owes is repaid from them."""
+        lapses at once if the grant has expired).  What the account still
+        owes is repaid from them once the settlement call has refunded every
+        batch it fails ("refunds first, then debts")."""
         aid = b['account']
         b['status'] = BATCH_FAILED
         if b['owed']:
@@ -516,7 +518,6 @@ class Model:
             if self._due(g):
                 self._saw('refund to an expired grant')
                 self._expire_grant(g, b['id'])      # the expire row names the batch
-        self._repay(aid)
 
     def _settle_failed(self, r):
         """A failed or cancelled recharge's awaiting batches fail with a
@@ -535,6 +536,10 @@ class Model:
                 break
             self._saw('dependent batch failed')
             self._refund(awaiting[-1], r['id'])
+        if acct['balance'] + acct['in_flight'] < 0:
+            # verify() check 4: refunded credits lapsed at once, and a ready
+            # batch still owes what a recharge's credits had repaid elsewhere
+            self._saw('balance + in_flight negative after refunds (verify check 4)')
 
     # ------------------------------------------------------------ workers
 
@@ -616,6 +621,7 @@ class Model:
             p['payment_failures'] += 1
             if p['payment_failures'] >= self.max_payment_failures and p['enabled']:
                 self._turn_off(aid, 'payment_failed')
+        self._repay(aid)                # refunds first, then debts
         return r['status']
 
     def expire(self):
@@ -1570,8 +1576,10 @@ class Runner:
                   ' owed, next_expiry, next_expiry_credits FROM credits.account_overview')})
 
         def state(g):
+            # "due" is by the real clock, not the extension's (doc/grants.md,
+            # "The clock offset is for the extension's decisions only")
             if g['remaining'] > 0:
-                return 'due' if m._due(g) else 'open'
+                return 'due' if m._due(g, time.time()) else 'open'
             return 'expired' if g['expired'] else 'spent'
 
         diff('balance_by_grant (drawn, refunded, expired, remaining, state)',
