@@ -133,69 +133,76 @@ SELECT pg_catalog.pg_extension_config_dump('credits.grants_grant_id_seq', '');
 -- 0.1 balances become grants and debts (no ledger row, no balance changes)
 --------------------------------------------------------------------------------
 
+-- Pays what an account owes from its open grants (ledger.c); the caller
+-- holds the account lock.
+CREATE FUNCTION credits._repay_owed(account_id bigint) RETURNS void
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'credits_repay_owed';
+
+-- Adds to what a batch owes (ledger.c); the caller holds the account lock.
+CREATE FUNCTION credits._add_owed(batch_id bigint, credits bigint) RETURNS void
+	LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'credits_add_owed';
+
 -- Run by this update, and by a DBA after restoring a dump taken before
 -- 0.2.0 into 0.2.0 (the restore recreates the extension at 0.2.0 and then
--- loads 0.1 rows, which have no grants).  Touches only accounts that have
--- never had a grant and owe nothing: each positive balance becomes one
--- purchase grant (carried_over), a negative one is owed by the awaiting
--- batches that back it (verify() check 13), newest first.
+-- loads 0.1 rows, which have no grants).  For every account whose balance is
+-- not what its grants and debts say (verify() check 16): credits the grants
+-- miss become one purchase grant (carried_over, no ledger row) that pays
+-- what the account owes; a debt they miss is owed by the awaiting batches
+-- that back it (verify() check 13), newest first.  No ledger row and no
+-- balance changes.
 CREATE FUNCTION credits.carry_over_balances()
 	RETURNS integer
 	LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	carried integer;
-	owing integer;
+	accounts bigint[];
+	acct bigint;
+	missing numeric;
+	b record;
+	changed integer := 0;
 BEGIN
-	-- The accounts to carry over: never had a grant, owe nothing, balance not 0.
-	PERFORM FROM credits.accounts a
-	  WHERE a.balance <> 0
-		AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.account_id = a.account_id)
-		AND NOT EXISTS (SELECT FROM credits.send_batches b
-						 WHERE b.account_id = a.account_id AND b.owed > 0)
-	  ORDER BY a.account_id
-	  FOR NO KEY UPDATE;
-
-	INSERT INTO credits.grants (account_id, source, credits, remaining, priority, carried_over, note)
-	SELECT a.account_id, 'purchase', a.balance, a.balance, 50, a.balance,
-		   'balance carried over from version 0.1'
+	SELECT array_agg(a.account_id ORDER BY a.account_id) INTO accounts
 	  FROM credits.accounts a
-	 WHERE a.balance > 0
-	   AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.account_id = a.account_id)
-	   AND NOT EXISTS (SELECT FROM credits.send_batches b
-					    WHERE b.account_id = a.account_id AND b.owed > 0)
-	 ORDER BY a.account_id;
-	GET DIAGNOSTICS carried = ROW_COUNT;
-
-	ALTER TABLE credits.send_batches DISABLE TRIGGER credits_guard;
-	WITH debtors AS (
-		SELECT a.account_id, -a.balance AS debt
-		  FROM credits.accounts a
-		 WHERE a.balance < 0
-		   AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.account_id = a.account_id)
-		   AND NOT EXISTS (SELECT FROM credits.send_batches b
-						    WHERE b.account_id = a.account_id AND b.owed > 0)),
-	awaiting AS (
-		SELECT b.batch_id, b.cost, d.debt,
-			   sum(b.cost) OVER (PARTITION BY b.account_id ORDER BY b.batch_id DESC) AS newer_and_this
-		  FROM credits.send_batches b
-		  JOIN debtors d ON d.account_id = b.account_id
-		 WHERE b.status = 'awaiting_credits'),
-	owes AS (
-		UPDATE credits.send_batches s
-		   SET owed = LEAST(w.cost, w.debt - (w.newer_and_this - w.cost))
-		  FROM awaiting w
-		 WHERE s.batch_id = w.batch_id AND w.debt - (w.newer_and_this - w.cost) > 0
-		RETURNING s.account_id)
-	SELECT count(*) INTO owing FROM debtors;
-	ALTER TABLE credits.send_batches ENABLE TRIGGER credits_guard;
-
-	RETURN carried + owing;
+	 WHERE a.balance <> (SELECT coalesce(sum(g.remaining), 0) FROM credits.grants g
+						  WHERE g.account_id = a.account_id)
+					   - (SELECT coalesce(sum(sb.owed), 0) FROM credits.send_batches sb
+						  WHERE sb.account_id = a.account_id AND sb.owed > 0);
+	FOREACH acct IN ARRAY coalesce(accounts, '{}') LOOP
+		PERFORM credits._flush_debits(acct);
+		SELECT a.balance::numeric
+			   - (SELECT coalesce(sum(g.remaining), 0) FROM credits.grants g WHERE g.account_id = acct)
+			   + (SELECT coalesce(sum(sb.owed), 0) FROM credits.send_batches sb
+				   WHERE sb.account_id = acct AND sb.owed > 0)
+		  INTO missing
+		  FROM credits.accounts a WHERE a.account_id = acct FOR NO KEY UPDATE;
+		CONTINUE WHEN missing = 0;
+		IF missing > 0 THEN
+			INSERT INTO credits.grants (account_id, source, credits, remaining, priority, carried_over, note)
+				VALUES (acct, 'purchase', missing, missing, 50, missing,
+						'balance carried over from version 0.1');
+			PERFORM credits._repay_owed(acct);
+		ELSE
+			FOR b IN
+				SELECT w.batch_id, LEAST(w.spare, -missing - (w.newer_and_this - w.spare)) AS owes
+				  FROM (SELECT sb.batch_id, sb.cost - sb.owed AS spare,
+							   sum(sb.cost - sb.owed) OVER (ORDER BY sb.batch_id DESC) AS newer_and_this
+						  FROM credits.send_batches sb
+						 WHERE sb.account_id = acct AND sb.status = 'awaiting_credits'
+						   AND sb.owed < sb.cost) w
+				 WHERE -missing - (w.newer_and_this - w.spare) > 0
+				 ORDER BY w.batch_id
+			LOOP
+				PERFORM credits._add_owed(b.batch_id, b.owes::bigint);
+			END LOOP;
+		END IF;
+		changed := changed + 1;
+	END LOOP;
+	RETURN changed;
 END
 $$;
 COMMENT ON FUNCTION credits.carry_over_balances() IS
-	'For accounts that have never had a grant (0.1 data: run by the 0.2.0 update, and after restoring a 0.1 dump into 0.2.0): a positive balance becomes one purchase grant, a negative one is owed by its awaiting batches. Returns how many accounts it changed; 0 when there is nothing to do.';
+	'Puts credits and debts that are in an account''s balance but not in its grants and batches into them, as the 0.2.0 update does for 0.1 balances (run it after restoring a dump taken before 0.2.0 into 0.2.0). Returns how many accounts it changed; 0 when there is nothing to do.';
 
 SELECT credits.carry_over_balances();
 
@@ -641,7 +648,7 @@ AS $$
 	  FROM credits.send_batches b
 	  JOIN credits.ledger l ON l.account_id = b.account_id AND l.batch_id = b.batch_id
 	  LEFT JOIN credits.grants g ON g.grant_id = l.grant_id
-	 WHERE b.batch_id = batch_funding.batch_id
+	 WHERE b.batch_id = batch_funding.batch_id AND b.status <> 'failed'
 	   AND l.kind IN ('debit', 'repay', 'refund')
 	 GROUP BY l.grant_id, g.source
 	HAVING sum(l.delta) <> 0
@@ -963,4 +970,5 @@ REVOKE ALL ON FUNCTION credits._now(),
 	credits.expire_grants(timestamptz),
 	credits.expiring_credits(interval),
 	credits.batch_funding(bigint),
-	credits.carry_over_balances() FROM PUBLIC;
+	credits.carry_over_balances(),
+	credits._repay_owed(bigint), credits._add_owed(bigint, bigint) FROM PUBLIC;

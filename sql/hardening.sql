@@ -297,3 +297,44 @@ SELECT * FROM regress_totals(1230);
 DROP OWNED BY regress_app2;
 DROP ROLE regress_app2;
 SELECT * FROM credits.verify();
+
+--
+-- MC027 (0.2.0): an account whose balance is not in its grants -- 0.1 rows
+-- restored into 0.2.0 and not carried over yet -- refuses debits, writing
+-- nothing; carry_over_balances() puts the balance into a grant (and a debt
+-- onto the awaiting batches), after which debits draw from it.  The restored
+-- rows are made here the way a data-only restore writes them (triggers off).
+--
+BEGIN;
+SET LOCAL session_replication_role = replica;
+INSERT INTO credits.accounts (account_id, balance) VALUES (1240, 300), (1241, -25);
+INSERT INTO credits.ledger (account_id, delta, balance_after, kind)
+	VALUES (1240, 300, 300, 'open'), (1241, 0, 0, 'open');
+INSERT INTO credits.recharges (recharge_id, account_id, credits, reason, need, max_credits)
+	OVERRIDING SYSTEM VALUE VALUES (1240000, 1241, 25, 'shortfall', 25, 1000);
+INSERT INTO credits.send_batches (account_id, messages, cost, status, recharge_id)
+	VALUES (1241, 25, 25, 'awaiting_credits', 1240000);
+INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)
+	SELECT 1241, -25, -25, 'debit', max(batch_id) FROM credits.send_batches WHERE account_id = 1241;
+UPDATE credits.accounts SET in_flight = 25 WHERE account_id = 1241;
+COMMIT;
+SELECT account_id, regexp_replace(problem, '\d{7,}', '#', 'g') AS problem
+  FROM credits.verify() WHERE account_id IN (1240, 1241);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1240, 10);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM regress_totals(1240);
+SELECT credits.carry_over_balances() AS carried;
+SELECT account_id, source, credits, remaining, carried_over, note FROM credits.grants
+ WHERE account_id IN (1240, 1241) ORDER BY account_id;
+SELECT account_id, cost, owed FROM credits.send_batches WHERE account_id = 1241;
+SELECT * FROM credits.verify() WHERE account_id IN (1240, 1241);
+SELECT credits.carry_over_balances() AS carried_again;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1240, 10) RETURNING cost, status, owed;
+SELECT * FROM regress_totals(1240);
+-- 1241's recharge succeeds: its grant pays the carried-over debt first.
+SELECT credits FROM credits.claim_recharges(1000) WHERE account_id = 1241;
+SELECT status FROM credits.complete_recharge(1240000, 'ref-1241');
+SELECT cost, status, owed FROM credits.send_batches WHERE account_id = 1241;
+SELECT kind, delta, balance_after, grant_id IS NOT NULL AS has_grant FROM credits.ledger
+ WHERE account_id = 1241 ORDER BY entry_id;
+SELECT * FROM credits.verify();

@@ -65,6 +65,7 @@ extern bool credits_serving_0_1_0;
 #define ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT	CREDITS_SQLSTATE('0','2','2')
 /* 0.2.0: grants and plans (raised from the SQL functions; listed for the README) */
 #define ERRCODE_CREDITS_INVALID_GRANT			CREDITS_SQLSTATE('0','2','3')
+#define ERRCODE_CREDITS_NOT_CARRIED_OVER		CREDITS_SQLSTATE('0','2','7')
 
 /* GUCs (credits.c) */
 extern int	CreditsMaxPaymentFailures;

@@ -536,9 +536,27 @@ LockAccount(int64 account_id)
 	CreditsReadPolicyDirect(account_id, &account.policy);
 	if (account.has_grants)
 	{
+		int64		in_grants = 0;
+
 		account.ngrants = CreditsReadOpenGrantsDirect(account_id, &account.grants,
 													  CurrentMemoryContext);
 		CreditsSortGrants(account.grants, account.ngrants);
+
+		/*
+		 * balance = sum(remaining) - owed, so the grants hold at least the
+		 * balance.  Not so only for 0.1 rows restored into 0.2.0 and not
+		 * carried over yet: a debit would then owe credits the account has.
+		 */
+		for (int i = 0; i < account.ngrants; i++)
+			if (pg_add_s64_overflow(in_grants, account.grants[i].remaining, &in_grants))
+				in_grants = PG_INT64_MAX;
+		if (in_grants < account.balance)
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_NOT_CARRIED_OVER),
+					 errmsg("the balance of account %lld is not in its grants", (long long) account_id),
+					 errdetail("The balance is %lld and its grants hold %lld: the account holds credits from before version 0.2.0 that were never carried over.",
+							   (long long) account.balance, (long long) in_grants),
+					 errhint("After restoring a dump taken before 0.2.0, run SELECT credits.carry_over_balances();")));
 	}
 	entry = CreditsRememberAccount(&account);
 

@@ -707,3 +707,40 @@ credits_expire_due(PG_FUNCTION_ARGS)
 	SPI_finish();
 	PG_RETURN_DATUM(Int8ArrayDatum(result, 2));
 }
+
+/*
+ * credits_repay_owed
+ *		credits._repay_owed(account_id bigint) RETURNS void: LedgerRepayOwed
+ *		for carry_over_balances() (which holds the account lock).
+ */
+PG_FUNCTION_INFO_V1(credits_repay_owed);
+
+Datum
+credits_repay_owed(PG_FUNCTION_ARGS)
+{
+	credits_serving_0_1_0 = false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	LedgerRepayOwed(PG_GETARG_INT64(0));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * credits_add_owed
+ *		credits._add_owed(batch_id bigint, credits bigint) RETURNS void: adds
+ *		to what a batch owes, for carry_over_balances() (which holds the
+ *		account lock).
+ */
+PG_FUNCTION_INFO_V1(credits_add_owed);
+
+Datum
+credits_add_owed(PG_FUNCTION_ARGS)
+{
+	credits_serving_0_1_0 = false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	MoveOwed(PG_GETARG_INT64(0), PG_GETARG_INT64(1));
+	SPI_finish();
+	PG_RETURN_VOID();
+}

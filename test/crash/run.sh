@@ -11,7 +11,13 @@
 #            transactions of 2-3 INSERTs, each row with a fresh idempotency
 #            key, as INSERT ... ON CONFLICT (account_id, idempotency_key)
 #            DO NOTHING RETURNING; WORKERS worker loops claim recharges
-#            (credits.claim_recharges(20)), complete most, fail every 10th.
+#            (credits.claim_recharges(20)), complete most, fail every 10th;
+#            an admin loop makes promo grants that expire within seconds,
+#            purchase grants, and calls expire_grants() and renew_plans()
+#            (its session's clock moved a month further each time).  The accounts start
+#            with signup credits, and plans, promos (some lapsing during the
+#            run, some spent first) and purchases (doc/grants.md), so debits
+#            draw from several grants, expire them, and owe past zero.
 #            Every attempt is logged before it is sent ("sent") and again
 #            with the outcome exactly as the client saw it:
 #              committed  psql succeeded and RETURNING gave the row
@@ -25,15 +31,24 @@
 #            the second cycle on, a CHECKPOINT runs partway through the load
 #   restart  pg_ctl start (crash recovery)
 #   check    verify() is empty; every committed key is stored as the batch
-#            the client was told, with one debit of its cost; no failed or
+#            the client was told, with debit rows totalling its cost (one
+#            per grant drawn, one for the part owed); no failed or
 #            never-sent key is stored; an unknown statement or transaction is
 #            stored whole or not at all; no stored batch or ledger row that
 #            nobody sent; worker completions and failures seen committed are
-#            settled so, and no recharge was claimed twice
+#            settled so, and no recharge was claimed twice; every grant's
+#            remaining is what its ledger rows put in and took out (0 exactly
+#            when closed), every balance is the grants' remaining less what
+#            its batches owe, no debit drew a grant at or after its expiry,
+#            and a grant the admin loop saw committed exists exactly once
+#            (one that failed or was never sent does not)
 #   recover  what a real client and worker would do after the crash: retry
 #            every unknown key with the same idempotency key (never debited
 #            twice), retry unknown settlements with the same payment_ref or
-#            reason, settle the recharges left processing; verify() again
+#            reason, settle the recharges left processing, make again the
+#            grants whose outcome is unknown and that are not there, run
+#            expire_grants() (then no grant past its expiry holds credits);
+#            verify() again
 #
 # Prints "ok - crash cycle N: ..." or "not ok - crash cycle N: ..." per cycle,
 # then "N passed, N failed", and exits non-zero on any failure.  Logs are kept
@@ -318,6 +333,62 @@ worker() {
 	session_close
 }
 
+# admin ID CYCLE DEADLINE_MS: what billing and cron do beside the load:
+# promo grants that expire within seconds (so grants lapse under load),
+# purchases, and expire_grants().  Each grant carries a unique note, its key.
+# Log lines: action key account credits outcome sqlstate time_ms.
+admin() {
+	local id=$1 cycle=$2 deadline=$3
+	local log="$T/a$cycle.$id.log"
+	local n=0 renewals=0 r a c key action st outcome
+	local -a stmts
+	ERRF="$T/a$cycle.$id.err" SPID="" SESSION_NAME="a$id"
+	export PGCONNECT_TIMEOUT=5 PGOPTIONS='-c statement_timeout=15s'
+	trap '' PIPE
+	RANDOM=$(((SEED * 17 + cycle * 613 + id * 71) % 32768))
+	now_ms
+	while [ ! -e "$T/stop" ] && [ "$NOW_MS" -lt "$deadline" ]; do
+		n=$((n + 1))
+		key="g$cycle.$id.$n" a=$((1 + RANDOM % (ACCOUNTS - 80))) c=$((50 + RANDOM % 250))
+		r=$((RANDOM % 10))
+		if [ $r -lt 6 ]; then
+			action=promo
+			stmts=("SELECT credits.grant_credits($a, $c, 'promo', clock_timestamp() + interval '$((1 + RANDOM % 12)) seconds', note => '$key')")
+		elif [ $r -lt 9 ]; then
+			action=purchase
+			stmts=("SELECT credits.grant_credits($a, $c, 'purchase', note => '$key')")
+		elif [ $((RANDOM % 2)) -eq 0 ]; then
+			action=expire a='\N' c='\N'
+			stmts=("SELECT credits.expire_grants()")
+		else
+			# Plans renew as cron would, months on: this session's clock
+			# (credits.clock_offset) moves 32 days further each time, so
+			# every plan's period has ended and the next one opens.
+			renewals=$((renewals + 1))
+			action=renew a='\N' c=$(((cycle - 1) * 400 + renewals * 32))
+			stmts=("SET credits.clock_offset = $((c * 86400))"
+				   "SELECT credits.renew_plans(now() + interval '$c days' - interval '1 minute')"
+				   "RESET credits.clock_offset")
+		fi
+		if [ -z "$SPID" ] && ! session_open; then
+			outcome=noconn st='\N'
+		else
+			now_ms
+			printf '%s\t%s\t%s\t%s\tsent\t\\N\t%s\n' "$action" "$key" "$a" "$c" "$NOW_MS" >>"$log"
+			if session_run "${stmts[@]}"; then
+				first_error; st=$ST
+				if [ -n "$st" ]; then outcome=failed; else outcome=committed st='\N'; fi
+			else
+				outcome=unknown st='\N'
+			fi
+		fi
+		now_ms
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$action" "$key" "$a" "$c" "$outcome" "$st" "$NOW_MS" >>"$log"
+		case $outcome in noconn | unknown) sleep 0.1 ;; *) sleep 0.05 ;; esac
+	done
+	session_close
+}
+
 # ---------------------------------------------------------------- checks
 
 # load_logs CYCLE: the cycle's client and worker logs into crash_test.*, one
@@ -326,10 +397,18 @@ load_logs() {
 	local c=$1
 	cat "$T"/c"$c".*.log >"$T/c$c.all" 2>/dev/null
 	cat "$T"/w"$c".*.log >"$T/w$c.all" 2>/dev/null
+	cat "$T"/a"$c".*.log >"$T/a$c.all" 2>/dev/null
 	pg <<-SQL
-		TRUNCATE crash_test.stage, crash_test.wstage;
+		TRUNCATE crash_test.stage, crash_test.wstage, crash_test.astage;
 		\copy crash_test.stage FROM '$T/c$c.all'
 		\copy crash_test.wstage FROM '$T/w$c.all'
+		\copy crash_test.astage FROM '$T/a$c.all'
+		-- a grant or an expire_grants(): its outcome line, else unknown
+		INSERT INTO crash_test.alog
+		SELECT DISTINCT ON (key) $c, action, key, account_id, credits,
+			   CASE outcome WHEN 'sent' THEN 'unknown' ELSE outcome END, sqlstate, t_ms, NULL
+		  FROM crash_test.astage
+		 ORDER BY key, outcome = 'sent';
 		INSERT INTO crash_test.batches
 		SELECT DISTINCT ON (key) $c, key, account_id, messages, grp, kind,
 			   CASE outcome WHEN 'sent' THEN 'unknown' ELSE outcome END,
@@ -346,7 +425,7 @@ load_logs() {
 		UNION ALL
 		SELECT $c, action, recharge_id, arg, outcome, sqlstate, t_ms
 		  FROM crash_test.wstage WHERE action = 'claim';
-		ANALYZE crash_test.batches, crash_test.wlog;
+		ANALYZE crash_test.batches, crash_test.wlog, crash_test.alog;
 	SQL
 }
 
@@ -368,13 +447,16 @@ problems() {
 				OR s.messages <> b.messages
 				OR s.cost <> s.messages * (SELECT p.credits_per_message FROM credits.prices p WHERE p.channel = s.channel))
 		UNION ALL
-		SELECT format('key %s (batch %s, cost %s) seen committed has %s debit rows totalling %s',
-					  b.key, s.batch_id, s.cost, count(l.entry_id), coalesce(-sum(l.delta), 0))
+		-- one debit row per grant drawn (at most once each) plus one for the part owed
+		SELECT format('key %s (batch %s, cost %s) seen committed has %s debit rows (%s grants) totalling %s',
+					  b.key, s.batch_id, s.cost, count(l.entry_id), count(DISTINCT l.grant_id), coalesce(-sum(l.delta), 0))
 		  FROM crash_test.batches b JOIN credits.send_batches s ON s.account_id = b.account_id AND s.idempotency_key = b.key
 		  LEFT JOIN credits.ledger l ON l.batch_id = s.batch_id AND l.kind = 'debit'
 		 WHERE b.outcome = 'committed'
 		 GROUP BY b.key, s.batch_id, s.cost
-		HAVING count(l.entry_id) <> 1 OR -sum(l.delta) <> s.cost
+		HAVING count(l.entry_id) = 0 OR -sum(l.delta) <> s.cost
+			OR count(l.entry_id) > count(DISTINCT l.grant_id) + 1
+			OR count(*) FILTER (WHERE l.grant_id IS NULL) > 1
 		UNION ALL
 		SELECT format('key %s (cycle %s, %s) seen %s%s is stored as batch %s',
 					  b.key, b.cycle, b.kind,
@@ -400,13 +482,59 @@ problems() {
 		SELECT format('ledger entry %s: %s of %s for account %s belongs to no %s',
 					  l.entry_id, l.kind, l.delta, l.account_id,
 					  CASE l.kind WHEN 'debit' THEN 'stored batch' WHEN 'refund' THEN 'failed batch'
-								  WHEN 'recharge' THEN 'succeeded recharge' ELSE 'expected change' END)
+								  WHEN 'recharge' THEN 'succeeded recharge' WHEN 'repay' THEN 'stored batch'
+								  WHEN 'grant' THEN 'grant made at the set-up or by the admin loop'
+								  WHEN 'plan' THEN 'plan grant' WHEN 'expire' THEN 'expiring grant'
+								  ELSE 'expected change' END)
 		  FROM credits.ledger l
+		  LEFT JOIN credits.grants g ON g.grant_id = l.grant_id AND g.account_id = l.account_id
 		 WHERE (l.kind = 'debit' AND NOT EXISTS (SELECT FROM credits.send_batches s WHERE s.batch_id = l.batch_id AND s.account_id = l.account_id))
 			OR (l.kind = 'refund' AND NOT EXISTS (SELECT FROM credits.send_batches s WHERE s.batch_id = l.batch_id AND s.status = 'failed'))
 			OR (l.kind = 'recharge' AND NOT EXISTS (SELECT FROM credits.recharges r WHERE r.recharge_id = l.recharge_id
 																  AND r.status = 'succeeded' AND r.account_id = l.account_id))
-			OR l.kind = 'grant'
+			OR (l.kind = 'repay' AND NOT EXISTS (SELECT FROM credits.send_batches s WHERE s.batch_id = l.batch_id AND s.account_id = l.account_id))
+			OR (l.kind = 'grant' AND (g.grant_id IS NULL OR l.delta <> g.credits
+									  OR NOT (g.note LIKE 'setup%' OR EXISTS (SELECT FROM crash_test.alog a WHERE a.key = g.note))))
+			OR (l.kind = 'plan' AND (g.grant_id IS NULL OR g.source <> 'plan'))
+			OR (l.kind = 'expire' AND (g.grant_id IS NULL OR g.expires_at IS NULL OR g.remaining <> 0))
+			OR l.kind NOT IN ('open', 'grant', 'debit', 'recharge', 'refund', 'plan', 'expire', 'repay')
+		UNION ALL
+		-- grants: what is left is what the ledger put in and took out
+		SELECT format('grant %s (%s, account %s): remaining %s of %s, but carried over %s + ledger %s',
+					  g.grant_id, g.source, g.account_id, g.remaining, g.credits, coalesce(g.carried_over, 0), coalesce(l.total, 0))
+		  FROM credits.grants g
+		  LEFT JOIN (SELECT grant_id, sum(delta) AS total FROM credits.ledger WHERE grant_id IS NOT NULL GROUP BY grant_id) l USING (grant_id)
+		 WHERE g.remaining <> coalesce(g.carried_over, 0) + coalesce(l.total, 0)
+			OR g.remaining < 0 OR g.remaining > g.credits
+			OR (g.remaining = 0) <> (g.closed_at IS NOT NULL)
+		UNION ALL
+		SELECT format('account %s: balance %s, but its grants hold %s and its batches owe %s',
+					  a.account_id, a.balance, coalesce(g.total, 0), coalesce(o.total, 0))
+		  FROM credits.accounts a
+		  LEFT JOIN (SELECT account_id, sum(remaining) AS total FROM credits.grants GROUP BY account_id) g USING (account_id)
+		  LEFT JOIN (SELECT account_id, sum(owed) AS total FROM credits.send_batches GROUP BY account_id) o USING (account_id)
+		 WHERE a.balance <> coalesce(g.total, 0) - coalesce(o.total, 0)
+			OR coalesce(o.total, 0) <> greatest(-a.balance, 0)
+		UNION ALL
+		-- no credit spent at or after its grant's expiry (created_at is the
+		-- transaction's start, before the lock that decided the debit)
+		SELECT format('ledger entry %s (%s of %s) drew grant %s, which expired at %s, in a transaction started at %s',
+					  l.entry_id, l.kind, l.delta, g.grant_id, g.expires_at, l.created_at)
+		  FROM credits.ledger l JOIN credits.grants g USING (grant_id)
+		 WHERE l.kind = 'debit' AND l.created_at >= g.expires_at
+		UNION ALL
+		SELECT format('grant %s (%s, cycle %s) seen %s%s is %s',
+					  a.key, a.action, a.cycle, a.outcome, coalesce(' with ' || a.sqlstate, ''),
+					  CASE count(g.grant_id) WHEN 0 THEN 'not stored' ELSE 'stored ' || count(g.grant_id) || ' times' END)
+		  FROM crash_test.alog a LEFT JOIN credits.grants g ON g.note = a.key
+		 WHERE a.action IN ('promo', 'purchase')
+		 GROUP BY a.key, a.action, a.cycle, a.outcome, a.sqlstate
+		HAVING count(g.grant_id) > 1
+			OR (a.outcome = 'committed' AND count(g.grant_id) <> 1)
+			OR (a.outcome IN ('failed', 'noconn') AND count(g.grant_id) <> 0)
+		UNION ALL
+		SELECT format('grant %s (%s, cycle %s) failed with %s', a.key, a.action, a.cycle, a.sqlstate)
+		  FROM crash_test.alog a WHERE a.outcome = 'failed'
 		UNION ALL
 		SELECT format('account %s has %s open ledger rows', a.account_id, count(l.entry_id))
 		  FROM credits.accounts a LEFT JOIN credits.ledger l ON l.account_id = a.account_id AND l.kind = 'open'
@@ -499,11 +627,34 @@ recover() {
 			END LOOP;
 		END
 		\$\$;
+		-- a grant whose outcome is unknown: made again unless it is there
+		UPDATE crash_test.alog a SET retry = 'present', outcome = 'committed'
+		 WHERE cycle = $1 AND outcome = 'unknown' AND action IN ('promo', 'purchase')
+		   AND EXISTS (SELECT FROM credits.grants g WHERE g.note = a.key);
+		SELECT count(credits.grant_credits(a.account_id, a.credits, a.action,
+										   CASE a.action WHEN 'promo' THEN clock_timestamp() + interval '5 seconds' END,
+										   note => a.key))
+		  FROM (SELECT * FROM crash_test.alog WHERE cycle = $1 AND outcome = 'unknown' AND action IN ('promo', 'purchase')
+				 ORDER BY account_id, key) a;
+		UPDATE crash_test.alog SET retry = 'inserted', outcome = 'committed'
+		 WHERE cycle = $1 AND outcome = 'unknown' AND action IN ('promo', 'purchase');
 		SELECT count(credits.complete_recharge(r.recharge_id, 'pay-' || r.recharge_id))
 		  FROM (SELECT recharge_id FROM credits.recharges WHERE status = 'processing' ORDER BY recharge_id) r;
 		SELECT count(credits.enable_auto_recharge(p.account_id, p.min_balance, p.max_credits,
 												  p.target_balance, p.monthly_limit))
 		  FROM (SELECT * FROM credits.auto_recharge WHERE NOT enabled ORDER BY account_id) p;
+		-- cron's expire_grants(): afterwards no grant past its expiry holds credits
+		SELECT credits.expire_grants();
+		DO \$\$
+		DECLARE
+			n bigint;
+		BEGIN
+			SELECT count(*) INTO n FROM credits.grants WHERE remaining > 0 AND expires_at <= now();
+			IF n > 0 THEN
+				RAISE EXCEPTION '% grants past their expiry still hold credits after expire_grants()', n;
+			END IF;
+		END
+		\$\$;
 	SQL
 }
 
@@ -522,6 +673,17 @@ pg >/dev/null <<-SQL || { echo "not ok - set-up"; exit 1; }
 	-- Varied policies: min_balance 0-400, max_credits 200-2000, a target on
 	-- two thirds, a monthly limit on one in ten.
 	SELECT count(credits.open_account(a, (a * 389) % 1000)) FROM generate_series(1, $ACCOUNTS) a;
+	-- Grants (doc/grants.md) besides the signup credits above: a plan on
+	-- every 4th account (started up to 19 days ago), a promo on every 3rd
+	-- that lapses during the run (5 to 64 s from now), a promo spent before
+	-- the plan (priority 5) on every 5th, a purchase on every 7th.
+	SELECT count(credits.set_plan(a, 200 + (a * 7) % 5 * 100, now() - make_interval(days => a % 20)))
+	  FROM generate_series(4, $ACCOUNTS, 4) a;
+	SELECT count(credits.grant_credits(a, 300, 'promo', clock_timestamp() + make_interval(secs => 5 + a % 60), note => 'setup promo'))
+	  FROM generate_series(3, $ACCOUNTS, 3) a;
+	SELECT count(credits.grant_credits(a, 150, 'promo', now() + interval '1 day', priority => 5, note => 'setup promo, first'))
+	  FROM generate_series(5, $ACCOUNTS, 5) a;
+	SELECT count(credits.grant_credits(a, 400, 'purchase', note => 'setup purchase')) FROM generate_series(7, $ACCOUNTS, 7) a;
 	SELECT count(credits.enable_auto_recharge(a, mb, 200 + (a * 53) % 10 * 200,
 			CASE WHEN a % 3 = 0 THEN NULL ELSE mb + (a * 11) % 4 * 250 END,
 			CASE WHEN a % 10 = 7 THEN 10000 + (a * 7) % 5 * 10000 END))
@@ -538,6 +700,10 @@ pg >/dev/null <<-SQL || { echo "not ok - set-up"; exit 1; }
 									sqlstate text, t_ms bigint);
 	CREATE TABLE crash_test.wlog (cycle int, action text, recharge_id bigint, arg text, outcome text,
 								  sqlstate text, t_ms bigint);
+	CREATE TABLE crash_test.astage (action text, key text, account_id bigint, credits bigint, outcome text,
+									sqlstate text, t_ms bigint);
+	CREATE TABLE crash_test.alog (cycle int, action text, key text PRIMARY KEY, account_id bigint, credits bigint,
+								  outcome text, sqlstate text, t_ms bigint, retry text);
 SQL
 
 # ---------------------------------------------------------------- cycles
@@ -553,6 +719,7 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 	LOAD_PIDS=()
 	for ((i = 1; i <= CLIENTS; i++)); do client $i $cycle $deadline & LOAD_PIDS+=($!); done
 	for ((i = 1; i <= WORKERS; i++)); do worker $i $cycle $deadline & LOAD_PIDS+=($!); done
+	admin 1 $cycle $deadline & LOAD_PIDS+=($!)
 
 	# From the second cycle on, a CHECKPOINT partway through the load: the
 	# crash then comes after it, and recovery replays from there (full-page
@@ -621,7 +788,7 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 	SERVER_PIDS=()
 
 	load_logs $cycle >/dev/null || why+=("could not load the client logs")
-	summary=$(q "SELECT format('committed %s, failed %s, unknown %s (%s stored), never sent %s; recharges claimed %s, completed %s, failed %s, unknown %s',
+	summary=$(q "SELECT format('committed %s, failed %s, unknown %s (%s stored), never sent %s; recharges claimed %s, completed %s, failed %s, unknown %s; grants made %s, unknown %s; renew_plans %s (plan periods so far %s); so far %s debits drew 2+ grants, %s owed a part, %s repay pairs, %s grants expired',
 			count(*) FILTER (WHERE outcome = 'committed'),
 			count(*) FILTER (WHERE outcome = 'failed'),
 			count(*) FILTER (WHERE outcome = 'unknown'),
@@ -631,7 +798,16 @@ for ((cycle = 1; cycle <= CYCLES; cycle++)); do
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action = 'claim' AND outcome = 'committed'),
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action = 'complete' AND outcome = 'committed'),
 			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action = 'fail' AND outcome = 'committed'),
-			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action <> 'claim' AND outcome = 'unknown'))
+			(SELECT count(*) FROM crash_test.wlog WHERE cycle = $cycle AND action <> 'claim' AND outcome = 'unknown'),
+			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action IN ('promo', 'purchase') AND outcome = 'committed'),
+			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action IN ('promo', 'purchase') AND outcome = 'unknown'),
+			(SELECT count(*) FROM crash_test.alog WHERE cycle = $cycle AND action = 'renew' AND outcome = 'committed'),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'plan'),
+			(SELECT count(*) FROM (SELECT batch_id FROM credits.ledger WHERE kind = 'debit' AND grant_id IS NOT NULL
+									GROUP BY batch_id HAVING count(*) > 1) m),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'debit' AND grant_id IS NULL),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'repay' AND grant_id IS NULL),
+			(SELECT count(*) FROM credits.ledger WHERE kind = 'expire'))
 		FROM crash_test.batches b WHERE cycle = $cycle")
 	errors=$(q "SELECT coalesce(string_agg(sqlstate || ' x' || n, ', ' ORDER BY n DESC), 'none')
 		FROM (SELECT sqlstate, count(*) n FROM crash_test.batches WHERE cycle = $cycle AND outcome = 'failed' GROUP BY 1) e")

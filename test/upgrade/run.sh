@@ -2,32 +2,61 @@
 # test/upgrade/run.sh: ALTER EXTENSION credits UPDATE on a database full of data.
 #
 # Builds and installs the current tree (the NEW library and every install and
-# update script), then:
+# update script; 0.2.0 at the time of writing), then:
 #
+#   0. the released versions' own regression suites (test/upgrade/0.1.0/ and
+#      0.1.1/, frozen) on databases created at 0.1.0 and 0.1.1 and served by
+#      the new library.
 #   1. old database, new library: CREATE EXTENSION credits VERSION '0.1.0' in
 #      database "upg", grants the README's roles, and runs a mixed workload
 #      through the 0.1.0 API (single-row, multi-row, INSERT ... SELECT and COPY
 #      batches, idempotency keys, targets, monthly limits, claims, completions,
-#      failures up to credits.max_payment_failures, disable, expiry) and its
+#      failures up to credits.max_payment_failures, disable, expiry, batches
+#      wholly or partly owed, an awaiting batch on a positive balance) and its
 #      error cases: a database that has not run the update must keep raising
 #      the 0.1.0 SQLSTATEs (CR...), from the C triggers and the SQL functions.
-#   2. the update: a snapshot of every row of every extension table (the
-#      columns 0.1.0 had, in a canonical order), the sequences and the grants
-#      is taken before ALTER EXTENSION credits UPDATE and compared after it;
-#      extversion is credits.control's default_version; verify() stays empty;
-#      a session connected before the update, and the session that runs it,
-#      see the new codes; the roles keep working with the rights they had
-#      (2-argument complete_recharge and fail_recharge included); nothing new
-#      is open to PUBLIC.
+#      1c: the same for a database "upg11" created at 0.1.1, with a workload
+#      through the 0.1.1 API (tokens, a released claim, an expired lease, two
+#      recharges in flight for one account, a threshold top-up); and two
+#      databases, keep10 and keep11, that never run the update (section 6).
+#   2. the update (0.1.0 -> 0.1.1 -> 0.2.0 in one ALTER EXTENSION UPDATE): a
+#      snapshot of every row of every extension table (only the columns
+#      0.1.0 had, in a canonical order), the sequences and the grants is
+#      taken before and compared after it; no table rewritten; extversion is
+#      credits.control's default_version; verify() stays empty; the new
+#      objects are the tables grants and plans and the columns ledger.grant_id
+#      and send_batches.owed; each positive balance became one purchase grant
+#      (remaining = credits = carried_over = balance, "carried over"), no
+#      ledger row; none for balances at 0 or below; a negative balance is
+#      owed by the awaiting batches, newest first, and balance = sum of the
+#      grants' remaining - owed everywhere.  A session connected before the
+#      update, and the session that runs it, see the new codes and draw the
+#      carried-over grants; the roles keep working with the rights they had;
+#      settling the 0.1.0 recharges repays or refunds (the part of a batch
+#      paid for before the update goes into a new purchase grant); nothing
+#      new is open to PUBLIC.  2c: the same for the 0.1.1 database, settled
+#      with the tokens of claims made before the update.
 #   3. the new version in that database: MC codes, claim tokens and leases,
 #      a stale token refused with MC020 and nothing changed, release_recharge,
-#      the recharge_queue view; verify() empty at the end.
-#   4. same objects either way: a fresh CREATE EXTENSION credits and 0.1.0 +
-#      UPDATE give the same catalog (\dx+, functions with their security,
-#      volatility and settings, tables, constraints, indexes, triggers, views,
-#      comments, grants, pg_dump configuration).
-#   5. a dump of the 0.1.0 database restored with a plain pg_restore into the
-#      new version: same rows, verify() empty.
+#      the recharge_queue view.  3b: grants in it: open_account with signup
+#      credits (also expiring), grant_credits, set_plan, the draw-down order
+#      (plan, signup, promo, purchase), batch_funding, account_overview,
+#      expiring_credits, expiry under credits.clock_offset (a debit expires
+#      first; an expired promo is never spent; expire_grants and its NOTIFY),
+#      renew_plans, cancel_plan, the MC023-MC026 errors, a debit past zero
+#      and its repayment, a refund to a grant that expired; verify() empty.
+#   4. same objects either way: a fresh CREATE EXTENSION credits, 0.1.0 +
+#      UPDATE and 0.1.1 + UPDATE give the same catalog (\dx+, functions with
+#      their security, volatility and settings, tables, constraints, indexes,
+#      triggers, views, comments, grants, pg_dump configuration), and so do
+#      the two updated workload databases.
+#   5. dumps: the 0.1.0 database's restored with a plain pg_restore into the
+#      new version (same rows, verify() empty); the 0.1.0 and 0.1.1 dumps
+#      restored into databases created at their versions and then updated
+#      (the checks of section 2); the updated databases dumped and restored.
+#   6. keep10 and keep11, never updated, after the library has served 0.2.0
+#      databases: debits and settlement work, their SQLSTATE classes, no
+#      grant tables or columns, one ledger row per debit, recharge and refund.
 #
 # Prints "ok - ..." / "not ok - ..." per check, "# ..." notes, and
 # "N passed, N failed"; exits non-zero on any failure.  Safe to run again:
@@ -52,6 +81,7 @@ same_files() {
 }
 
 OLD=0.1.0
+MID=0.1.1
 NEW=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" credits.control)
 
 WORK=$(mktemp -d /tmp/credits-upgrade-files.XXXXXX)
@@ -117,10 +147,11 @@ snapshot() {
 	         UNION ALL SELECT 'recharge', last_value, is_called FROM credits.recharges_recharge_id_seq
 	         UNION ALL SELECT 'entry', last_value, is_called FROM credits.ledger_entry_id_seq" >"$dir/sequences"
 }
-# grants DB FILE: the ACL of every relation, column and function of schema credits.
+# grants DB FILE: the ACL of every table, view, sequence, column and function
+# of schema credits.
 grants() {
 	q "$1" "SELECT 'rel ' || c.relname || ' ' || coalesce(c.relacl::text, '-')
-	          FROM pg_class c WHERE c.relnamespace = 'credits'::regnamespace
+	          FROM pg_class c WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'm', 'f', 'p')
 	        UNION ALL
 	        SELECT 'col ' || c.relname || '.' || a.attname || ' ' || a.attacl::text
 	          FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
@@ -133,40 +164,119 @@ grants() {
 # table_dump DB FILE: every column of every table, for "nothing changed".
 table_dump() {
 	local t
-	for t in accounts auto_recharge recharges send_batches ledger; do
+	for t in accounts auto_recharge recharges send_batches ledger grants plans; do
+		[ "$(q "$1" "SELECT to_regclass('credits.$t') IS NOT NULL")" = t ] || continue
 		echo "== $t"
 		pg -d "$1" -c "COPY (SELECT * FROM credits.$t ORDER BY 1) TO STDOUT"
 	done >"$2" 2>&1
 }
 
+# columns FILE: "table.column" per line, from a tables() file.
+columns() { awk -F'|' '{ n = split($2, c, ","); for (i = 1; i <= n; i++) print $1 "." c[i] }' "$1" | sort; }
+# update_checks DB LABEL BEFORE_TABLES: what the update from 0.1.x to 0.2.0
+# must have made of the balances (doc/grants.md, "Upgrade from 0.1"), checked
+# right after ALTER EXTENSION credits UPDATE, before anything else runs.
+#  - the new tables are grants and plans, the new columns of the old tables
+#    ledger.grant_id and send_batches.owed;
+#  - each positive balance is exactly one purchase grant (remaining = credits
+#    = carried_over = balance, never expiring, open, priority 50, a note that
+#    says it was carried over) and has no ledger row; no grant for a balance
+#    at 0 or below;
+#  - a negative balance is owed: its awaiting batches owe it, newest first
+#    (each owes min(cost, what the newer ones left)), no other batch owes;
+#  - balance = sum(remaining) - owed for every account; no plan exists.
+update_checks() {
+	local db=$1 v=$2 before=$3
+	tables "$db" "$WORK/tables_now_$db"
+	same "$v, updated: the new tables are grants and plans" \
+		"$(comm -13 <(cut -d'|' -f1 "$before") <(cut -d'|' -f1 "$WORK/tables_now_$db") | tr '\n' ' ')" "grants plans "
+	local cols="ledger.grant_id send_batches.owed "
+	case $v in "$OLD"*) cols="ledger.grant_id recharges.claim_count recharges.claim_token recharges.lease_expires_at send_batches.owed " ;; esac
+	same "$v, updated: the new columns of the $v tables are ledger.grant_id and send_batches.owed (and $MID's claim columns)" \
+		"$(comm -13 <(columns "$before") <(columns "$WORK/tables_now_$db" | grep -Ev '^(grants|plans)\.') | tr '\n' ' ')" "$cols"
+	same "$v, updated: each positive balance is one purchase grant (remaining = credits = carried_over = balance, never expiring, priority 50, noted as carried over); none for a balance at 0 or below" \
+		"$(q "$db" "SELECT a.account_id || ' balance ' || a.balance || ': ' || coalesce(string_agg(format('%s %s/%s carried %s prio %s expires %s closed %s recharge %s period %s note %s',
+		                   g.source, g.remaining, g.credits, g.carried_over, g.priority, g.expires_at, g.closed_at, g.recharge_id, g.period_start, g.note), '; '), 'no grant')
+		              FROM credits.accounts a LEFT JOIN credits.grants g USING (account_id)
+		             GROUP BY a.account_id, a.balance
+		            HAVING NOT CASE WHEN a.balance > 0
+		                            THEN count(g.grant_id) = 1
+		                                 AND bool_and(g.source = 'purchase' AND g.credits = a.balance AND g.remaining = a.balance
+		                                              AND g.carried_over = a.balance AND g.priority = 50 AND g.expires_at IS NULL
+		                                              AND g.closed_at IS NULL AND g.recharge_id IS NULL AND g.period_start IS NULL
+		                                              AND g.note ILIKE '%carried over%')
+		                            ELSE count(g.grant_id) = 0 END
+		             ORDER BY a.account_id")" ""
+	note "$v, updated: the carried-over grants' note: $(q "$db" "SELECT string_agg(DISTINCT note, ' | ') FROM credits.grants")"
+	same "$v, updated: no ledger row names a grant (carried over without a ledger row), and there are no plans" \
+		"$(q "$db" "SELECT count(*) FROM credits.ledger WHERE grant_id IS NOT NULL")|$(q "$db" "SELECT count(*) FROM credits.plans")" "0|0"
+	same "$v, updated: a negative balance is owed by the account's awaiting batches, newest first; no other batch owes" \
+		"$(q "$db" "SELECT format('batch %s of account %s (%s, cost %s, balance %s) owes %s, expected %s',
+		                          b.batch_id, b.account_id, b.status, b.cost, b.balance, b.owed, b.expected)
+		              FROM (SELECT b.*, a.balance,
+		                           CASE WHEN b.status = 'awaiting_credits'
+		                                THEN least(b.cost, greatest(0, -a.balance - coalesce(sum(b.cost) FILTER (WHERE b.status = 'awaiting_credits')
+		                                     OVER (PARTITION BY b.account_id ORDER BY b.batch_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)))
+		                                ELSE 0 END AS expected
+		                      FROM credits.send_batches b JOIN credits.accounts a USING (account_id)) b
+		             WHERE b.owed IS DISTINCT FROM b.expected ORDER BY b.batch_id")" ""
+	same "$v, updated: for every account, balance = sum(remaining) - owed and owed = greatest(-balance, 0)" \
+		"$(q "$db" "SELECT format('account %s: balance %s, remaining %s, owed %s', a.account_id, a.balance, g.remaining, b.owed)
+		              FROM credits.accounts a
+		              LEFT JOIN LATERAL (SELECT coalesce(sum(remaining), 0) AS remaining FROM credits.grants g WHERE g.account_id = a.account_id) g ON true
+		              LEFT JOIN LATERAL (SELECT coalesce(sum(owed), 0) AS owed FROM credits.send_batches b WHERE b.account_id = a.account_id) b ON true
+		             WHERE a.balance <> g.remaining - b.owed OR b.owed <> greatest(-a.balance, 0) ORDER BY 1")" ""
+	note "$v, updated: $(q "$db" "SELECT format('%s carried-over grants (%s credits), %s accounts at 0, %s accounts owing %s credits over %s batches',
+		(SELECT count(*) FROM credits.grants), (SELECT sum(remaining) FROM credits.grants),
+		(SELECT count(*) FROM credits.accounts WHERE balance = 0), (SELECT count(*) FROM credits.accounts WHERE balance < 0),
+		(SELECT sum(owed) FROM credits.send_batches), (SELECT count(*) FROM credits.send_batches WHERE owed > 0))")"
+	same "$v, updated: after the update: verify() returns no rows" "$(q "$db" "SELECT * FROM credits.verify()")" ""
+}
+# balances DB ACCOUNTS: per account "id:balance/sum(remaining)/owed", for
+# the accounts given as a SQL list.
+balances() {
+	q "$1" "SELECT string_agg(format('%s:%s/%s/%s', a.account_id, a.balance,
+	               (SELECT coalesce(sum(remaining), 0) FROM credits.grants g WHERE g.account_id = a.account_id),
+	               (SELECT coalesce(sum(owed), 0) FROM credits.send_batches b WHERE b.account_id = a.account_id)), ' ' ORDER BY a.account_id)
+	          FROM credits.accounts a WHERE a.account_id IN ($2)"
+}
+
 ################################################################################
-say "0. $OLD's own regression suites, on a $OLD database served by the new library"
+say "0. the released versions' own regression suites, on databases at those versions served by the new library"
 # test/upgrade/0.1.0/ holds sql/ and expected/ of the 0.1.0 release (all but
 # bulk, which takes 20 s), with one deliberate change: the CR007 hint now
-# mentions restores.  Run with pg_regress against CREATE EXTENSION credits
-# VERSION '0.1.0', they prove that every promise 0.1.0 made still holds.
-OLDREG=test/upgrade/$OLD
+# mentions restores; test/upgrade/0.1.1/ those of 0.1.1 (all but bulk), as
+# released.  Run with pg_regress against CREATE EXTENSION credits VERSION
+# '0.1.x', they prove that every promise 0.1.x made still holds for a
+# database that has not run the update.
 PG_REGRESS=$("$PG_BIN/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress
-"$PG_BIN/createdb" old_regress
-q old_regress "CREATE EXTENSION credits VERSION '$OLD'" >/dev/null
-# PostgreSQL 16 and later read expected/ from --expecteddir (default: the
-# current directory), 15 from --inputdir.
-expecteddir=()
-"$PG_REGRESS" --help 2>&1 | grep -q -- --expecteddir && expecteddir=(--expecteddir="$OLDREG")
-"$PG_REGRESS" --bindir="$PG_BIN" --inputdir="$OLDREG" "${expecteddir[@]}" --outputdir="$WORK/old_regress" \
-	--use-existing --dbname=old_regress \
-	install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
-	privileges policy_limits reports verify >"$WORK/old_regress.log" 2>&1
-while read -r name result; do
-	if [ "$result" == ok ]; then
-		ok "$OLD's regression suite $name passes on a $OLD database"
-	else
-		not_ok "$OLD's regression suite $name passes on a $OLD database"
-		sed -n "/^diff .*\/$name.out/,/^diff /p" "$WORK/old_regress/regression.diffs" 2>/dev/null | head -30 | sed 's/^/#   /'
-	fi
-done < <(sed -nE 's/^(test|ok [0-9]+ *[-+]?|not ok [0-9]+ *[-+]?) +([a-z_]+) +\.\.\. +(ok|FAILED).*/\2 \3/p; s/^ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 ok/p; s/^not ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 FAILED/p' "$WORK/old_regress.log")
-check "$OLD's regression suites all ran ($(grep -cE '^test |^(not )?ok ' "$WORK/old_regress.log") of 11)" \
-	test "$(grep -cE '^test |^(not )?ok ' "$WORK/old_regress.log")" -eq 11
+# old_suites VERSION DB TESTS...: the frozen suites of VERSION in a new database DB.
+old_suites() {
+	local v=$1 db=$2 name result n
+	shift 2
+	local dir=test/upgrade/$v expecteddir=()
+	"$PG_BIN/createdb" "$db"
+	q "$db" "CREATE EXTENSION credits VERSION '$v'" >/dev/null
+	# PostgreSQL 16 and later read expected/ from --expecteddir (default:
+	# the current directory), 15 from --inputdir.
+	"$PG_REGRESS" --help 2>&1 | grep -q -- --expecteddir && expecteddir=(--expecteddir="$dir")
+	"$PG_REGRESS" --bindir="$PG_BIN" --inputdir="$dir" "${expecteddir[@]}" --outputdir="$WORK/$db" \
+		--use-existing --dbname="$db" "$@" >"$WORK/$db.log" 2>&1
+	while read -r name result; do
+		if [ "$result" == ok ]; then
+			ok "$v's regression suite $name passes on a $v database"
+		else
+			not_ok "$v's regression suite $name passes on a $v database"
+			sed -n "/^diff .*\/$name.out/,/^diff /p" "$WORK/$db/regression.diffs" 2>/dev/null | head -30 | sed 's/^/#   /'
+		fi
+	done < <(sed -nE 's/^(test|ok [0-9]+ *[-+]?|not ok [0-9]+ *[-+]?) +([a-z_]+) +\.\.\. +(ok|FAILED).*/\2 \3/p; s/^ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 ok/p; s/^not ok [0-9]+ +[-+]? +([a-z_]+) .*/\1 FAILED/p' "$WORK/$db.log")
+	n=$(grep -cE '^test |^(not )?ok ' "$WORK/$db.log")
+	check "$v's regression suites all ran ($n of $#)" test "$n" -eq $#
+}
+old_suites "$OLD" old_regress install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
+	privileges policy_limits reports verify
+old_suites "$MID" mid_regress install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
+	privileges policy_limits reports verify leases hardening
 
 ################################################################################
 say "1. a $OLD database served by the new library"
@@ -311,6 +421,21 @@ COPY credits.send_batches (account_id, messages, channel) FROM STDIN;
 3	10	sms
 \.
 INSERT INTO credits.send_batches (account_id, messages) VALUES (10, 800);
+
+-- 15: a batch partly paid for at the update (60 of its 100 credits; 40 owed);
+-- its recharge fails after the update.  16: a batch awaiting its recharge on
+-- an account whose balance is positive again (credits added after it): it
+-- owes nothing at the update, and its recharge fails after it.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(15, 60);
+SELECT credits.enable_auto_recharge(15, 0, 1000);
+SELECT credits.open_account(16, 0);
+SELECT credits.enable_auto_recharge(16, 0, 1000);
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (15, 100);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (16, 100);
+SET ROLE regress_upg_admin;
+SELECT credits.add_credits(16, 250);
 RESET ROLE;
 SQL
 rc=$?
@@ -326,9 +451,9 @@ note "$OLD: $(q upg "SELECT count(*) FROM credits.accounts") accounts, $(q upg "
 
 same "$OLD: the data covers every batch status" \
 	"$(q upg "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM credits.send_batches")" "awaiting_credits,failed,ready"
-same "$OLD: the data covers every recharge status (pending 2, 3 and 10; processing 4 and 13; succeeded 5; failed and cancelled 6; cancelled 7; expired 8)" \
+same "$OLD: the data covers every recharge status (pending 2, 3, 10, 15 and 16; processing 4 and 13; succeeded 5; failed and cancelled 6; cancelled 7; expired 8)" \
 	"$(q upg "SELECT string_agg(account_id || ':' || status, ',' ORDER BY recharge_id) FROM credits.recharges")" \
-	"4:processing,5:succeeded,13:processing,6:failed,6:failed,6:failed,6:cancelled,7:cancelled,8:cancelled,2:pending,3:pending,10:pending"
+	"4:processing,5:succeeded,13:processing,6:failed,6:failed,6:failed,6:cancelled,7:cancelled,8:cancelled,2:pending,3:pending,10:pending,15:pending,16:pending"
 same "$OLD: policies on, off by the user, off after payment failures" \
 	"$(q upg "SELECT string_agg(account_id || ':' || enabled || ':' || coalesce(disabled_reason, '-'), ',' ORDER BY account_id)
 	          FROM credits.auto_recharge WHERE account_id IN (6, 7, 3)")" \
@@ -397,11 +522,138 @@ same_files "$OLD: the refused statements changed nothing" "$WORK/before_errors" 
 same "$OLD: verify() returns no rows after the error cases" "$(q upg "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
+say "1c. a $MID database served by the new library"
+# Its own workload through the $MID API: claim tokens and leases, a released
+# claim, an expired lease, batches partly or wholly owed, a threshold top-up
+# with a positive balance, an awaiting batch on a positive balance, two
+# recharges in flight for one account.  Updated to $NEW in section 2c.
+"$PG_BIN/createdb" upg11 || exit 1
+same "CREATE EXTENSION credits VERSION '$MID' installs $MID" \
+	"$(q upg11 "CREATE EXTENSION credits VERSION '$MID'; SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$MID"
+pg -d upg11 >"$WORK/workload11.log" 2>&1 <<'SQL'
+INSERT INTO credits.prices (channel, credits_per_message) VALUES ('sms', 7);
+SELECT credits.open_account(1, 5000);       -- funded, every kind of insert
+SELECT count(credits.open_account(a, 10000)) FROM generate_series(200, 219) a;
+INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+SELECT 200 + g % 20, 1 + g % 9, CASE WHEN g % 4 = 0 THEN 'sms' ELSE 'email' END, 'b-' || g
+  FROM generate_series(1, 2000) g;
+INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+VALUES (1, 10, 'sms', 'k-1'), (1, 20, 'email', 'k-2');
+COPY credits.send_batches (account_id, messages, channel, idempotency_key) FROM STDIN;
+1	5	sms	copy-1
+1	6	email	\N
+\.
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1, 10, 'k-1')
+ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+-- 3: two batches awaiting one recharge (150 partly paid, 30 wholly owed);
+-- 4: one batch partly paid; 5: completed before the update.  3 and 4 are
+-- claimed with tokens before the update and settled with them after it.
+SELECT credits.open_account(3, 100), credits.enable_auto_recharge(3, 0, 1000);
+SELECT credits.open_account(4, 100), credits.enable_auto_recharge(4, 0, 1000);
+SELECT credits.open_account(5, 0), credits.enable_auto_recharge(5, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (3, 150);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (3, 30);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (4, 250);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (5, 50);
+SELECT count(*) FROM credits.claim_recharges(10);
+SELECT status FROM credits.complete_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 5), 'psp11-5',
+                                             (SELECT claim_token FROM credits.recharges WHERE account_id = 5));
+-- 6: three failures with tokens turn auto-recharge off.
+SELECT credits.open_account(6, 0), credits.enable_auto_recharge(6, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 10);
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'declined', c.claim_token) f;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 11);
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'declined', c.claim_token) f;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 12);
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'declined', c.claim_token) f;
+-- 8: claimed, released with its token at the end (pending again, claimed
+-- once); 9: claimed, its lease expired at the end.
+SELECT credits.open_account(8, 0), credits.enable_auto_recharge(8, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (8, 60);
+SELECT count(*) FROM credits.claim_recharges(10);
+SELECT credits.open_account(9, 0), credits.enable_auto_recharge(9, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9, 70);
+SELECT count(*) FROM credits.claim_recharges(10);
+-- 15: two recharges in flight: the first claimed (so it cannot grow), the
+-- second opened by the next batch; the account owes all 130.
+SELECT credits.open_account(15, 0), credits.enable_auto_recharge(15, 0, 100);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (15, 80);
+SELECT count(*) FROM credits.claim_recharges(10);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (15, 50);
+-- 2: wholly owed, pending.  10: a threshold top-up, balance still positive.
+SELECT credits.open_account(2, 0), credits.enable_auto_recharge(2, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 40);
+SELECT credits.open_account(10, 500), credits.enable_auto_recharge(10, 400, 2000, target_balance => 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (10, 200);
+-- 7: spent some; 11: nothing at all.
+SELECT credits.open_account(7, 300);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 100);
+SELECT credits.open_account(11, 0);
+-- 12: an expired recharge, refunded; 13: disabled by the user, refunded.
+SELECT credits.open_account(12, 50), credits.enable_auto_recharge(12, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (12, 100);
+UPDATE credits.recharges SET created_at = created_at - interval '2 hours' WHERE account_id = 12;
+SELECT credits.expire_recharges();
+SELECT credits.open_account(13, 0), credits.enable_auto_recharge(13, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (13, 20);
+SELECT (credits.disable_auto_recharge(13)).enabled;
+-- 14: a batch awaiting its recharge, then credits added: balance positive.
+SELECT credits.open_account(14, 0), credits.enable_auto_recharge(14, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (14, 100);
+SELECT credits.add_credits(14, 250);
+-- 16: a batch partly paid for (40 owed); after the update credits arrive
+-- and repay the 40, then its recharge fails.
+SELECT credits.open_account(16, 60), credits.enable_auto_recharge(16, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (16, 100);
+-- 17 and 18: batches partly paid for (70 and 20 owed); after the update
+-- 17's recharge expires and 18's policy is disabled: both are cancelled.
+SELECT credits.open_account(17, 30), credits.enable_auto_recharge(17, 0, 1000);
+SELECT credits.open_account(18, 80), credits.enable_auto_recharge(18, 0, 1000);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (17, 100), (18, 100);
+-- the release and the expired lease
+SELECT status FROM credits.release_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 8),
+                                            (SELECT claim_token FROM credits.recharges WHERE account_id = 8));
+UPDATE credits.recharges SET lease_expires_at = now() - interval '1 minute' WHERE account_id = 9;
+SQL
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q ERROR "$WORK/workload11.log"; then
+	ok "$MID: the workload runs through the $MID API with the new library"
+else
+	not_ok "$MID: the workload runs through the $MID API with the new library"
+	grep -B2 -A2 ERROR "$WORK/workload11.log" | head -12 | sed 's/^/#   /'
+fi
+same "$MID: recharges: pending 2, 8 (released), 10, 14, 15; processing 3, 4, 9 (lease expired), 15; succeeded 5; failed 6; cancelled 12, 13" \
+	"$(q upg11 "SELECT string_agg(account_id || ':' || status || ':' || claim_count || ':' || coalesce((lease_expires_at < now())::text, ''), ',' ORDER BY account_id, recharge_id) FROM credits.recharges")" \
+	"2:pending:0:,3:processing:1:false,4:processing:1:false,5:succeeded:1:,6:failed:1:,6:failed:1:,6:failed:1:,8:pending:1:,9:processing:1:true,10:pending:0:,12:cancelled:0:,13:cancelled:0:,14:pending:0:,15:processing:1:false,15:pending:0:,16:pending:0:,17:pending:0:,18:pending:0:"
+same "$MID: balances before the update (3 and 4 partly owed, 15 owing two recharges, 10 and 14 positive with a recharge in flight)" \
+	"$(q upg11 "SELECT string_agg(account_id || ':' || balance, ' ' ORDER BY account_id) FROM credits.accounts WHERE account_id < 100")" \
+	"1:4869 2:-40 3:-80 4:-150 5:0 6:0 7:200 8:-60 9:-70 10:300 11:0 12:50 13:0 14:150 15:-130 16:-40 17:-70 18:-20"
+fails_with "$MID trigger: a batch above the balance, auto-recharge off" upg11 MC001 \
+	"INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 1)"
+fails_with "$MID function: add_credits to an account that does not exist" upg11 MC003 "SELECT credits.add_credits(999, 1)"
+same "$MID: verify() returns no rows after the workload" "$(q upg11 "SELECT * FROM credits.verify()")" ""
+
+# Two databases that never run the update (section 6): a little of
+# everything now, more after the rest of the suite has run.
+for db in keep10 keep11; do
+	v=$OLD; [ $db = keep11 ] && v=$MID
+	"$PG_BIN/createdb" $db
+	pg -d $db >"$WORK/$db.log" 2>&1 <<SQL || { not_ok "$v: set-up of $db"; sed 's/^/#   /' "$WORK/$db.log" | head; }
+CREATE EXTENSION credits VERSION '$v';
+SELECT credits.open_account(1, 100), credits.enable_auto_recharge(1, 0, 1000);
+SELECT credits.open_account(2, 50);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 150), (2, 20);
+SQL
+done
+
+################################################################################
 say "2. ALTER EXTENSION credits UPDATE"
 check "credits.control's default_version ($NEW) is newer than $OLD" \
 	test "$(q upg "SELECT '$NEW' <> '$OLD' AND string_to_array('$NEW', '.')::int[] > string_to_array('$OLD', '.')::int[]")" == t
-same "pg_extension_update_paths: $OLD reaches $NEW in one script" \
-	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$OLD' AND target = '$NEW'")" "$OLD--$NEW"
+same "pg_extension_update_paths: $OLD reaches $NEW in one ALTER EXTENSION UPDATE, through $MID" \
+	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$OLD' AND target = '$NEW'")" "$OLD--$MID--$NEW"
+same "pg_extension_update_paths: $MID reaches $NEW in one script" \
+	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$MID' AND target = '$NEW'")" "$MID--$NEW"
 
 # A session connected before the update (an application's connection pool),
 # left open across it.  Its output goes to stderr only (errors and \warn
@@ -452,15 +704,22 @@ for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do
 		"$WORK/before/$t" "$WORK/after/$t"
 done
 grants upg "$WORK/grants_after"
-same "the update rewrote no table (same relfilenodes)" "$(filenodes)" "$filenodes_before"
+same "the update rewrote no table (same relfilenodes)" "$(filenodes | grep -vE '^(grants|plans) ')" "$filenodes_before"
+update_checks upg "$OLD" "$WORK/tables_old"
 same "the update left the policy with min_balance > max_credits (allowed in $OLD) as it was" \
 	"$(q upg "SELECT min_balance || '/' || max_credits || '/' || enabled FROM credits.auto_recharge WHERE account_id = 14")" "600/500/true"
-# The update drops three internal functions (settlement moved into C); they
-# were granted to no one, and nothing else may lose a grant.
+# The update to 0.1.1 drops three internal functions (settlement moved into
+# C); later versions may drop or re-declare other internal ones ("_" names).
+# They were granted to no one, and nothing else may lose a grant.
 dropped='^fn credits\.(_settle_batches\(bigint,text\)|_post\(credits\.accounts,bigint,text,bigint,bigint,text,bigint\)|_lock_recharge\(bigint\)) \{postgres=X/postgres\}$'
-same "the update drops exactly the internal _settle_batches, _post and _lock_recharge, which no role was granted" \
+same "the update drops the internal _settle_batches, _post and _lock_recharge ($MID), which no role was granted" \
 	"$(grep -vxFf "$WORK/grants_after" "$WORK/grants_before" | grep -cE "$dropped")" "3"
-if changed=$(grep -vxFf "$WORK/grants_after" "$WORK/grants_before" | grep -vE "$dropped"); then
+internal='^fn credits\._[a-z0-9_]+\([^ ]*\) \{postgres=X/postgres\}$'
+others=$(grep -vxFf "$WORK/grants_after" "$WORK/grants_before" | grep -vE "$dropped" | grep -E "$internal")
+[ -n "$others" ] && note "internal functions the update drops as well: $(cut -d' ' -f2 <<<"$others" | tr '\n' ' ')"
+same "the other internal functions that disappear are gone (not kept with other rights)" \
+	"$(while read -r _ f _; do [ -n "$f" ] && grep -F "fn $f " "$WORK/grants_after"; done <<<"$others")" ""
+if changed=$(grep -vxFf "$WORK/grants_after" "$WORK/grants_before" | grep -vE "$dropped" | grep -vE "$internal"); then
 	not_ok "after the update: every grant on a $OLD object is as it was"
 	sed 's/^/#   was: /' <<<"$changed" | head -10
 	grep -F -f <(cut -d' ' -f1,2 <<<"$changed" | sed 's/$/ /') "$WORK/grants_after" | head -10 | sed 's/^/#   now: /'
@@ -473,6 +732,15 @@ same "the session open across the update: a refused batch now gets MC001" "$sess
 session "INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 10);"
 same "the session open across the update: a batch that grows a pending recharge works" \
 	"$session_out|$(q upg "SELECT credits || '/' || status FROM credits.recharges WHERE account_id = 2")" "|50/pending"
+same "the session open across the update: that batch owes its 10 credits (one debit row without a grant)" \
+	"$(q upg "SELECT b.owed || '|' || string_agg(coalesce(l.grant_id::text, '-') || ':' || l.delta, ',') FROM credits.send_batches b JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'debit'
+	          WHERE b.batch_id = (SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 2) GROUP BY b.owed")" "10|-:-10"
+b1=$(q upg "SELECT balance FROM credits.accounts WHERE account_id = 1")
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5);"
+same "the session open across the update: a batch of a funded account draws its carried-over grant" \
+	"$session_out|$(q upg "SELECT string_agg(g.source || ':' || l.delta || ':' || g.remaining || '/' || g.credits, ',') FROM credits.ledger l JOIN credits.grants g USING (grant_id)
+	          WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 1) AND l.kind = 'debit'")|$(q upg "SELECT count(*) FROM credits.verify()")" \
+	"|purchase:-5:$((b1 - 5))/$b1|0"
 exec 7>&-
 wait "$SESSION_PID"
 SESSION_PID=
@@ -548,7 +816,7 @@ same "payment worker: complete_recharge(bigint, text) settles the recharge claim
 	"$(q upg "$WORKER SELECT (credits.complete_recharge($r_processing, 'psp-4')).status")|$(q upg "SELECT string_agg(status, ',') FROM credits.send_batches WHERE account_id = 4")" \
 	"succeeded|ready"
 same "payment worker: claim_recharges(integer) claims the recharges pending since $OLD" \
-	"$(q upg "$WORKER SELECT string_agg(account_id::text, ',' ORDER BY recharge_id) FROM credits.claim_recharges(10)")" "2,3,10"
+	"$(q upg "$WORKER SELECT string_agg(account_id::text, ',' ORDER BY recharge_id) FROM credits.claim_recharges(10)")" "2,3,10,15,16"
 same "payment worker: complete_recharge(bigint, text) without a token, twice (idempotent)" \
 	"$(q upg "$WORKER SELECT (credits.complete_recharge(recharge_id, 'psp-2')).status FROM credits.recharges WHERE account_id = 2;
 	          SELECT (credits.complete_recharge(recharge_id, 'psp-2')).status FROM credits.recharges WHERE account_id = 2")" \
@@ -559,6 +827,32 @@ same "payment worker: fail_recharge(bigint, text) without a token refunds the ba
 same "payment worker: completes the top-up of account 3; both its batches are ready" \
 	"$(q upg "$WORKER SELECT (credits.complete_recharge(recharge_id, 'psp-3')).status FROM credits.recharges WHERE account_id = 3")|$(q upg "SELECT string_agg(status, ',') FROM credits.send_batches WHERE account_id = 3")" \
 	"succeeded|ready,ready"
+# What settling the batches of 0.1.0 did to grants and debts (doc/grants.md:
+# credits that arrive repay what is owed; a refund cancels the owed part and
+# puts the part that was paid for into a new purchase grant).
+fails_with "payment worker: fail_recharge(bigint, text) without a token, account 15" upg ok \
+	"$WORKER SELECT credits.fail_recharge(recharge_id, 'card declined') FROM credits.recharges WHERE account_id = 15"
+fails_with "payment worker: fail_recharge(bigint, text) without a token, account 16" upg ok \
+	"$WORKER SELECT credits.fail_recharge(recharge_id, 'card declined') FROM credits.recharges WHERE account_id = 16"
+same "settled after the update: balance/remaining/owed of 2 and 4 (repaid by their recharges), 10 (refunded: debt cancelled), 15 and 16 (refunded)" \
+	"$(balances upg "2, 4, 10, 15, 16")" "2:0/0/0 4:0/0/0 10:0/0/0 15:60/60/0 16:250/250/0"
+same "account 3's top-up repaid both batches' debt (270) and the rest (930) is a recharge grant" \
+	"$(balances upg 3)|$(q upg "SELECT string_agg(source || ' ' || remaining || '/' || credits, ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id = 3")" \
+	"3:930/930/0|recharge 930/1200"
+same "a refund of a $OLD batch partly owed (account 15: 40 owed of 100): the owed part cancels the debt (no grant), the 60 paid for go into a new purchase grant" \
+	"$(q upg "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY g.source NULLS FIRST)
+	          FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 15 AND l.kind = 'refund'")|$(q upg "SELECT string_agg(format('%s %s/%s carried %s', source, remaining, credits, coalesce(carried_over, 0)), ', ' ORDER BY grant_id)
+	          FROM credits.grants WHERE account_id = 15")" \
+	"-:40,purchase:60|purchase 60/60 carried 0"
+same "a refund of a $OLD batch that owed nothing (account 16): all 100 go into a new purchase grant beside the carried-over one" \
+	"$(q upg "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',') FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	          WHERE l.account_id = 16 AND l.kind = 'refund'")|$(q upg "SELECT string_agg(format('%s %s/%s carried %s', source, remaining, credits, coalesce(carried_over, 0)), ', ' ORDER BY grant_id)
+	          FROM credits.grants WHERE account_id = 16")" \
+	"purchase:100|purchase 150/150 carried 150, purchase 100/100 carried 0"
+same "the refunded batches of 10, 15 and 16 were paid for by nothing in the end (batch_funding nets to 0 per grant)" \
+	"$(q upg "SELECT count(*) FROM credits.send_batches b, credits.batch_funding(b.batch_id) f
+	          WHERE b.account_id IN (10, 15, 16) AND b.status = 'failed' AND f.credits <> 0")|$(q upg "SELECT string_agg(status, ',') FROM credits.send_batches WHERE account_id IN (10, 15, 16)")" \
+	"0|failed,failed,failed"
 same "reporting: reads the four report views" \
 	"$(q upg "$REPORTING SELECT (SELECT count(*) FROM credits.account_overview) > 0, (SELECT count(*) FROM credits.recharge_history) > 0,
 	          (SELECT count(*) FROM credits.usage_daily) > 0, (SELECT count(*) FROM credits.usage_monthly) > 0")" "t|t|t|t"
@@ -576,6 +870,83 @@ same "nothing in schema credits is open to PUBLIC after the update (functions, t
 	            AND (has_table_privilege('regress_upg_nobody', c.oid, 'SELECT') OR has_table_privilege('regress_upg_nobody', c.oid, 'INSERT')
 	                 OR has_table_privilege('regress_upg_nobody', c.oid, 'UPDATE') OR has_table_privilege('regress_upg_nobody', c.oid, 'DELETE'))")" "|"
 same "after the update and the roles' work: verify() returns no rows" "$(q upg "SELECT * FROM credits.verify()")" ""
+
+################################################################################
+say "2c. ALTER EXTENSION credits UPDATE of the $MID database"
+tables upg11 "$WORK/tables11"
+snapshot upg11 "$WORK/tables11" "$WORK/before11"
+grants upg11 "$WORK/grants11_before"
+"$PG_BIN/pg_dump" -Fc -d upg11 -f "$WORK/mid.dump" || not_ok "pg_dump of the $MID database"
+out=$(pg -d upg11 -c "ALTER EXTENSION credits UPDATE" 2>&1)
+same "$MID: ALTER EXTENSION credits UPDATE runs without an error or a notice" "$out" ""
+same "$MID: extversion is credits.control's default_version" \
+	"$(q upg11 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$NEW"
+snapshot upg11 "$WORK/tables11" "$WORK/after11"
+for t in $(cut -d'|' -f1 "$WORK/tables11") sequences; do
+	same_files "$MID, after the update: credits.$t unchanged ($(wc -l <"$WORK/before11/$t") rows, the columns of $MID)" \
+		"$WORK/before11/$t" "$WORK/after11/$t"
+done
+grants upg11 "$WORK/grants11_after"
+same "$MID, after the update: every grant on a $MID object is as it was (internal functions aside)" \
+	"$(grep -vxFf "$WORK/grants11_after" "$WORK/grants11_before" | grep -vE "$internal")" ""
+update_checks upg11 "$MID" "$WORK/tables11"
+
+q upg11 "UPDATE credits.recharges SET created_at = created_at - interval '2 hours' WHERE account_id = 17" >/dev/null
+same "$MID, updated: expire_recharges cancels 17's recharge, disable_auto_recharge 18's; the owed parts cancel the debts, the parts paid for before the update become purchase grants" \
+	"$(q upg11 "SELECT credits.expire_recharges()")|$(q upg11 "SELECT (credits.disable_auto_recharge(18)).enabled")|$(balances upg11 "17, 18")|$(q upg11 "SELECT string_agg(format('%s:%s %s/%s', account_id, source, remaining, credits), ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id IN (17, 18)")|$(q upg11 "SELECT string_agg(status || ':' || owed, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id IN (17, 18)")" \
+	"1|f|17:30/30/0 18:80/80/0|17:purchase 30/30, 18:purchase 80/80|failed:0,failed:0"
+# Settling the recharges of $MID: claimed before the update with a token (3,
+# 4, the first of 15), or claimed now (2, 8 released, 9 with an expired lease,
+# 10, 14, the second of 15).
+same "$MID, updated: claim_recharges takes the pending, the released and the expired-lease recharges (account:claim_count)" \
+	"$(q upg11 "SELECT string_agg(account_id || ':' || claim_count, ',' ORDER BY recharge_id) FROM credits.claim_recharges(20)")" \
+	"8:2,9:2,15:1,2:1,10:1,14:1,16:1"
+settle() {	# settle complete|fail ACCOUNT [first|last]: with the current token
+	local pick=max; [ "${3:-last}" = first ] && pick=min
+	if [ "$1" = complete ]; then
+		q upg11 "SELECT (credits.complete_recharge(recharge_id, 'psp11-' || recharge_id, claim_token)).status FROM credits.recharges
+		         WHERE recharge_id = (SELECT $pick(recharge_id) FROM credits.recharges WHERE account_id = $2)"
+	else
+		q upg11 "SELECT (credits.fail_recharge(recharge_id, 'declined', claim_token)).status FROM credits.recharges
+		         WHERE recharge_id = (SELECT $pick(recharge_id) FROM credits.recharges WHERE account_id = $2)"
+	fi
+}
+same "$MID, updated: settled with their tokens: complete 2, 4, 8, 9, 10 and 15's first; fail 3, 14 and 15's second" \
+	"$(settle complete 2) $(settle complete 4) $(settle complete 8) $(settle complete 9) $(settle complete 10) $(settle complete 15 first) $(settle fail 3) $(settle fail 14) $(settle fail 15)" \
+	"succeeded succeeded succeeded succeeded succeeded succeeded failed failed failed"
+same "$MID, updated: balance/remaining/owed after the settlements" \
+	"$(balances upg11 "2, 3, 4, 8, 9, 10, 14, 15")" \
+	"2:0/0/0 3:100/100/0 4:0/0/0 8:0/0/0 9:0/0/0 10:1000/1000/0 14:250/250/0 15:0/0/0"
+same "$MID, updated: the batches: 3's two failed, 4's ready, 14's failed, 15's first ready and second failed" \
+	"$(q upg11 "SELECT string_agg(account_id || ':' || messages || ':' || status || ':' || owed, ' ' ORDER BY batch_id) FROM credits.send_batches WHERE account_id IN (3, 4, 14, 15)")" \
+	"3:150:failed:0 3:30:failed:0 4:250:ready:0 15:80:ready:0 15:50:failed:0 14:100:failed:0"
+same "$MID, updated: the grants: 3 a purchase of the 100 its refund paid back, 4 and 15 recharges spent on their debts, 10 carried-over and its top-up, 14 carried-over and the refund" \
+	"$(q upg11 "SELECT string_agg(format('%s:%s %s/%s%s', account_id, source, remaining, credits, CASE WHEN closed_at IS NOT NULL THEN ' closed' ELSE '' END), ', ' ORDER BY account_id, grant_id)
+	            FROM credits.grants WHERE account_id IN (3, 4, 10, 14, 15)")" \
+	"3:purchase 100/100, 4:recharge 0/150 closed, 10:purchase 300/300, 10:recharge 700/700, 14:purchase 150/150, 14:purchase 100/100, 15:recharge 0/80 closed"
+same "$MID, updated: 15's first recharge repaid its oldest batch (the 80 it owed), a pair of repay rows naming that batch" \
+	"$(q upg11 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta || ':' || b.messages, ',' ORDER BY l.delta)
+	            FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) JOIN credits.send_batches b USING (batch_id)
+	           WHERE l.account_id = 15 AND l.kind = 'repay'")" "recharge:-80:80,-:80:80"
+same "$MID, updated: the refunds of 3's batches total their costs" \
+	"$(q upg11 "SELECT string_agg(b.cost || ':' || (SELECT sum(delta) FROM credits.ledger l WHERE l.batch_id = b.batch_id AND l.kind = 'refund'), ',' ORDER BY batch_id)
+	            FROM credits.send_batches b WHERE account_id = 3")" "150:150,30:30"
+same "$MID, updated: credits that arrive for an account that owes (16: 40) repay its batch first" \
+	"$(q upg11 "SELECT credits.add_credits(16, 100)")|$(balances upg11 16)|$(q upg11 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id)
+	            FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 16 AND l.kind = 'repay'")" \
+	"60|16:60/60/0|purchase:-40,-:40"
+same "$MID, updated: then its recharge fails: the 40 repaid go back to the grant that repaid them, the 60 paid for before the update into a new purchase grant" \
+	"$(settle fail 16)|$(balances upg11 16)|$(q upg11 "SELECT string_agg(g.grant_id - (SELECT min(grant_id) FROM credits.grants WHERE account_id = 16) || ':' || l.delta, ',' ORDER BY g.grant_id)
+	            FROM credits.ledger l JOIN credits.grants g USING (grant_id) WHERE l.account_id = 16 AND l.kind = 'refund'")|$(q upg11 "SELECT string_agg(format('%s %s/%s', source, remaining, credits), ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id = 16")" \
+	"failed|16:160/160/0|0:40,1:60|purchase 100/100, purchase 60/60"
+q upg11 "SELECT credits.grant_credits(7, 50, 'promo')" >/dev/null
+same "$MID, updated: a debit on a carried-over balance draws a new promo first (priority 30), then the carried-over purchase grant (50)" \
+	"$(q upg11 "INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 60) RETURNING cost || '/' || status")|$(q upg11 "SELECT string_agg(g.source || ':' || l.delta, ',' ORDER BY l.entry_id)
+	            FROM credits.ledger l JOIN credits.grants g USING (grant_id) WHERE l.account_id = 7 AND l.kind = 'debit'")|$(balances upg11 7)" \
+	"60/ready|promo:-50,purchase:-10|7:190/190/0"
+fails_with "$MID, updated: a batch above the balance, auto-recharge off" upg11 MC001 \
+	"INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 1)"
+same "$MID, updated: verify() returns no rows after the settlements" "$(q upg11 "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
 say "3. $NEW in the updated database"
@@ -724,6 +1095,118 @@ fails_with "recharge_queue: not for the application" upg 42501 "$APP SELECT * FR
 same "at the end: verify() returns no rows" "$(q upg "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
+say "3b. grants, plans and expiry in the updated $OLD database"
+# ledger_of ACCOUNT: its ledger rows from 0.2.0 on, "kind:delta:source".
+ledger_of() {
+	q upg "SELECT string_agg(l.kind || ':' || l.delta || ':' || coalesce(g.source, '-'), ',' ORDER BY l.entry_id)
+	         FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = $1"
+}
+# grants_of ACCOUNT: its grants, "source remaining/credits prio P[ closed]".
+grants_of() {
+	q upg "SELECT string_agg(format('%s %s/%s prio %s%s', source, remaining, credits, priority,
+	                                CASE WHEN closed_at IS NOT NULL THEN ' closed' ELSE '' END), ', ' ORDER BY grant_id)
+	         FROM credits.grants WHERE account_id = $1"
+}
+# 40: signup credits, a promo that expires, a plan and a purchase.
+q upg "SELECT credits.open_account(40, 500)" >/dev/null
+same "open_account with signup credits: a signup grant (priority 20, never expiring) and an open ledger row naming it" \
+	"$(grants_of 40)|$(q upg "SELECT expires_at IS NULL FROM credits.grants WHERE account_id = 40")|$(ledger_of 40)" \
+	"signup 500/500 prio 20|t|open:500:signup"
+promo40=$(q upg "SELECT credits.grant_credits(40, 200, 'promo', now() + interval '1 day', note => 'welcome')")
+same "grant_credits: a promo grant (priority 30) expiring when asked, with its note; a grant ledger row" \
+	"$(q upg "SELECT format('%s %s/%s prio %s %s %s', source, remaining, credits, priority, expires_at - created_at > interval '23 hours', note)
+	          FROM credits.grants WHERE grant_id = '$promo40'")|$(ledger_of 40)" \
+	"promo 200/200 prio 30 t welcome|open:500:signup,grant:200:promo"
+same "set_plan: the period containing now, anchored now, of one calendar month" \
+	"$(q upg "SET TimeZone = 'UTC'; SELECT format('%s %s %s %s', monthly_credits, period_start = anchored_at,
+	          period_end = ((anchored_at AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC', cancelled_at IS NULL)
+	          FROM credits.set_plan(40, 1000)")" "1000 t t t"
+same "set_plan: a plan grant (priority 10) of the period, expiring at its end; a plan ledger row" \
+	"$(q upg "SELECT format('%s %s/%s prio %s %s %s', g.source, g.remaining, g.credits, g.priority, g.expires_at = p.period_end, g.period_start = p.period_start)
+	          FROM credits.grants g JOIN credits.plans p USING (account_id) WHERE g.account_id = 40 AND g.source = 'plan'")|$(ledger_of 40)" \
+	"plan 1000/1000 prio 10 t t|open:500:signup,grant:200:promo,plan:1000:plan"
+same "add_credits: a purchase grant; the balance is the sum of the grants" \
+	"$(q upg "SELECT credits.add_credits(40, 300)")|$(balances upg 40)" "2000|40:2000/2000/0"
+b1=$(q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (40, 1200) RETURNING batch_id")
+b2=$(q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (40, 400) RETURNING batch_id")
+same "debits draw the plan first, then signup, then promo, one ledger row per grant drawn" \
+	"$(q upg "SELECT string_agg(l.batch_id || ':' || g.source || ':' || l.delta, ',' ORDER BY l.entry_id)
+	          FROM credits.ledger l JOIN credits.grants g USING (grant_id) WHERE l.batch_id IN ($b1, $b2) AND l.kind = 'debit'")" \
+	"$b1:plan:-1000,$b1:signup:-200,$b2:signup:-300,$b2:promo:-100"
+same "batch_funding: which grants paid for a batch" \
+	"$(q upg "SELECT string_agg(source || ':' || abs(credits), ',' ORDER BY source) FROM credits.batch_funding($b2)")" "promo:100,signup:300"
+same "the spent grants are closed; account_overview's plan, free, promo and bought credits and owed" \
+	"$(grants_of 40)|$(q upg "$REPORTING SELECT concat_ws(' ', plan_credits, free_credits, promo_credits, bought_credits, owed) FROM credits.account_overview WHERE account_id = 40")" \
+	"signup 0/500 prio 20 closed, promo 100/200 prio 30, plan 0/1000 prio 10 closed, purchase 300/300 prio 50|0 0 100 300 0"
+same "expiring_credits: the promo's 100 credits within 2 days" \
+	"$(q upg "SELECT source || ':' || remaining FROM credits.expiring_credits(interval '2 days') WHERE account_id = 40")" "promo:100"
+
+# 41: signup credits that expire; the clock moved past their expiry.
+q upg "SELECT credits.open_account(41, 300, now() + interval '1 hour'); SELECT credits.add_credits(41, 100)" >/dev/null
+q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (41, 50)" >/dev/null
+same "past an expiry (credits.clock_offset 2 h), a debit first expires what is left (an expire row), then draws the next grant" \
+	"$(q upg "LOAD 'credits'; SET credits.clock_offset = 7200; $APP INSERT INTO credits.send_batches (account_id, messages) VALUES (41, 10) RETURNING cost || '/' || status")|$(ledger_of 41)|$(grants_of 41)|$(balances upg 41)" \
+	"10/ready|open:300:signup,grant:100:purchase,debit:-50:signup,expire:-250:signup,debit:-10:purchase|signup 0/300 prio 20 closed, purchase 90/100 prio 50|41:90/90/0"
+# 42: an expired promo is never spent; expire_grants for idle accounts.
+q upg "SELECT credits.open_account(42, 0); SELECT credits.grant_credits(42, 100, 'promo', now() + interval '1 hour')" >/dev/null
+fails_with "past its expiry, a promo's credits are not spent (no auto-recharge)" upg MC001 \
+	"LOAD 'credits'; SET credits.clock_offset = 7200; $APP INSERT INTO credits.send_batches (account_id, messages) VALUES (42, 50)"
+fails_with "expire_grants: not with a time in the future" upg MC026 "SELECT credits.expire_grants(now() + interval '1 day')"
+fails_with "renew_plans: not with a time in the future" upg MC026 "SELECT credits.renew_plans(now() + interval '1 day')"
+out=$("$PG_BIN/psql" -X -q -At -d upg -c "LISTEN credits_expiring" \
+	-c "LOAD 'credits'; SET credits.clock_offset = 7200; SELECT credits.expire_grants(now() + interval '7000 seconds')" 2>&1)
+same "expire_grants: expires the idle account's due promo (and only that), notifies credits_expiring" \
+	"$(head -1 <<<"$out")|$(grep -o 'payload ".*"' <<<"$out" | tr -d ' ')|$(ledger_of 42)|$(balances upg 42)" \
+	'1|payload"{"grants":1,"credits":100}"|open:0:-,grant:100:promo,expire:-100:promo|42:0/0/0'
+
+# 43: a plan that started 10 days ago, renewed when its period ends.
+q upg "SELECT credits.open_account(43, 0)" >/dev/null
+same "set_plan from a start in the past: the period containing now, anchored on it" \
+	"$(q upg "SET TimeZone = 'UTC'; SELECT format('%s %s %s', p.period_start = s.starts, p.period_end = ((s.starts AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC', p.anchored_at = s.starts)
+	          FROM (SELECT now() - interval '10 days' AS starts) s, credits.set_plan(43, 1000, s.starts) p")" "t t t"
+q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (43, 300)" >/dev/null
+same "set_plan on an account with a plan: the new amount is for the next period, this period's grant stays" \
+	"$(q upg "SELECT monthly_credits FROM credits.set_plan(43, 2000)")|$(grants_of 43)" "2000|plan 700/1000 prio 10"
+fails_with "set_plan: not starting in the future" upg MC024 "SELECT credits.set_plan(42, 100, now() + interval '1 day')"
+fails_with "set_plan: monthly credits must be positive" upg MC014 "SELECT credits.set_plan(43, 0)"
+fails_with "grant_credits: not expiring in the past" upg MC023 "SELECT credits.grant_credits(43, 10, 'promo', now() - interval '1 second')"
+fails_with "grant_credits: an unknown source" upg MC023 "SELECT credits.grant_credits(43, 10, 'gift')"
+fails_with "grant_credits: a priority above 100" upg MC023 "SELECT credits.grant_credits(43, 10, 'promo', priority => 101)"
+fails_with "cancel_plan: an account without a plan" upg MC025 "SELECT credits.cancel_plan(41)"
+renew="LOAD 'credits'; SET credits.clock_offset = $((25 * 86400)); SELECT credits.renew_plans(now() + interval '25 days' - interval '1 minute')"
+same "renew_plans, 25 days on: only 43's period has ended; its grant expires, the next period (2000) opens; again: nothing to do" \
+	"$(q upg "$renew")|$(q upg "$renew")|$(ledger_of 43)|$(grants_of 43)|$(q upg "SET TimeZone = 'UTC'; SELECT (period_start = ((anchored_at AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC')
+	          || ' ' || (period_end = ((anchored_at AT TIME ZONE 'UTC') + interval '2 months') AT TIME ZONE 'UTC') FROM credits.plans WHERE account_id = 43")" \
+	"1|0|open:0:-,plan:1000:plan,debit:-300:plan,expire:-700:plan,plan:2000:plan|plan 0/1000 prio 10 closed, plan 2000/2000 prio 10|true true"
+same "cancel_plan: cancelled, idempotent; the current grant stays" \
+	"$(q upg "SELECT cancelled_at IS NOT NULL FROM credits.cancel_plan(43)")|$(q upg "SELECT count(DISTINCT c.cancelled_at) FROM (SELECT cancelled_at FROM credits.plans WHERE account_id = 43 UNION ALL SELECT cancelled_at FROM credits.cancel_plan(43)) c")|$(grants_of 43)" \
+	"t|1|plan 0/1000 prio 10 closed, plan 2000/2000 prio 10"
+
+# 44: a debit that crosses zero owes the rest; its recharge repays it.
+q upg "SELECT credits.open_account(44, 100), credits.enable_auto_recharge(44, 0, 1000)" >/dev/null
+b44=$(q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (44, 150) RETURNING batch_id")
+same "a debit past zero: one row from the signup grant, one without a grant for the 50 owed; the batch owes 50" \
+	"$(q upg "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	          WHERE l.batch_id = $b44 AND l.kind = 'debit'")|$(q upg "SELECT status || ' owes ' || owed FROM credits.send_batches WHERE batch_id = $b44")|$(balances upg 44)" \
+	"signup:-100,-:-50|awaiting_credits owes 50|44:-50/0/50"
+q upg "$WORKER SELECT count(*) FROM credits.claim_recharges(10)" >/dev/null
+same "its recharge completes: a recharge grant, a pair of repay rows naming the batch; nothing owed" \
+	"$(q upg "$WORKER SELECT status FROM credits.complete_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 44), 'psp-44')")|$(q upg "SELECT string_agg(l.kind || ':' || coalesce(g.source, '-') || ':' || l.delta || ':' || coalesce(l.batch_id = $b44, false), ',' ORDER BY l.kind, l.delta)
+	          FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 44 AND l.kind IN ('recharge', 'repay')")|$(q upg "SELECT status || ' owes ' || owed FROM credits.send_batches WHERE batch_id = $b44")|$(balances upg 44)" \
+	"succeeded|recharge:recharge:50:false,repay:recharge:-50:true,repay:-:50:true|ready owes 0|44:0/0/0"
+# 45: a batch drew a promo that expires before the batch's recharge fails.
+q upg "SELECT credits.open_account(45, 0), credits.enable_auto_recharge(45, 0, 1000); SELECT credits.grant_credits(45, 50, 'promo', now() + interval '1 hour')" >/dev/null
+q upg "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (45, 80)" >/dev/null
+q upg "$WORKER SELECT count(*) FROM credits.claim_recharges(10)" >/dev/null
+same "a refund to a grant that expired meanwhile: a refund row, then an expire row; the owed part cancels the debt" \
+	"$(q upg "LOAD 'credits'; SET credits.clock_offset = 7200; $WORKER SELECT status FROM credits.fail_recharge((SELECT recharge_id FROM credits.recharges WHERE account_id = 45), 'declined')")|$(ledger_of 45)|$(grants_of 45)|$(balances upg 45)" \
+	"failed|open:0:-,grant:50:promo,debit:-50:promo,debit:-30:-,refund:30:-,refund:50:promo,expire:-50:promo|promo 0/50 prio 30 closed|45:0/0/0"
+table_dump upg "$WORK/before_carry"
+same "carry_over_balances() on the updated database, grants in use: nothing to do, nothing changed" \
+	"$(q upg "SELECT credits.carry_over_balances()")|$(table_dump upg "$WORK/after_carry"; cmp -s "$WORK/before_carry" "$WORK/after_carry" && echo same)" "0|same"
+same "after grants, plans and expiry: verify() returns no rows" "$(q upg "SELECT * FROM credits.verify()")" ""
+
+################################################################################
 say "4. a fresh CREATE EXTENSION credits and $OLD + UPDATE give the same objects"
 # catalog DB DIR [acl]: a description of everything the extension owns.
 catalog() {
@@ -764,31 +1247,41 @@ catalog() {
 }
 "$PG_BIN/createdb" fresh
 "$PG_BIN/createdb" stepped
+"$PG_BIN/createdb" stepped11
 q fresh "CREATE EXTENSION credits" >/dev/null
 q stepped "CREATE EXTENSION credits VERSION '$OLD'; ALTER EXTENSION credits UPDATE" >/dev/null
+q stepped11 "CREATE EXTENSION credits VERSION '$MID'; ALTER EXTENSION credits UPDATE" >/dev/null
 same "a fresh CREATE EXTENSION credits installs $NEW" "$(q fresh "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$NEW"
 catalog fresh "$WORK/cat_fresh" acl
 catalog stepped "$WORK/cat_stepped" acl
+catalog stepped11 "$WORK/cat_stepped11" acl
 catalog upg "$WORK/cat_upg"
+catalog upg11 "$WORK/cat_upg11"
 catalog fresh "$WORK/cat_fresh_noacl"
 note "the extension has $(wc -l <"$WORK/cat_fresh/members") member objects, $(wc -l <"$WORK/cat_fresh/functions") functions"
 for part in dx extension functions relations columns constraints indexes triggers views sequences members; do
 	same_files "fresh and $OLD + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped/$part"
+	same_files "fresh and $MID + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped11/$part"
 done
-# The workload's database: the same objects; its grants differ by design.
+# The workload databases: the same objects; upg's grants differ by design.
 for part in functions relations columns constraints indexes triggers views members; do
-	same_files "fresh and the updated workload database: same $part" "$WORK/cat_fresh_noacl/$part" "$WORK/cat_upg/$part"
+	same_files "fresh and the updated $OLD workload database: same $part" "$WORK/cat_fresh_noacl/$part" "$WORK/cat_upg/$part"
+	same_files "fresh and the updated $MID workload database: same $part" "$WORK/cat_fresh_noacl/$part" "$WORK/cat_upg11/$part"
 done
+same "$NEW's tables, grants and plans included, are dumped with the data (pg_extension_config_dump)" \
+	"$(q fresh "SELECT string_agg(c::text, ',' ORDER BY c::text) FROM pg_extension, unnest(extconfig::regclass[]) c WHERE extname = 'credits' AND c::text ~ '(grants|plans)'")" \
+	"$(q fresh "SELECT string_agg(c.oid::regclass::text, ',' ORDER BY c.oid::regclass::text) FROM pg_class c
+	            WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'S') AND c.relname ~ '(grants|plans)'")"
 same "fresh: every SECURITY DEFINER function pins search_path" \
 	"$(q fresh "SELECT string_agg(oid::regprocedure::text, ', ') FROM pg_proc WHERE pronamespace = 'credits'::regnamespace
 	            AND prosecdef AND NOT coalesce(proconfig, '{}') @> '{\"search_path=pg_catalog, pg_temp\"}'")" ""
 same "fresh: the report views are security_barrier" \
 	"$(q fresh "SELECT string_agg(relname || ':' || coalesce('security_barrier=true' = ANY (reloptions), false), ',' ORDER BY relname)
 	            FROM pg_class WHERE relnamespace = 'credits'::regnamespace AND relkind = 'v'")" \
-	"account_overview:true,recharge_history:true,recharge_queue:true,usage_daily:true,usage_monthly:true"
+	"account_overview:true,balance_by_grant:true,recharge_history:true,recharge_queue:true,usage_daily:true,usage_monthly:true"
 
 ################################################################################
-say "5. a dump of the $OLD database restored into $NEW with a plain pg_restore"
+say "5. dumps: the $OLD database's restored into $NEW with a plain pg_restore, then carry_over_balances()"
 "$PG_BIN/createdb" restored
 "$PG_BIN/pg_restore" -d restored "$WORK/old.dump" >"$WORK/restore.log" 2>&1
 rc=$?
@@ -803,12 +1296,65 @@ snapshot restored "$WORK/tables_old" "$WORK/restored"
 for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do
 	same_files "restored: credits.$t as in the $OLD database before the update" "$WORK/before/$t" "$WORK/restored/$t"
 done
-same "restored: verify() returns no rows" "$(q restored "SELECT * FROM credits.verify()")" ""
+# The restore made the extension at $NEW and loaded rows of $OLD, which have
+# no grants: carry_over_balances() does what the update does to them.
+same "restored: before carry_over_balances(), verify() reports each account with a balance other than 0 (and only those)" \
+	"$(q restored "SELECT count(DISTINCT account_id) FROM credits.verify()")" "$(q restored "SELECT count(*) FROM credits.accounts WHERE balance <> 0")"
+same "restored: carry_over_balances() carries over each account with a balance other than 0" \
+	"$(q restored "SELECT credits.carry_over_balances()")" "$(q restored "SELECT count(*) FROM credits.accounts WHERE balance <> 0")"
+update_checks restored "$OLD restored into $NEW, carried over" "$WORK/tables_old"
+table_dump restored "$WORK/restored_carried"
+same "restored: carry_over_balances() again: nothing to do, nothing changed" \
+	"$(q restored "SELECT credits.carry_over_balances()")|$(table_dump restored "$WORK/restored_carried2"; cmp -s "$WORK/restored_carried" "$WORK/restored_carried2" && echo same)" "0|same"
 same "restored: a new batch is debited (cost/status) and verify() stays empty" \
 	"$(q restored "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING cost || '/' || status")|$(q restored "SELECT count(*) FROM credits.verify()")" \
 	"4/ready|0"
 
-# And the updated database itself, dumped and restored the plain way.
+# The $MID dump, restored the same way, and a batch sent before anyone ran
+# carry_over_balances(): the debit must be refused, or carried over with
+# the rest; either way verify() is empty afterwards.
+"$PG_BIN/createdb" restored_mid_plain
+"$PG_BIN/pg_restore" -d restored_mid_plain "$WORK/mid.dump" >"$WORK/restore_mid_plain.log" 2>&1
+same "the $MID dump restored the plain way into $NEW: no error" "$?|$(head -3 "$WORK/restore_mid_plain.log")" "0|"
+note "a batch of account 1 before carry_over_balances(): $(q restored_mid_plain "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING 'cost ' || cost || ', ' || status || ', owes ' || owed" | head -2 | tr '\n' ' ')"
+same "restored from $MID, a batch sent before carry_over_balances(), then carry_over_balances(): verify() returns no rows" \
+	"$(q restored_mid_plain "SELECT credits.carry_over_balances()" >/dev/null; q restored_mid_plain "SELECT * FROM credits.verify()")" ""
+
+# The way to bring an old dump to $NEW with its grants: restore it into the
+# version it was taken from, then update.  0.1.0 refuses restored batches
+# (CR007), so its dump is restored without triggers; 0.1.1 recognises them.
+"$PG_BIN/createdb" restored_at_old
+q restored_at_old "CREATE EXTENSION credits VERSION '$OLD'" >/dev/null
+PGOPTIONS='-c session_replication_role=replica' "$PG_BIN/pg_restore" -d restored_at_old "$WORK/old.dump" >"$WORK/restore_at_old.log" 2>&1
+same "the $OLD dump restored into a database created at $OLD (without triggers): no error but the dump's CREATE SCHEMA credits" \
+	"$(grep -E '^pg_restore: (error|warning)' "$WORK/restore_at_old.log")" \
+	$'pg_restore: error: could not execute query: ERROR:  schema "credits" already exists\npg_restore: warning: errors ignored on restore: 1'
+snapshot restored_at_old "$WORK/tables_old" "$WORK/restored_at_old"
+same "restored at $OLD: every table as in the $OLD database before the update" \
+	"$(for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do cmp -s "$WORK/before/$t" "$WORK/restored_at_old/$t" || echo "$t differs"; done)" ""
+same "restored at $OLD, then ALTER EXTENSION credits UPDATE: no error" "$(q restored_at_old "ALTER EXTENSION credits UPDATE")" ""
+update_checks restored_at_old "$OLD restored" "$WORK/tables_old"
+"$PG_BIN/createdb" restored_at_mid
+q restored_at_mid "CREATE EXTENSION credits VERSION '$MID'" >/dev/null
+"$PG_BIN/pg_restore" -d restored_at_mid "$WORK/mid.dump" >"$WORK/restore_at_mid.log" 2>&1
+same "the $MID dump restored the plain way into a database created at $MID: no error but the dump's CREATE SCHEMA credits" \
+	"$(grep -E '^pg_restore: (error|warning)' "$WORK/restore_at_mid.log")" \
+	$'pg_restore: error: could not execute query: ERROR:  schema "credits" already exists\npg_restore: warning: errors ignored on restore: 1'
+snapshot restored_at_mid "$WORK/tables11" "$WORK/restored_at_mid"
+same "restored at $MID: every table as in the $MID database before the update" \
+	"$(for t in $(cut -d'|' -f1 "$WORK/tables11") sequences; do cmp -s "$WORK/before11/$t" "$WORK/restored_at_mid/$t" || echo "$t differs"; done)" ""
+same "restored at $MID, then ALTER EXTENSION credits UPDATE: no error" "$(q restored_at_mid "ALTER EXTENSION credits UPDATE")" ""
+update_checks restored_at_mid "$MID restored" "$WORK/tables11"
+
+# And the updated databases themselves, dumped and restored the plain way.
+"$PG_BIN/pg_dump" -Fc -d upg11 -f "$WORK/new11.dump"
+"$PG_BIN/createdb" restored_new11
+"$PG_BIN/pg_restore" -d restored_new11 "$WORK/new11.dump" >"$WORK/restore_new11.log" 2>&1
+same "pg_restore of a dump of the updated $MID database: no error" "$?|$(head -3 "$WORK/restore_new11.log")" "0|"
+table_dump upg11 "$WORK/upg11_final"
+table_dump restored_new11 "$WORK/restored_new11"
+same_files "the updated $MID database restored: every table identical (all columns, grants included)" "$WORK/upg11_final" "$WORK/restored_new11"
+same "the updated $MID database restored: verify() returns no rows" "$(q restored_new11 "SELECT * FROM credits.verify()")" ""
 "$PG_BIN/pg_dump" -Fc -d upg -f "$WORK/new.dump"
 "$PG_BIN/createdb" restored_new
 "$PG_BIN/pg_restore" -d restored_new "$WORK/new.dump" >"$WORK/restore_new.log" 2>&1
@@ -824,7 +1370,51 @@ fi
 same_files "the updated database restored: every table identical (all columns)" "$WORK/upg_final" "$WORK/restored_new"
 same "the updated database restored: verify() returns no rows" "$(q restored_new "SELECT * FROM credits.verify()")" ""
 
+################################################################################
+say "6. databases that never ran the update, served by the library of $NEW"
+# keep10 and keep11 were created at $OLD and $MID in section 1c; the library
+# has since served $NEW databases in the same cluster.  Debits and settlement
+# work, each keeps its SQLSTATE class, and nothing of grants happens: no
+# grant tables or columns, one debit row per batch even past zero, one
+# recharge row per success, one refund row per failed batch.
+for db in keep10 keep11; do
+	v=$OLD cls=CR; [ $db = keep11 ] && v=$MID cls=MC
+	same "$v, never updated: still at $v, no grants or plans tables, no ledger.grant_id or send_batches.owed" \
+		"$(q $db "SELECT extversion, to_regclass('credits.grants') IS NULL, to_regclass('credits.plans') IS NULL,
+		           (SELECT count(*) FROM pg_attribute WHERE (attrelid, attname) IN (('credits.ledger'::regclass, 'grant_id'), ('credits.send_batches'::regclass, 'owed')))
+		           FROM pg_extension WHERE extname = 'credits'")" "$v|t|t|0"
+	same "$v, never updated: a batch past zero grows the pending recharge (cost/status, recharge credits)" \
+		"$(q $db "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30) RETURNING cost || '/' || status")|$(q $db "SELECT string_agg(credits || ':' || status, ',') FROM credits.recharges")" \
+		"30/awaiting_credits|80:pending"
+	same "$v, never updated: one debit row per batch (also for the one that crossed zero), no grant behaviour" \
+		"$(q $db "SELECT string_agg(b.batch_id || ':' || (SELECT string_agg(l.delta::text, ',') FROM credits.ledger l WHERE l.batch_id = b.batch_id AND l.kind = 'debit'), ' ' ORDER BY b.batch_id)
+		           FROM credits.send_batches b")|$(q $db "SELECT string_agg(account_id || ':' || balance, ' ' ORDER BY account_id) FROM credits.accounts")" \
+		"1:-150 2:-20 3:-30|1:-80 2:30"
+	if [ $db = keep11 ]; then
+		complete="SELECT (credits.complete_recharge(recharge_id, 'psp-keep-' || recharge_id, claim_token)).status FROM credits.claim_recharges(10)"
+		fail="SELECT (credits.fail_recharge(recharge_id, 'declined', claim_token)).status FROM credits.claim_recharges(10)"
+	else
+		complete="SELECT (credits.complete_recharge(recharge_id, 'psp-keep-' || recharge_id)).status FROM credits.claim_recharges(10)"
+		fail="SELECT (credits.fail_recharge(recharge_id, 'declined')).status FROM credits.claim_recharges(10)"
+	fi
+	same "$v, never updated: claimed and completed: one recharge row, the batches ready, the balance 0" \
+		"$(q $db "$complete")|$(q $db "SELECT string_agg(kind || ':' || delta, ',' ORDER BY entry_id) FROM credits.ledger WHERE kind NOT IN ('open', 'debit')")|$(q $db "SELECT string_agg(status, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id = 1")|$(q $db "SELECT balance FROM credits.accounts WHERE account_id = 1")" \
+		"succeeded|recharge:80|ready,ready|0"
+	q $db "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 200)" >/dev/null
+	same "$v, never updated: a failed recharge: one refund row of the batch's cost, the balance back to 0" \
+		"$(q $db "$fail")|$(q $db "SELECT string_agg(kind || ':' || delta, ',' ORDER BY entry_id) FROM credits.ledger WHERE kind = 'refund'")|$(q $db "SELECT balance FROM credits.accounts WHERE account_id = 1")" \
+		"failed|refund:200|0"
+	same "$v, never updated: add_credits writes one grant row" \
+		"$(q $db "SELECT credits.add_credits(2, 10)")|$(q $db "SELECT count(*) FROM credits.ledger WHERE kind = 'grant'")" "40|1"
+	fails_with "$v, never updated: a batch above the balance" $db ${cls}001 "INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 1000)"
+	fails_with "$v, never updated: add_credits to an account that does not exist" $db ${cls}003 "SELECT credits.add_credits(999, 1)"
+	fails_with "$v, never updated: a negative amount" $db ${cls}014 "SELECT credits.open_account(3, -5)"
+	same "$v, never updated: the ledger kinds of $v only, and verify() returns no rows" \
+		"$(q $db "SELECT string_agg(DISTINCT kind, ',') FROM credits.ledger")|$(q $db "SELECT * FROM credits.verify()")" \
+		"debit,grant,open,recharge,refund|"
+done
+
 elapsed=$(( $(date +%s) - built ))
-check "the suite ran in well under a minute ($elapsed s after a build of $((built - started)) s)" test "$elapsed" -lt 40
+check "the suite ran in under two minutes ($elapsed s after a build of $((built - started)) s)" test "$elapsed" -lt 120
 
 finish
