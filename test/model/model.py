@@ -444,6 +444,8 @@ class Model:
                 self._saw('plan renewed')
                 if add_months(p['period_end'], 1) <= at:
                     self._saw('plan periods skipped')
+                if period_of(p['anchored_at'], at)[1] <= self.now:
+                    self._saw('plan renewed to a period already over')
                 self._open_period(aid, p, at)
             n += 1
         return n
@@ -455,6 +457,8 @@ class Model:
         n = 0
         for aid in sorted(self.accounts):
             n += self._expire_due(aid, at, where='expire_grants')
+        if any(g['remaining'] > 0 and self._due(g) for g in self.grants):
+            self._saw('expire_grants left grants due after its at')
         return n
 
     # ------------------------------------------------------------ policy
@@ -1149,14 +1153,17 @@ class Generator:
 
     def at(self, m):
         """renew_plans' and expire_grants' at: now (given, or the default:
-        the extension's clock), the whole hour before it, or (MC026) the
-        whole hour after it."""
+        the extension's clock), the whole hour before it, days or weeks
+        before it (a late run: periods already over, grants due since left
+        alone), or (MC026) the whole hour after it."""
         r = self.rng.random()
         if r < 0.05:
             return floor_hour(m.now) + HOUR                             # MC026
         if r < 0.2:
             return None
-        return m.now if r < 0.5 else floor_hour(m.now)
+        if r < 0.3:
+            return floor_hour(m.now) - HOUR * self.rng.choice([24, 24 * 10, 24 * 40])
+        return m.now if r < 0.55 else floor_hour(m.now)
 
     def op_renew_plans(self, m):
         at = self.at(m)
@@ -1261,6 +1268,11 @@ class Runner:
             if self.mix != 'basic':
                 cur.execute('SET credits.recharge_credit_lifetime = %s', (self.lifetime,))
                 cur.execute('SET credits.clock_offset = %s', (self.offset(self.model.now),))
+                if self.log:
+                    print("# setup: SET TIME ZONE '%s'; SET credits.recharge_credit_lifetime = %d;"
+                          " SET credits.max_payment_failures = %d; clock at %s UTC"
+                          % (self.timezone, self.lifetime, self.max_failures,
+                             show(self.model.now)))
             cur.execute('SELECT credits._max_payment_failures()')
             assert cur.fetchone()[0] == self.max_failures
 
@@ -1341,7 +1353,9 @@ class Runner:
             got_error = str(e).strip().split('\n')[0]
 
         if self.log:
-            print('# %4d %s -> %s' % (n, sql_text, got_state or rows))
+            print('# %4d %s -> %s%s' % (n, sql_text, got_state or rows,
+                                       ' (clock at %s UTC)' % show(self.model.now)
+                                       if op.name == 'advance' else ''))
         outcome = got_state or 'ok'
         self.stats[(op.name, outcome)] = self.stats.get((op.name, outcome), 0) + 1
 
