@@ -23,6 +23,10 @@
 # Prints "ok - seed S (...)" or "not ok - seed S: ..." per seed, then
 # "N passed, N failed", and exits non-zero on any failure.
 # Port: CREDITS_PORT (default 54346).
+#
+# Choosing seeds again (when an operation mix changes): pick_seeds.py runs
+# the model alone over many seeds and picks a covering few; mutants.py then
+# checks that they catch one-rule mistakes in the grants model.
 set -uo pipefail
 
 CREDITS_PURPOSE=model
