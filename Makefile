@@ -42,7 +42,10 @@ REGRESS = \
 	bulk \
 	verify \
 	leases \
-	hardening
+	hardening \
+	grants \
+	plans \
+	expiry
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
 ISOLATION = \
@@ -59,7 +62,13 @@ ISOLATION = \
 	recharge_notify \
 	lease_expiry \
 	release_vs_complete \
-	ddl_during_debit
+	ddl_during_debit \
+	renew_vs_debit \
+	renew_vs_renew \
+	expire_vs_debit \
+	expire_vs_refund \
+	renew_vs_settle \
+	expiring_notify
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""
