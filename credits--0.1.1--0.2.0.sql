@@ -482,8 +482,16 @@ BEGIN
 			ignored := credits._renew_plan(set_plan.account_id, clock, 0, 0);
 		END IF;
 	ELSE
-		-- A new plan, or one whose last period has ended: start afresh.
+		-- A new plan, or one whose last period has ended: start afresh (not
+		-- over a period the old plan granted: one plan grant per moment).
 		per := credits._plan_period(anchor, clock);
+		IF FOUND AND per.period_start < p.period_end THEN
+			RAISE EXCEPTION 'a new plan cannot start within the previous plan''s last period'
+				USING ERRCODE = 'MC024',
+					  DETAIL = format('starts_at %s makes the period from %s to %s, but the previous plan granted the period from %s to %s.',
+									  anchor, per.period_start, per.period_end, p.period_start, p.period_end),
+					  HINT = format('Start it at or after %s.', p.period_end);
+		END IF;
 		INSERT INTO credits.plans AS pl (account_id, monthly_credits, anchored_at, period_start, period_end)
 			VALUES (set_plan.account_id, set_plan.monthly_credits, anchor, per.period_start, per.period_end)
 			ON CONFLICT ON CONSTRAINT plans_pkey DO UPDATE

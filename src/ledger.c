@@ -60,6 +60,7 @@ static int64 PostRow(int64 account_id, int64 delta, const char *kind, int64 batc
 static int64 MoveGrant(int64 grant_id, int64 delta, TimestampTz *expires_at,
 					   bool *expires);
 static void MoveOwed(int64 batch_id, int64 delta);
+static int64 RepayOwed(int64 account_id, int64 from_grant, int64 available);
 static int64 ResultInt8(int row, int col);
 
 /*
@@ -322,7 +323,20 @@ LedgerExpireDue(int64 account_id, TimestampTz at, int64 *credits)
 void
 LedgerRepayOwed(int64 account_id)
 {
+	RepayOwed(account_id, 0, 0);
+}
+
+/*
+ * RepayOwed
+ *		LedgerRepayOwed from the account's open grants, or, with from_grant,
+ *		from that one grant only and at most "available" of it (a refund's
+ *		part that went back to an expired grant).  Returns what it paid.
+ */
+static int64
+RepayOwed(int64 account_id, int64 from_grant, int64 available)
+{
 	Datum		values[1];
+	int64		paid = 0;
 	uint64		nbatches;
 	uint64		ngrants;
 	int64	   *batch;
@@ -336,7 +350,7 @@ LedgerRepayOwed(int64 account_id)
 	CreditsExecPlan(PLAN_OWED_BATCHES, values, NULL, -1);
 	nbatches = SPI_processed;
 	if (nbatches == 0)
-		return;
+		return 0;
 	batch = palloc(sizeof(int64) * nbatches);
 	owed = palloc(sizeof(int64) * nbatches);
 	for (uint64 k = 0; k < nbatches; k++)
@@ -344,16 +358,27 @@ LedgerRepayOwed(int64 account_id)
 		batch[k] = ResultInt8(k, 1);
 		owed[k] = ResultInt8(k, 2);
 	}
-	CreditsExecPlan(PLAN_OPEN_GRANTS, values, NULL, -1);
-	ngrants = SPI_processed;
-	if (ngrants == 0)
-		return;
-	grant = palloc(sizeof(int64) * ngrants);
-	left = palloc(sizeof(int64) * ngrants);
-	for (uint64 k = 0; k < ngrants; k++)
+	if (from_grant != 0)
 	{
-		grant[k] = ResultInt8(k, 1);
-		left[k] = ResultInt8(k, 2);
+		ngrants = 1;
+		grant = palloc(sizeof(int64));
+		left = palloc(sizeof(int64));
+		grant[0] = from_grant;
+		left[0] = available;
+	}
+	else
+	{
+		CreditsExecPlan(PLAN_OPEN_GRANTS, values, NULL, -1);
+		ngrants = SPI_processed;
+		if (ngrants == 0)
+			return 0;
+		grant = palloc(sizeof(int64) * ngrants);
+		left = palloc(sizeof(int64) * ngrants);
+		for (uint64 k = 0; k < ngrants; k++)
+		{
+			grant[k] = ResultInt8(k, 1);
+			left[k] = ResultInt8(k, 2);
+		}
 	}
 
 	while (i < nbatches && j < ngrants)
@@ -366,11 +391,13 @@ LedgerRepayOwed(int64 account_id)
 		MoveOwed(batch[i], -take);
 		owed[i] -= take;
 		left[j] -= take;
+		paid += take;
 		if (owed[i] == 0)
 			i++;
 		if (left[j] == 0)
 			j++;
 	}
+	return paid;
 }
 
 /*
@@ -441,8 +468,19 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 		MoveGrant(grant[i], amount[i], &expires_at, &expires);
 		if (expires && expires_at <= now)
 		{
-			PostRow(account_id, -amount[i], "expire", batch_id, 0, NULL, 0, grant[i]);
-			MoveGrant(grant[i], -amount[i], NULL, NULL);
+			/*
+			 * The grant has expired since these credits were drawn: they were
+			 * in use then, not idle.  They first pay debts the account ran up
+			 * meanwhile (batches that were let through against them), and
+			 * only what is left lapses.
+			 */
+			int64		lapsed = amount[i] - RepayOwed(account_id, grant[i], amount[i]);
+
+			if (lapsed > 0)
+			{
+				PostRow(account_id, -lapsed, "expire", batch_id, 0, NULL, 0, grant[i]);
+				MoveGrant(grant[i], -lapsed, NULL, NULL);
+			}
 		}
 		refunded += amount[i];
 	}
