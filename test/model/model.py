@@ -799,7 +799,7 @@ class Generator:
     # expiring signup grant) and grants, plans, expiry and the clock.
     GRANT_WEIGHTS = WEIGHTS + [
         ('grant_credits', 7), ('set_plan', 3), ('cancel_plan', 1), ('renew_plans', 3),
-        ('expire_grants', 2), ('advance', 6),
+        ('expire_grants', 2), ('advance', 6), ('transaction', 4),
     ]
 
     def __init__(self, rng, mix='basic'):
@@ -808,8 +808,10 @@ class Generator:
         self.refs = 0
         self.keys = 0
 
-    def next(self, m):
+    def next(self, m, in_transaction=False):
         table = self.WEIGHTS if self.mix == 'basic' else self.GRANT_WEIGHTS
+        if in_transaction:      # the clock's SET would be undone by a ROLLBACK
+            table = [(n, w) for n, w in table if n not in ('advance', 'transaction')]
         names = [n for n, _ in table]
         weights = [w for _, w in table]
         name = 'open_account' if not m.accounts else self.rng.choices(names, weights)[0]
@@ -1181,6 +1183,12 @@ class Generator:
         return Op('expire_grants', 'SELECT credits.expire_grants(%s)', (ts(at),),
                   lambda mm: mm.expire_grants(at))
 
+    def op_transaction(self, m):
+        """Operations in one transaction (drawn as it runs: Runner.transaction)."""
+        count = self.rng.randint(2, 4)
+        end = self.rng.choices(['commit', 'rollback'], [85, 15])[0]
+        return Op('transaction', 'BEGIN', (count, end), None, kind='txn')
+
     def op_advance(self, m):
         """Moves the clock forward: by a while, or to just before or just
         after the next expiry or period end."""
@@ -1313,6 +1321,19 @@ class Runner:
     def dry_step(self, n):
         """--dry: the model alone, checking its own invariants."""
         op = self.gen.next(self.model)
+        if op.kind == 'txn':
+            txn = self.model.snapshot()
+            for _ in range(op.params[0]):
+                self.dry_statement(n, self.gen.next(self.model, in_transaction=True))
+            if op.params[1] == 'rollback':
+                self.model = txn.restore()
+            self.stats[('transaction', op.params[1])] = \
+                self.stats.get(('transaction', op.params[1]), 0) + 1
+        else:
+            self.dry_statement(n, op)
+        self.model.check()
+
+    def dry_statement(self, n, op):
         saved = self.model.snapshot()
         try:
             want = op.call(self.model)
@@ -1323,19 +1344,28 @@ class Runner:
         if self.log:
             print('# %4d %s %r -> %s %r' % (n, op.name, op.params, outcome, want))
         self.stats[(op.name, outcome)] = self.stats.get((op.name, outcome), 0) + 1
-        self.model.check()
 
     # -- one step
 
     def step(self, n):
         op = self.gen.next(self.model)
+        n_ledger = len(self.model.ledger)
+        if op.kind == 'txn':
+            return self.transaction(n, op, n_ledger)
+        problems, sql_text, _ = self.statement(n, op)
+        problems += self.compare_all(n, n_ledger)
+        self.fail_on(n, op, sql_text, problems)
+
+    def statement(self, n, op, where='', savepoint=False):
+        """Runs one operation on the model and the database (in a savepoint
+        if asked: rolled back to when it fails); returns the differences in
+        what it returned, its SQL, and its SQLSTATE."""
         params = self.db_params(op)
         with self.conn.cursor() as cur:
-            sql_text = cur.mogrify(op.sql, params).decode()
+            sql_text = where + cur.mogrify(op.sql, params).decode()
 
         saved = self.model.snapshot()         # a failing statement changes nothing
-        n_recharges, n_ledger = len(self.model.recharges), len(self.model.ledger)
-        n_grants = len(self.model.grants)
+        n_recharges, n_grants = len(self.model.recharges), len(self.model.grants)
         try:
             want = op.call(self.model)
             want_state = None
@@ -1344,6 +1374,9 @@ class Runner:
             want, want_state = None, e.sqlstate
 
         got_state, rows, got_error = None, None, ''
+        if savepoint:
+            with self.conn.cursor() as cur:
+                cur.execute('SAVEPOINT model')
         try:
             with self.conn.cursor() as cur:
                 cur.execute(op.sql, params)
@@ -1351,6 +1384,10 @@ class Runner:
         except psycopg2.Error as e:
             got_state = e.pgcode or 'error'
             got_error = str(e).strip().split('\n')[0]
+        if savepoint:
+            with self.conn.cursor() as cur:
+                cur.execute('ROLLBACK TO SAVEPOINT model' if got_state
+                            else 'RELEASE SAVEPOINT model')
 
         if self.log:
             print('# %4d %s -> %s%s' % (n, sql_text, got_state or rows,
@@ -1371,9 +1408,44 @@ class Runner:
         problems += self.map_grants(n_grants)
         if got_state is None and not problems:
             problems += self.check_result(op, want, rows)
-        problems += self.compare_state(n_ledger)
+        return problems, sql_text, got_state
+
+    def transaction(self, n, op, n_ledger):
+        """BEGIN; a few operations, each in a savepoint (rolled back to when
+        it fails, as psql's ON_ERROR_ROLLBACK does); COMMIT or ROLLBACK.
+        Compared when it ends."""
+        count, end = op.params
+        with self.conn.cursor() as cur:
+            cur.execute('BEGIN')
+        if self.log:
+            print('# %4d BEGIN' % n)
+        saved = self.model.snapshot()
+        problems = []
+        for i in range(count):
+            sub = self.gen.next(self.model, in_transaction=True)
+            sub_problems, sql_text, _ = self.statement(
+                n, sub, 'BEGIN; ... (statement %d of %d, then %s) ' % (i + 1, count, end.upper()),
+                savepoint=True)
+            problems += sub_problems
+            if problems:
+                self.fail_on(n, sub, sql_text, problems)
+        with self.conn.cursor() as cur:
+            cur.execute(end.upper())
+        if self.log:
+            print('# %4d %s' % (n, end.upper()))
+        if end == 'rollback':
+            self.model = saved.restore()
+        self.stats[('transaction', end)] = self.stats.get(('transaction', end), 0) + 1
+        self.fail_on(n, op, 'BEGIN; ... %s (%d statements)' % (end.upper(), count),
+                     self.compare_all(n, n_ledger))
+
+    def compare_all(self, n, n_ledger):
+        problems = self.compare_state(n_ledger)
         if self.mix != 'basic':
             problems += self.compare_reports(n == self.steps or n % 25 == 0)
+        return problems
+
+    def fail_on(self, n, op, sql_text, problems):
         if self.ignore:
             problems = [p for p in problems if not re.search(self.ignore, p)]
         if problems:
@@ -1624,7 +1696,7 @@ class Runner:
         return problems
 
     def _funding(self):
-        out = {b: [] for b in self.bid_map.values()}
+        out = {b: [] for (b,) in self.query('SELECT batch_id FROM credits.send_batches')}
         for b, g, x in self.query(
                 'SELECT b.batch_id, f.grant_id, f.credits FROM credits.send_batches b,'
                 ' credits.batch_funding(b.batch_id) f'):
