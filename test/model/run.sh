@@ -45,7 +45,7 @@ MODEL="$REPO_ROOT/test/model/model.py"
 # turn-off, 21000, MC017, MC002 at the boundary); together they catch every
 # one of a set of one-off mutations of the model's rules.  Seed 70 finds the
 # bug of ready batches that lived on a failed recharge's credits (verify():
-# "balance + in-flight is negative", step 78); it fails until that is
+# "balance + in-flight is negative", step 78); it failed until that was
 # fixed.  The basic mix draws exactly the operations it drew before grants
 # existed, so these seeds still reach what they were chosen for (in 0.2.0
 # the same operations also exercise signup and purchase grants, draw-down,
@@ -55,25 +55,22 @@ FIXED_SEEDS="74 89 6 54 38 80 72 62 57 70"
 # test/model/pick_seeds.py (the model alone, seeds 1-300) as the fewest that
 # together reach every rule branch the model counts and every (operation,
 # outcome) pair any seed reached, each at least twice where possible
-# (plans started, changed, taken up again, renewed with skipped periods or
-# late to a period already over, ended and cancelled again, anchored on the
-# 29th-31st; grants expiring at a debit, at a lock, by expire_grants (also
-# leaving later ones due) and by renew_plans; refunds back to expired
-# grants; debits drawing from several grants and owing in part; owed repaid
-# from two grants; the basic mix's branches and errors), leaving out the
-# seeds that reach a known bug; together they catch each of the 19 one-rule
-# mutants of test/model/mutants.py (draw-down order, repayment order,
-# refunds to expired grants, expiry at a debit and at exactly expires_at,
-# month ends, skipped periods, ...).  Two more seeds are there for those bugs,
-# and fail until they are fixed (0.2.0 as of 38cafbf):
-#   4   set_plan starting a plan afresh (its last period over) anchored so
-#       that the period containing now overlaps the old plan's last period:
-#       verify() "plan grants N and M overlap" (check 19);
-#   59  a recharge's credits repay an older batch's debt, its own batch turns
-#       ready still owing; the older batch's recharge fails after the
-#       recharge grant expired, so its refund lapses at once: verify()
-#       "balance + in-flight is negative", "not backed by awaiting batches".
-GRANT_SEEDS="160 189 14 81 19 37 54 284 110 113 173 174 114 4 59"
+# (plans started, changed, taken up again, refused afresh over the last
+# period, renewed with skipped periods or late to a period already over,
+# ended and cancelled again, anchored on the 29th-31st; grants expiring at
+# a debit, at a lock, by expire_grants (also leaving later ones due) and by
+# renew_plans; refunds into lapsed grants, repaying debts first; debits
+# drawing from several grants and owing in part; owed repaid from two
+# grants; transactions committed and rolled back; the basic mix's branches
+# and errors).  Together they catch each of the 21 one-rule mutants of
+# test/model/mutants.py (draw-down order, repayment order, refunds to
+# lapsed grants, expiry at a debit and at exactly expires_at, month ends,
+# skipped periods, ...).  The grants mix found two bugs, fixed in 6f610c9:
+# a refund into a lapsed grant left a sent batch owing with nothing in
+# flight (verify(): "balance + in-flight is negative"), and set_plan started
+# a plan afresh over the last period of the old one ("plan grants overlap",
+# or 23505 on grants_one_per_plan_period).
+GRANT_SEEDS="20 85 6 7 171 123 39 70 5 72 4"
 
 usage() {
 	sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
