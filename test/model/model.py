@@ -24,7 +24,14 @@ cancel_plan, renew_plans and expire_grants (with at = now, the whole hour
 before, the default, or ahead of the clock), and a clock the model moves
 forward (credits.clock_offset: by hours to months, or to just before or
 after the next expiry or period end), from a per-seed start near a month's
-end, with a per-seed session time zone (plan periods are UTC whatever it is).
+end, with a per-seed session time zone (plan periods are UTC whatever it is),
+and transactions (2-4 of these operations, each in a savepoint that a
+failing one is rolled back to, then COMMIT or ROLLBACK).  "upgrade" runs the
+basic mix on a database created at version 0.1.1, ALTER EXTENSION credits
+UPDATE at a random step (balances carried over into purchase grants,
+negative ones owed by awaiting batches, newest first), then the grants mix:
+batches debited before the update are repaid and refunded (the part not
+owed comes back as a new purchase grant).
 
 After every step the two must agree on: the step's outcome (success or the
 SQLSTATE), what the call returned, every account's balance and in_flight,
@@ -43,7 +50,7 @@ other lock in expiry order; a refund that lapses at once writes an expire
 row naming the batch; grant_credits refuses the plan and recharge sources;
 set_plan on a running plan whose period is over renews it at once; an ended
 cancelled plan stays, with ended_at; expire_grants(at) expires what is due
-by at.
+by at; a settlement repays debts once, after all its refunds.
 
 Not covered here: concurrency (test/specs), expiry of recharges by age
 (every recharge is younger than credits.recharge_expiry, so
@@ -52,10 +59,10 @@ limit (it counts by the real clock, not the extension's: a run stays within
 one calendar month, so it counts every recharge).
 
 Usage (normally through test/model/run.sh, which starts the cluster):
-    model.py --seed S [--mix basic|grants] [--steps N] [--log] [--stats]
-             [--dry] [--ignore REGEX]
+    model.py --seed S [--mix basic|grants|upgrade] [--steps N] [--log]
+             [--stats] [--dry] [--ignore REGEX]
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER), creates
-database model_<seed> (model_grants_<seed>), and drops it again when the
+database model_<seed> (model_<mix>_<seed>), and drops it again when the
 run passes.  --dry runs the model alone (its own invariants; what
 pick_seeds.py uses).  Exit status: 0 agreed, 1 disagreed, 2 could not run.
 """
@@ -169,8 +176,9 @@ class Model:
     of the database's identity values.
     """
 
-    def __init__(self, max_payment_failures, now, recharge_lifetime=0):
+    def __init__(self, max_payment_failures, now, recharge_lifetime=0, grants_on=True):
         self.max_payment_failures = max_payment_failures
+        self.grants_on = grants_on          # False: a 0.1.1 schema (balances only)
         self.now = now                      # seconds since the epoch (see above)
         self.recharge_lifetime = recharge_lifetime
         self.prices = dict(START_PRICES)
@@ -279,7 +287,7 @@ class Model:
              'remaining': credits,
              'priority': DEFAULT_PRIORITY[source] if priority is None else priority,
              'expires_at': expires_at, 'recharge': recharge, 'period_start': period_start,
-             'note': note, 'refunded': 0, 'expired': 0}
+             'note': note, 'refunded': 0, 'expired': 0, 'carried_over': 0}
         self.grants.append(g)
         self._saw('grant (%s)' % source)
         self._post(aid, credits, kind, recharge=recharge, note=ledger_note, grant=g['id'])
@@ -319,6 +327,8 @@ class Model:
 
     def check(self):
         """The model's own invariants (a bug in the model, not a mismatch)."""
+        if not self.grants_on:
+            return
         for aid, acct in self.accounts.items():
             rem = sum(g['remaining'] for g in self.grants if g['account'] == aid)
             owed = self._owed(aid)
@@ -328,7 +338,34 @@ class Model:
             assert 0 <= g['remaining'] <= g['credits'], g
         for b in self.batches:
             paid = sum(b['funding'].values()) + b['owed']
-            assert paid == (0 if b['status'] == BATCH_FAILED else b['cost']), b
+            assert paid == (0 if b['status'] == BATCH_FAILED else b['cost']) or b['legacy'], b
+
+    def upgrade(self):
+        """ALTER EXTENSION credits UPDATE from 0.1.1: each positive balance
+        becomes a purchase grant carrying it over (no ledger row), a negative
+        one is owed by the account's awaiting batches, newest first.  The
+        batches debited before keep their one grantless debit row (legacy)."""
+        for aid in sorted(self.accounts):
+            bal = self.accounts[aid]['balance']
+            if bal > 0:
+                self.grants.append({
+                    'id': len(self.grants), 'account': aid, 'source': 'purchase',
+                    'credits': bal, 'remaining': bal, 'priority': 50, 'expires_at': None,
+                    'recharge': None, 'period_start': None,
+                    'note': 'balance carried over from version 0.1', 'refunded': 0,
+                    'expired': 0, 'carried_over': bal})
+                self._saw('upgrade: balance carried over')
+            elif bal < 0:
+                newer = 0
+                for b in reversed([b for b in self.batches
+                                   if b['account'] == aid and b['status'] == AWAITING]):
+                    if -bal - newer > 0:
+                        b['owed'] = min(b['cost'], -bal - newer)
+                        self._saw('upgrade: owed by an awaiting batch')
+                    newer += b['cost']
+        for b in self.batches:
+            b['legacy'] = True
+        self.grants_on = True
 
     # ------------------------------------------------------------ accounts
 
@@ -342,7 +379,9 @@ class Model:
         if aid in self.accounts:
             raise ModelError('MC010')
         self.accounts[aid] = {'balance': 0, 'in_flight': 0}
-        if initial > 0:
+        if not self.grants_on:
+            self._post(aid, initial, 'open')
+        elif initial > 0:
             self._new_grant(aid, initial, 'signup', 'open',
                             expires_at=expires_at if expires_at is not False else None)
         else:
@@ -353,7 +392,10 @@ class Model:
         if credits <= 0:
             raise ModelError('MC014')
         self._lock(aid)
-        self._new_grant(aid, credits, 'purchase', 'grant', note=note, ledger_note=note)
+        if not self.grants_on:
+            self._post(aid, credits, 'grant', note=note)
+        else:
+            self._new_grant(aid, credits, 'purchase', 'grant', note=note, ledger_note=note)
         return self.accounts[aid]['balance']
 
     def grant_credits(self, aid, credits, source, expires_at, priority, note):
@@ -517,6 +559,12 @@ class Model:
         then debts")."""
         aid = b['account']
         b['status'] = BATCH_FAILED
+        if not self.grants_on:
+            self._post(aid, b['cost'], 'refund', b['id'], rid)
+            return
+        # debited before 0.2.0: what neither grants nor the debt account for
+        # was bought credits in 0.1, and comes back as a new purchase grant
+        legacy = b['cost'] - b['owed'] - sum(b['funding'].values()) if b['legacy'] else 0
         if b['owed']:
             x, b['owed'] = b['owed'], 0
             self._post(aid, x, 'refund', b['id'], rid)
@@ -534,6 +582,14 @@ class Model:
                     self._saw('refund to an expired grant repaid a debt first')
                 if g['remaining']:
                     self._expire_grant(g, b['id'])  # the expire row names the batch
+        if legacy > 0:
+            self._saw('refund of a batch debited before 0.2.0')
+            g = {'id': len(self.grants), 'account': aid, 'source': 'purchase',
+                 'credits': legacy, 'remaining': legacy, 'priority': 50, 'expires_at': None,
+                 'recharge': None, 'period_start': None, 'note': ('legacy refund', b['id']),
+                 'refunded': 0, 'expired': 0, 'carried_over': 0}
+            self.grants.append(g)
+            self._post(aid, legacy, 'refund', b['id'], rid, grant=g['id'])
 
     def _settle_failed(self, r):
         """A failed or cancelled recharge's awaiting batches fail with a
@@ -590,9 +646,12 @@ class Model:
         r['status'] = SUCCEEDED
         r['payment_ref'] = ref
         self.accounts[aid]['in_flight'] -= r['credits']
-        self._new_grant(aid, r['credits'], 'recharge', 'recharge', recharge=r['id'],
-                        expires_at=(self.now + self.recharge_lifetime
-                                    if self.recharge_lifetime else None))
+        if not self.grants_on:
+            self._post(aid, r['credits'], 'recharge', None, r['id'])
+        else:
+            self._new_grant(aid, r['credits'], 'recharge', 'recharge', recharge=r['id'],
+                            expires_at=(self.now + self.recharge_lifetime
+                                        if self.recharge_lifetime else None))
         # Its awaiting batches turn ready, oldest first, as far as the balance
         # pays for them: a negative balance must stay backed by awaiting
         # batches.  One still living on another in-flight recharge's credits
@@ -758,9 +817,12 @@ class Model:
                 if shortfall:
                     covering = grown['id']
         b = {'id': bid, 'account': aid, 'messages': messages, 'channel': channel,
-             'key': key, 'cost': cost, 'owed': 0, 'funding': {},
+             'key': key, 'cost': cost, 'owed': 0, 'funding': {}, 'legacy': False,
              'status': AWAITING if shortfall else READY, 'recharge': covering}
         self.batches.append(b)
+        if not self.grants_on:          # 0.1.1: one debit row, no grant, no recharge
+            self._post(aid, -cost, 'debit', bid)
+            return bid
         # Draw-down: one "debit" row per grant drawn, one without a grant
         # for the part the batch owes.
         left = cost
@@ -820,7 +882,7 @@ class Generator:
         self.keys = 0
 
     def next(self, m, in_transaction=False):
-        table = self.WEIGHTS if self.mix == 'basic' else self.GRANT_WEIGHTS
+        table = self.WEIGHTS if self.mix == 'basic' or not m.grants_on else self.GRANT_WEIGHTS
         if in_transaction:      # the clock's SET would be undone by a ROLLBACK
             table = [(n, w) for n, w in table if n not in ('advance', 'transaction')]
         names = [n for n, _ in table]
@@ -875,7 +937,7 @@ class Generator:
         initial = self.rng.choice([0, 0, self.rng.randint(1, 300)])
         if self.rng.random() < 0.06:
             initial = -self.rng.randint(1, 10)
-        if self.mix == 'basic' or self.rng.random() < 0.4:
+        if self.mix == 'basic' or not m.grants_on or self.rng.random() < 0.4:
             return Op('open_account', 'SELECT balance FROM credits.open_account(%s, %s)',
                       (aid, initial), lambda mm: mm.open_account(aid, initial))
         # the 3-argument form: an expiring signup grant (or NULL: never)
@@ -1194,6 +1256,10 @@ class Generator:
         return Op('expire_grants', 'SELECT credits.expire_grants(%s)', (ts(at),),
                   lambda mm: mm.expire_grants(at))
 
+    def op_upgrade(self, m):
+        return Op('upgrade', 'ALTER EXTENSION credits UPDATE', (), lambda mm: mm.upgrade(),
+                  kind='none')
+
     def op_transaction(self, m):
         """Operations in one transaction (drawn as it runs: Runner.transaction)."""
         count = self.rng.randint(2, 4)
@@ -1239,9 +1305,12 @@ class Runner:
         year = datetime.datetime.now(UTC).year + 1
         self.timezone = 'UTC'
         self.lifetime = 0
+        self.upgrade_at = None
         if mix == 'basic':
             start = floor_hour(int(time.time())) + HOUR // 2
         else:
+            if mix == 'upgrade':    # a 0.1.1 database, updated part way
+                self.upgrade_at = self.rng.randint(steps // 5, steps // 2) if steps > 1 else 1
             month, day, hour = self.rng.choice([(1, 31, 10), (1, 29, 22), (1, 30, 23),
                                                 (3, 31, 0), (6, 15, 12), (12, 31, 23)])
             if (month, day) == (1, 30):
@@ -1254,7 +1323,7 @@ class Runner:
             self.timezone = self.rng.choice(['UTC', 'America/New_York', 'Australia/Sydney',
                                              'Asia/Kolkata'])
         self.start = start
-        self.model = Model(self.max_failures, start, self.lifetime)
+        self.model = Model(self.max_failures, start, self.lifetime, mix != 'upgrade')
         self.gen = Generator(self.rng, mix)
         self.bid_map = {}       # model batch id -> db batch id
         self.rid_map = {}       # model recharge id -> db recharge id
@@ -1262,7 +1331,7 @@ class Runner:
         self.last_rid = 0       # highest db recharge id mapped so far
         self.last_gid = 0       # highest db grant id mapped so far
         self.last_entry = 0     # highest db ledger entry id compared so far
-        self.dbname = ('model_%d' if mix == 'basic' else 'model_grants_%d') % seed
+        self.dbname = 'model_%d' % seed if mix == 'basic' else 'model_%s_%d' % (mix, seed)
         self.stats = {}         # (operation, outcome) -> count
 
     # -- database plumbing
@@ -1277,7 +1346,8 @@ class Runner:
         self.conn = psycopg2.connect(dbname=self.dbname)
         self.conn.autocommit = True
         with self.conn.cursor() as cur:
-            cur.execute('CREATE EXTENSION credits')
+            cur.execute("CREATE EXTENSION credits VERSION '0.1.1'" if self.mix == 'upgrade'
+                        else 'CREATE EXTENSION credits')
             for channel, price in sorted(START_PRICES.items()):
                 if channel != 'email':
                     cur.execute('INSERT INTO credits.prices VALUES (%s, %s)', (channel, price))
@@ -1331,7 +1401,10 @@ class Runner:
 
     def dry_step(self, n):
         """--dry: the model alone, checking its own invariants."""
-        op = self.gen.next(self.model)
+        if n == self.upgrade_at:
+            op = self.gen.op_upgrade(self.model)
+        else:
+            op = self.gen.next(self.model)
         if op.kind == 'txn':
             txn = self.model.snapshot()
             for _ in range(op.params[0]):
@@ -1359,7 +1432,10 @@ class Runner:
     # -- one step
 
     def step(self, n):
-        op = self.gen.next(self.model)
+        if n == self.upgrade_at:
+            op = self.gen.op_upgrade(self.model)
+        else:
+            op = self.gen.next(self.model)
         n_ledger = len(self.model.ledger)
         if op.kind == 'txn':
             return self.transaction(n, op, n_ledger)
@@ -1416,7 +1492,8 @@ class Runner:
 
         self.model.check()
         problems += self.map_recharges(n_recharges)
-        problems += self.map_grants(n_grants)
+        if self.model.grants_on:
+            problems += self.map_grants(n_grants)
         if got_state is None and not problems:
             problems += self.check_result(op, want, rows)
         return problems, sql_text, got_state
@@ -1452,7 +1529,7 @@ class Runner:
 
     def compare_all(self, n, n_ledger):
         problems = self.compare_state(n_ledger)
-        if self.mix != 'basic':
+        if self.mix != 'basic' and self.model.grants_on:
             problems += self.compare_reports(n == self.steps or n % 25 == 0)
         return problems
 
@@ -1560,13 +1637,17 @@ class Runner:
               for b in m.batches},
              {r[0]: tuple(r[1:]) for r in self.query(
                  'SELECT batch_id, account_id, messages, channel, idempotency_key, cost,'
-                 ' status, recharge_id, owed FROM credits.send_batches')})
+                 ' status, recharge_id, %s FROM credits.send_batches'
+                 % ('owed' if m.grants_on else '0'))})
 
         def grant_row(g):
+            note = g['note']
+            if isinstance(note, tuple):
+                note = 'refund of batch %s, debited before version 0.2.0' % bid(note[1])
             return (g['account'], g['source'], g['credits'], g['remaining'], g['priority'],
                     show(g['expires_at']),
                     rid(g['recharge']) if g['recharge'] is not None else None,
-                    show(g['period_start']), g['note'], g['remaining'] == 0)
+                    show(g['period_start']), note, g['remaining'] == 0, g['carried_over'])
 
         def db_grant_row(r):
             r = list(r)
@@ -1578,16 +1659,18 @@ class Runner:
         diff('grant', {gid(g['id']): grant_row(g) for g in m.grants},
              {r[0]: db_grant_row(r[1:]) for r in self.query(
                  'SELECT grant_id, account_id, source, credits, remaining, priority, expires_at,'
-                 ' recharge_id, period_start, note, closed_at IS NOT NULL FROM credits.grants')})
+                 ' recharge_id, period_start, note, closed_at IS NOT NULL, carried_over'
+                 ' FROM credits.grants')} if m.grants_on else {})
 
-        diff('plan',
-             {a: (p['monthly_credits'], show(p['period_start']), show(p['period_end']),
-                  show(p['anchored_at']), p['cancelled'], p['ended'])
-              for a, p in m.plans.items()},
-             {r[0]: (r[1], show(to_epoch(r[2])), show(to_epoch(r[3])), show(to_epoch(r[4])),
-                     r[5], r[6]) for r in self.query(
-                 'SELECT account_id, monthly_credits, period_start, period_end, anchored_at,'
-                 ' cancelled_at IS NOT NULL, ended_at IS NOT NULL FROM credits.plans')})
+        if m.grants_on:
+            diff('plan',
+               {a: (p['monthly_credits'], show(p['period_start']), show(p['period_end']),
+                    show(p['anchored_at']), p['cancelled'], p['ended'])
+                for a, p in m.plans.items()},
+               {r[0]: (r[1], show(to_epoch(r[2])), show(to_epoch(r[3])), show(to_epoch(r[4])),
+                       r[5], r[6]) for r in self.query(
+                   'SELECT account_id, monthly_credits, period_start, period_end, anchored_at,'
+                   ' cancelled_at IS NOT NULL, ended_at IS NOT NULL FROM credits.plans')})
 
         diff('recharge',
              {rid(r['id']): (r['account'], r['credits'], r['status'], r['reason'],
@@ -1618,8 +1701,9 @@ class Runner:
                         note)
                        for a, d, ba, k, b, r, g, note in m.ledger[n_ledger:]]
         got = self.query('SELECT entry_id, account_id, delta, balance_after, kind, batch_id,'
-                         ' recharge_id, grant_id, note FROM credits.ledger WHERE entry_id > %s'
-                         ' ORDER BY 1', (self.last_entry,))
+                         ' recharge_id, %s, note FROM credits.ledger WHERE entry_id > %%s'
+                         ' ORDER BY 1' % ('grant_id' if m.grants_on else 'NULL::bigint'),
+                         (self.last_entry,))
         if got:
             self.last_entry = got[-1][0]
         got_ledger = [tuple(r[1:]) for r in got]
@@ -1690,9 +1774,17 @@ class Runner:
             return problems
 
         bid = self.bid_map.get
+
+        def grantless(b):
+            # what it owes; for a batch debited before 0.2.0, its whole cost
+            # but what grants repaid (its one debit row has no grant)
+            if b['legacy'] and b['status'] != BATCH_FAILED:
+                return b['cost'] - sum(b['funding'].values())
+            return b['owed']
+
         diff('batch_funding (grant: credits)',
              {bid(b['id']): sorted([(gid(g), x) for g, x in b['funding'].items() if x]
-                                   + ([(None, b['owed'])] if b['owed'] else []), key=repr)
+                                   + ([(None, grantless(b))] if grantless(b) else []), key=repr)
               for b in m.batches},
              {b: sorted(v, key=repr) for b, v in self._funding().items()})
         within = 7 * DAY
@@ -1745,9 +1837,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--seed', type=int, required=True)
     ap.add_argument('--steps', type=int, default=500)
-    ap.add_argument('--mix', choices=['basic', 'grants'], default='basic',
-                    help='basic: the 0.1 operations; grants: also grants, plans, expiry'
-                         ' and the clock')
+    ap.add_argument('--mix', choices=['basic', 'grants', 'upgrade'], default='basic',
+                    help='basic: the 0.1 operations; grants: also grants, plans, expiry,'
+                         ' the clock and transactions; upgrade: basic on a 0.1.1 database,'
+                         ' ALTER EXTENSION UPDATE part way, then grants')
     ap.add_argument('--dry', action='store_true',
                     help='run the model alone (no database): its own invariants only')
     ap.add_argument('--log', action='store_true', help='print every step as SQL')

@@ -6,8 +6,10 @@
 # test/model/model.py once per seed: random operations applied both to a
 # fresh database (model_<seed>) and to an independent Python model of the
 # rules, compared after every step.  See model.py for what is compared.
-# Two operation mixes: "basic" (accounts, batches, auto-recharge, workers)
-# and "grants" (the same, plus grants, plans, expiry and the clock).
+# Three operation mixes: "basic" (accounts, batches, auto-recharge,
+# workers), "grants" (the same, plus grants, plans, expiry, the clock and
+# transactions) and "upgrade" (basic on a 0.1.1 database, updated part way,
+# then grants).
 #
 #   bash test/model/run.sh                     the fixed seeds below, each
 #                                              with its mix
@@ -71,6 +73,15 @@ FIXED_SEEDS="74 89 6 54 38 80 72 62 57 70"
 # a plan afresh over the last period of the old one ("plan grants overlap",
 # or 23505 on grants_one_per_plan_period).
 GRANT_SEEDS="20 85 6 7 171 123 39 70 5 72 4"
+# Upgrade mix: the basic mix on a 0.1.1 database, ALTER EXTENSION credits
+# UPDATE at a random step, then the grants mix (balances carried over into
+# purchase grants, negative ones owed by awaiting batches, batches debited
+# before the update repaid and refunded).  Seeds 22 144 1 26 38 chosen by
+# pick_seeds.py --mix upgrade (seeds 1-150) among those that never refund
+# a batch debited before the update; seed 2 does (step 129): the purchase
+# grant such a refund opens shows in balance_by_grant as drawn and refunded
+# (its opening row is a refund row), so it fails until that is fixed.
+UPGRADE_SEEDS="22 144 1 26 38 2"
 
 usage() {
 	sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -147,6 +158,7 @@ runs=""
 if [ -z "$seeds" ] && [ -z "$random_runs" ]; then
 	for seed in $FIXED_SEEDS; do runs="$runs $seed:${mix:-basic}"; done
 	for seed in $GRANT_SEEDS; do runs="$runs $seed:${mix:-grants}"; done
+	for seed in $UPGRADE_SEEDS; do runs="$runs $seed:${mix:-upgrade}"; done
 else
 	for seed in $seeds; do runs="$runs $seed:$(mix_of "$seed")"; done
 fi
