@@ -8,11 +8,12 @@ database with the mutated model until one disagrees (or the model's own
 invariants break); a mutant no seed catches means a rule the seeds do not
 exercise.  Prints "mutant -> seed step (operation)" or "mutant -> NOT CAUGHT".
 
-    mutants.py [--seeds "S S ..."] [MUTANT ...]
+    mutants.py [--seeds "S S ..."] [--mix grants|upgrade] [MUTANT ...]
 
 Needs a cluster with the extension installed, in the libpq environment
 (PGHOST, PGPORT, PGUSER), as test/model/run.sh sets up; the default seeds
-are run.sh's GRANT_SEEDS.
+are run.sh's GRANT_SEEDS (for --mix upgrade, give UPGRADE_SEEDS; the two
+update mutants mean something only there).
 """
 
 import argparse
@@ -77,6 +78,20 @@ def set_plan_afresh_overlapping(old, self, aid, monthly, starts_at):
     if p is not None and (p['ended'] or (p['cancelled'] and p['period_end'] <= self.now)):
         p['period_end'] = min(p['period_end'], starts_at)      # no MC024 for an overlap
     return old(self, aid, monthly, starts_at)
+
+
+def upgrade_owed_oldest_first(old, self):
+    batches = self.batches
+    self.batches = list(reversed(batches))
+    try:
+        old(self)
+    finally:
+        self.batches = batches
+
+
+def legacy_refund_into_debt(old, self, b, rid):
+    b['legacy'] = False         # the part not owed is not given back as a grant
+    old(self, b, rid)
 
 
 def refund_never_lapses(old, self, b, rid):
@@ -163,6 +178,9 @@ MUTANTS = {
     'set_plan grants the new amount now': lambda: patch(
         'set_plan', set_plan_grants_new_amount_now),
     'recharge grants never expire': lambda: patch('complete', complete_without_lifetime),
+    'update: owed by the oldest awaiting batches': lambda: patch(
+        'upgrade', upgrade_owed_oldest_first),
+    'update: a legacy refund opens no grant': lambda: patch('_refund', legacy_refund_into_debt),
     'signup priority 50': lambda: mod.DEFAULT_PRIORITY.update(signup=50),
     'promo priority 50': lambda: mod.DEFAULT_PRIORITY.update(promo=50),
 }
@@ -171,6 +189,7 @@ MUTANTS = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--seeds', default=SEEDS)
+    ap.add_argument('--mix', default='grants')
     ap.add_argument('mutant', nargs='*')
     args = ap.parse_args()
     names = args.mutant or list(MUTANTS)
@@ -187,7 +206,7 @@ def main():
         MUTANTS[name]()
         caught = None
         for seed in args.seeds.split():
-            runner = mod.Runner(int(seed), 500, False, 'grants')
+            runner = mod.Runner(int(seed), 500, False, args.mix)
             try:
                 runner.run()
             except mod.Mismatch as e:
