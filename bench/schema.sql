@@ -19,13 +19,27 @@ CREATE INDEX ON bench.hand_ledger (account_id, entry_id);
 
 \i plpgsql_reference.sql
 
+-- setup_accounts(n, initial, auto): accounts 1..n in every case.
+-- credits at 0.2.0 has grants in use: each account gets a plan grant (spent
+-- first, priority 10) and a purchase grant, each of `initial` credits, so a
+-- debit draws from the plan grant.  With initial 0 (auto-recharge shortfalls)
+-- an account starts with nothing and no grant: every debit owes.
+-- credits at 0.1.0 (bench/run's second database) has no grants: a balance.
 CREATE FUNCTION bench.setup_accounts(n integer, initial bigint, auto boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
 	INSERT INTO bench.hand_accounts SELECT g, initial FROM generate_series(1, n) g;
 	INSERT INTO bench.pl_accounts SELECT g, initial, 0 FROM generate_series(1, n) g;
 	INSERT INTO bench.pl_policies SELECT g, true, 0, 1000000000 FROM generate_series(1, n) g WHERE auto;
-	PERFORM credits.open_account(g, initial) FROM generate_series(1, n) g;
+	IF (SELECT extversion FROM pg_extension WHERE extname = 'credits') = '0.1.0' THEN
+		PERFORM credits.open_account(g, initial) FROM generate_series(1, n) g;
+	ELSE
+		PERFORM credits.open_account(g, 0) FROM generate_series(1, n) g;
+		IF initial > 0 THEN
+			PERFORM credits.set_plan(g, initial) FROM generate_series(1, n) g;
+			PERFORM credits.add_credits(g, initial) FROM generate_series(1, n) g;
+		END IF;
+	END IF;
 	PERFORM credits.enable_auto_recharge(g, 0, 1000000000) FROM generate_series(1, n) g WHERE auto;
 END
 $$;
