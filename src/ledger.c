@@ -452,11 +452,36 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 		elog(ERROR, "credits: batch " INT64_FORMAT " owes " INT64_FORMAT " but its grantless debits total " INT64_FORMAT,
 			 batch_id, owed, grantless);
 
-	if (owed > 0)
+	/*
+	 * What the batch still owes is forgiven, and (a batch debited before
+	 * 0.2.0) the part of its one grantless debit row that was not owed comes
+	 * back: both in one refund row without a grant (one refund row per batch
+	 * and grant).  That second part was bought credits, from the 0.1
+	 * balance: it becomes a purchase grant carried over as the update
+	 * carries 0.1 balances (carried_over, no row naming it).
+	 */
+	if (grantless > 0)
 	{
-		PostRow(account_id, owed, "refund", batch_id, recharge_id, NULL, 0, 0);
-		MoveOwed(batch_id, -owed);
-		refunded += owed;
+		int64		legacy = grantless - owed;
+
+		PostRow(account_id, grantless, "refund", batch_id, recharge_id, NULL, 0, 0);
+		if (owed > 0)
+			MoveOwed(batch_id, -owed);
+		if (legacy > 0)
+		{
+			memset(nulls, ' ', sizeof(nulls));
+			values[0] = Int64GetDatum(account_id);
+			values[1] = CStringGetTextDatum("purchase");
+			values[2] = Int64GetDatum(legacy);
+			values[3] = Int32GetDatum(50);
+			nulls[4] = nulls[5] = nulls[6] = 'n';
+			values[4] = values[5] = values[6] = (Datum) 0;
+			values[7] = CStringGetTextDatum(psprintf("refund of batch " INT64_FORMAT ", debited before version 0.2.0",
+													 batch_id));
+			values[8] = Int64GetDatum(legacy);
+			CreditsExecPlan(PLAN_INSERT_GRANT, values, nulls, 1);
+		}
+		refunded += grantless;
 	}
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -484,30 +509,6 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 			}
 		}
 		refunded += amount[i];
-	}
-	if (grantless > owed)
-	{
-		/*
-		 * Debited before 0.2.0: those credits were bought ones, from the 0.1
-		 * balance.  They become a purchase grant carried over as the update
-		 * carries 0.1 balances (carried_over), and the refund row, like the
-		 * debit it undoes, names no grant.
-		 */
-		int64		legacy = grantless - owed;
-
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = Int64GetDatum(account_id);
-		values[1] = CStringGetTextDatum("purchase");
-		values[2] = Int64GetDatum(legacy);
-		values[3] = Int32GetDatum(50);
-		nulls[4] = nulls[5] = nulls[6] = 'n';
-		values[4] = values[5] = values[6] = (Datum) 0;
-		values[7] = CStringGetTextDatum(psprintf("refund of batch " INT64_FORMAT ", debited before version 0.2.0",
-												 batch_id));
-		values[8] = Int64GetDatum(legacy);
-		CreditsExecPlan(PLAN_INSERT_GRANT, values, nulls, 1);
-		PostRow(account_id, legacy, "refund", batch_id, recharge_id, NULL, 0, 0);
-		refunded += legacy;
 	}
 	if (refunded != cost)
 		elog(ERROR, "credits: batch " INT64_FORMAT " cost " INT64_FORMAT " but its debits total " INT64_FORMAT,

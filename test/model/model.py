@@ -563,12 +563,22 @@ class Model:
             self._post(aid, b['cost'], 'refund', b['id'], rid)
             return
         # debited before 0.2.0: what neither grants nor the debt account for
-        # was bought credits in 0.1, and comes back as a new purchase grant
+        # was bought credits in 0.1, and comes back as a new purchase grant,
+        # carried over (carried_over; no row names it).  The owed part and
+        # that part come back in one refund row without a grant.
         legacy = b['cost'] - b['owed'] - sum(b['funding'].values()) if b['legacy'] else 0
-        if b['owed']:
+        if b['owed'] or legacy > 0:
             x, b['owed'] = b['owed'], 0
-            self._post(aid, x, 'refund', b['id'], rid)
-            self._saw('refund: owed part cancelled')
+            self._post(aid, x + max(legacy, 0), 'refund', b['id'], rid)
+            if x:
+                self._saw('refund: owed part cancelled')
+        if legacy > 0:
+            self._saw('refund of a batch debited before 0.2.0')
+            self.grants.append(
+                {'id': len(self.grants), 'account': aid, 'source': 'purchase',
+                 'credits': legacy, 'remaining': legacy, 'priority': 50, 'expires_at': None,
+                 'recharge': None, 'period_start': None, 'note': ('legacy refund', b['id']),
+                 'refunded': 0, 'expired': 0, 'carried_over': legacy})
         for gid in sorted(b['funding']):
             x = b['funding'].pop(gid)
             g = self.grants[gid]
@@ -582,14 +592,6 @@ class Model:
                     self._saw('refund to an expired grant repaid a debt first')
                 if g['remaining']:
                     self._expire_grant(g, b['id'])  # the expire row names the batch
-        if legacy > 0:
-            self._saw('refund of a batch debited before 0.2.0')
-            g = {'id': len(self.grants), 'account': aid, 'source': 'purchase',
-                 'credits': legacy, 'remaining': legacy, 'priority': 50, 'expires_at': None,
-                 'recharge': None, 'period_start': None, 'note': ('legacy refund', b['id']),
-                 'refunded': 0, 'expired': 0, 'carried_over': 0}
-            self.grants.append(g)
-            self._post(aid, legacy, 'refund', b['id'], rid, grant=g['id'])
 
     def _settle_failed(self, r):
         """A failed or cancelled recharge's awaiting batches fail with a
