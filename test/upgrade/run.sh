@@ -839,16 +839,16 @@ same "settled after the update: balance/remaining/owed of 2 and 4 (repaid by the
 same "account 3's top-up repaid both batches' debt (270) and the rest (930) is a recharge grant" \
 	"$(balances upg 3)|$(q upg "SELECT string_agg(source || ' ' || remaining || '/' || credits, ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id = 3")" \
 	"3:930/930/0|recharge 930/1200"
-same "a refund of a $OLD batch partly owed (account 15: 40 owed of 100): the owed part cancels the debt (no grant), the 60 paid for go into a new purchase grant" \
+same "a refund of a $OLD batch partly owed (account 15: 40 owed of 100): one refund row without a grant (the 40 owed forgiven, the 60 paid for back), the 60 a new purchase grant carried over like a 0.1 balance" \
 	"$(q upg "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY g.source NULLS FIRST)
 	          FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 15 AND l.kind = 'refund'")|$(q upg "SELECT string_agg(format('%s %s/%s carried %s', source, remaining, credits, coalesce(carried_over, 0)), ', ' ORDER BY grant_id)
 	          FROM credits.grants WHERE account_id = 15")" \
-	"-:40,purchase:60|purchase 60/60 carried 0"
-same "a refund of a $OLD batch that owed nothing (account 16): all 100 go into a new purchase grant beside the carried-over one" \
+	"-:100|purchase 60/60 carried 60"
+same "a refund of a $OLD batch that owed nothing (account 16): one refund row without a grant, all 100 a new purchase grant carried over beside the first one" \
 	"$(q upg "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',') FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
 	          WHERE l.account_id = 16 AND l.kind = 'refund'")|$(q upg "SELECT string_agg(format('%s %s/%s carried %s', source, remaining, credits, coalesce(carried_over, 0)), ', ' ORDER BY grant_id)
 	          FROM credits.grants WHERE account_id = 16")" \
-	"purchase:100|purchase 150/150 carried 150, purchase 100/100 carried 0"
+	"-:100|purchase 150/150 carried 150, purchase 100/100 carried 100"
 same "the refunded batches of 10, 15 and 16 were paid for by nothing in the end (batch_funding nets to 0 per grant)" \
 	"$(q upg "SELECT count(*) FROM credits.send_batches b, credits.batch_funding(b.batch_id) f
 	          WHERE b.account_id IN (10, 15, 16) AND b.status = 'failed' AND f.credits <> 0")|$(q upg "SELECT string_agg(status, ',') FROM credits.send_batches WHERE account_id IN (10, 15, 16)")" \
@@ -935,10 +935,10 @@ same "$MID, updated: credits that arrive for an account that owes (16: 40) repay
 	"$(q upg11 "SELECT credits.add_credits(16, 100)")|$(balances upg11 16)|$(q upg11 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id)
 	            FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.account_id = 16 AND l.kind = 'repay'")" \
 	"60|16:60/60/0|purchase:-40,-:40"
-same "$MID, updated: then its recharge fails: the 40 repaid go back to the grant that repaid them, the 60 paid for before the update into a new purchase grant" \
+same "$MID, updated: then its recharge fails: the 40 repaid go back to the grant that repaid them, the 60 paid for before the update into a new purchase grant (carried over: its refund row names no grant)" \
 	"$(settle fail 16)|$(balances upg11 16)|$(q upg11 "SELECT string_agg(g.grant_id - (SELECT min(grant_id) FROM credits.grants WHERE account_id = 16) || ':' || l.delta, ',' ORDER BY g.grant_id)
 	            FROM credits.ledger l JOIN credits.grants g USING (grant_id) WHERE l.account_id = 16 AND l.kind = 'refund'")|$(q upg11 "SELECT string_agg(format('%s %s/%s', source, remaining, credits), ', ' ORDER BY grant_id) FROM credits.grants WHERE account_id = 16")" \
-	"failed|16:160/160/0|0:40,1:60|purchase 100/100, purchase 60/60"
+	"failed|16:160/160/0|0:40|purchase 100/100, purchase 60/60"
 q upg11 "SELECT credits.grant_credits(7, 50, 'promo')" >/dev/null
 same "$MID, updated: a debit on a carried-over balance draws a new promo first (priority 30), then the carried-over purchase grant (50)" \
 	"$(q upg11 "INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 60) RETURNING cost || '/' || status")|$(q upg11 "SELECT string_agg(g.source || ':' || l.delta, ',' ORDER BY l.entry_id)
