@@ -78,11 +78,12 @@ GRANT_SEEDS="20 85 6 7 171 123 39 70 5 72 4"
 # purchase grants, negative ones owed by awaiting batches, batches debited
 # before the update repaid and refunded).  Seeds 22 144 1 26 38 chosen by
 # pick_seeds.py --mix upgrade (seeds 1-150) among those that never refund
-# a batch debited before the update; seed 2 does (step 129): the purchase
-# grant such a refund opens shows in balance_by_grant as drawn and refunded
-# (its opening row is a refund row), so it fails until that is fixed.
-# They catch mutants.py --mix upgrade's two update mutants (owed by the
-# oldest batches first; a legacy refund opening no grant: seed 2 only).
+# a batch debited before the update, and seed 2, which does (step 129): the
+# purchase grant such a refund opened showed in balance_by_grant as drawn
+# and refunded (its opening row was a refund row) until bbbb554 (one
+# grantless refund row; the grant carried over).  They catch mutants.py
+# --mix upgrade's two update mutants (owed by the oldest batches first; a
+# legacy refund opening no grant: seed 2 only).
 UPGRADE_SEEDS="22 144 1 26 38 2"
 
 usage() {
