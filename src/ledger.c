@@ -61,6 +61,7 @@ static int64 MoveGrant(int64 grant_id, int64 delta, TimestampTz *expires_at,
 					   bool *expires);
 static void MoveOwed(int64 batch_id, int64 delta);
 static int64 RepayOwed(int64 account_id, int64 from_grant, int64 available);
+static int64 InsertGrant(const NewGrant *g, int64 carried_over);
 static int64 ResultInt8(int row, int col);
 
 /*
@@ -251,9 +252,24 @@ LedgerWriteDebits(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 int64
 LedgerAddGrant(const NewGrant *g)
 {
+	int64		grant_id = InsertGrant(g, 0);
+
+	PostRow(g->account_id, g->credits, g->kind, 0, g->recharge_id, g->note,
+			g->in_flight_delta, grant_id);
+	LedgerRepayOwed(g->account_id);
+	return grant_id;
+}
+
+/*
+ * InsertGrant
+ *		The grant's row (remaining = credits), without a ledger row; returns
+ *		its grant_id.  carried_over: credits no ledger row names.
+ */
+static int64
+InsertGrant(const NewGrant *g, int64 carried_over)
+{
 	Datum		values[9];
 	char		nulls[9];
-	int64		grant_id;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(g->account_id);
@@ -267,14 +283,9 @@ LedgerAddGrant(const NewGrant *g)
 	nulls[6] = g->has_period ? ' ' : 'n';
 	values[7] = g->note ? CStringGetTextDatum(g->note) : (Datum) 0;
 	nulls[7] = g->note ? ' ' : 'n';
-	values[8] = Int64GetDatum(0);
+	values[8] = Int64GetDatum(carried_over);
 	CreditsExecPlan(PLAN_INSERT_GRANT, values, nulls, 1);
-	grant_id = ResultInt8(0, 1);
-
-	PostRow(g->account_id, g->credits, g->kind, 0, g->recharge_id, g->note,
-			g->in_flight_delta, grant_id);
-	LedgerRepayOwed(g->account_id);
-	return grant_id;
+	return ResultInt8(0, 1);
 }
 
 /*
@@ -415,8 +426,7 @@ RepayOwed(int64 account_id, int64 from_grant, int64 available)
 void
 LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cost)
 {
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[1];
 	uint64		n;
 	int64	   *grant;
 	int64	   *amount;
@@ -469,17 +479,16 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 			MoveOwed(batch_id, -owed);
 		if (legacy > 0)
 		{
-			memset(nulls, ' ', sizeof(nulls));
-			values[0] = Int64GetDatum(account_id);
-			values[1] = CStringGetTextDatum("purchase");
-			values[2] = Int64GetDatum(legacy);
-			values[3] = Int32GetDatum(50);
-			nulls[4] = nulls[5] = nulls[6] = 'n';
-			values[4] = values[5] = values[6] = (Datum) 0;
-			values[7] = CStringGetTextDatum(psprintf("refund of batch " INT64_FORMAT ", debited before version 0.2.0",
-													 batch_id));
-			values[8] = Int64GetDatum(legacy);
-			CreditsExecPlan(PLAN_INSERT_GRANT, values, nulls, 1);
+			NewGrant	g;
+
+			memset(&g, 0, sizeof(g));
+			g.account_id = account_id;
+			g.source = "purchase";
+			g.credits = legacy;
+			g.priority = 50;
+			g.note = psprintf("refund of batch " INT64_FORMAT ", debited before version 0.2.0",
+							  batch_id);
+			InsertGrant(&g, legacy);
 		}
 		refunded += grantless;
 	}
@@ -548,16 +557,7 @@ MoveOwed(int64 batch_id, int64 delta)
 
 	values[0] = Int64GetDatum(batch_id);
 	values[1] = Int64GetDatum(delta);
-	credits_settling_batches = true;
-	PG_TRY();
-	{
-		CreditsExecPlan(PLAN_MOVE_OWED, values, NULL, 1);
-	}
-	PG_FINALLY();
-	{
-		credits_settling_batches = false;
-	}
-	PG_END_TRY();
+	CreditsExecPlanSettling(PLAN_MOVE_OWED, values, 1);
 }
 
 /* A bigint column of the last SPI result; 0 when null. */

@@ -28,6 +28,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 
+#include "credits.h"
 #include "plan_cache.h"
 
 #define EQ " OPERATOR(pg_catalog.=) "
@@ -451,4 +452,26 @@ CreditsExecPlan(CreditsPlanId id, Datum *values, const char *nulls, int expected
 	if (expected >= 0 && SPI_processed != (uint64) expected)
 		elog(ERROR, "credits: statement %d processed " UINT64_FORMAT " rows, expected %d",
 			 (int) id, SPI_processed, expected);
+}
+
+/*
+ * CreditsExecPlanSettling
+ *		CreditsExecPlan for a statement that changes a stored batch (its
+ *		status, recharge_id or owed), with credits_settling_batches up: the
+ *		guard trigger (batch_guard.c) refuses those changes otherwise.
+ *		PG_FINALLY lowers the flag on error too.
+ */
+void
+CreditsExecPlanSettling(CreditsPlanId id, Datum *values, int expected)
+{
+	credits_settling_batches = true;
+	PG_TRY();
+	{
+		CreditsExecPlan(id, values, NULL, expected);
+	}
+	PG_FINALLY();
+	{
+		credits_settling_batches = false;
+	}
+	PG_END_TRY();
 }

@@ -77,5 +77,6 @@ typedef enum CreditsPlanId
 extern SPIPlanPtr CreditsGetPlan(CreditsPlanId id);
 extern void CreditsExecPlan(CreditsPlanId id, Datum *values, const char *nulls,
 							int expected);
+extern void CreditsExecPlanSettling(CreditsPlanId id, Datum *values, int expected);
 
 #endif							/* CREDITS_PLAN_CACHE_H */

@@ -92,7 +92,6 @@ static int64 CancelRecharge(int64 recharge_id, const char *reason);
 static void RepayAfterRefunds(int64 account_id);
 static void TurnOff(int64 account_id, const char *reason);
 static int	SettleBatches(int64 account_id, int64 recharge_id, bool refund);
-static void ExecAsSettler(CreditsPlanId id, Datum *values, int expected);
 static int64 FirstInt8(int col);
 static void RefundBatch(int64 account_id, int64 recharge_id, const SettledBatch *batch);
 static int	FailDependentBatches(int64 account_id, int64 recharge_id);
@@ -636,7 +635,7 @@ SettleBatches(int64 account_id, int64 recharge_id, bool refund)
 
 	values[0] = Int64GetDatum(recharge_id);
 	values[1] = CStringGetTextDatum("failed");
-	ExecAsSettler(PLAN_SETTLE_BATCHES, values, -1);
+	CreditsExecPlanSettling(PLAN_SETTLE_BATCHES, values, -1);
 	n = SPI_processed;
 	changed = (int) n;
 
@@ -709,7 +708,7 @@ ReadyBatches(int64 account_id, int64 recharge_id)
 		values[0] = Int64GetDatum(batches[i].batch_id);
 		if (balance >= 0 || left + balance >= 0)
 		{
-			ExecAsSettler(PLAN_READY_BATCH, values, 1);
+			CreditsExecPlanSettling(PLAN_READY_BATCH, values, 1);
 			awaiting = left;
 			ready++;
 			continue;
@@ -723,7 +722,7 @@ ReadyBatches(int64 account_id, int64 recharge_id)
 				 account_id);
 		values[1] = Int64GetDatum(FirstInt8(1));
 		values[0] = Int64GetDatum(batches[i].batch_id);
-		ExecAsSettler(PLAN_REPOINT_BATCH, values, 1);
+		CreditsExecPlanSettling(PLAN_REPOINT_BATCH, values, 1);
 	}
 	return ready;
 }
@@ -764,7 +763,7 @@ FailDependentBatches(int64 account_id, int64 recharge_id)
 		batch.cost = FirstInt8(2);
 
 		values[0] = Int64GetDatum(batch.batch_id);
-		ExecAsSettler(PLAN_FAIL_BATCH, values, 1);
+		CreditsExecPlanSettling(PLAN_FAIL_BATCH, values, 1);
 		RefundBatch(account_id, recharge_id, &batch);
 		failed++;
 	}
@@ -779,22 +778,6 @@ RefundBatch(int64 account_id, int64 recharge_id, const SettledBatch *batch)
 		LedgerRefundBatch(account_id, batch->batch_id, recharge_id, batch->cost);
 	else
 		LedgerPost(account_id, batch->cost, "refund", batch->batch_id, recharge_id, NULL, 0);
-}
-
-/* Runs a statement that changes batch statuses, with the guard's flag up. */
-static void
-ExecAsSettler(CreditsPlanId id, Datum *values, int expected)
-{
-	credits_settling_batches = true;
-	PG_TRY();
-	{
-		CreditsExecPlan(id, values, NULL, expected);
-	}
-	PG_FINALLY();
-	{
-		credits_settling_batches = false;
-	}
-	PG_END_TRY();
 }
 
 /* A bigint column of the first row of the last SPI result. */
