@@ -20,6 +20,7 @@ OBJS = \
 	src/debit_state.o \
 	src/direct_access.o \
 	src/ledger.o \
+	src/row_write.o \
 	src/draw_down.o \
 	src/legacy.o
 

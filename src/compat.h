@@ -70,6 +70,39 @@
 #define credits_owns_relation(relid, roleid) pg_class_ownercheck(relid, roleid)
 #endif
 
+/*
+ * Writing rows without SPI (row_write.c).  table_tuple_update() reports
+ * which indexes need new entries as a TU_UpdateIndexes from 16 on (a bool
+ * before), and ExecInsertIndexTuples() takes the matching onlySummarizing
+ * flag from 16, its ResultRelInfo as an argument from 14 (through the
+ * EState in 13).  getIdentitySequence() takes the Relation from 17.
+ */
+#if PG_VERSION_NUM >= 160000
+typedef TU_UpdateIndexes credits_update_indexes;
+#define CREDITS_NO_INDEX_UPDATE TU_None
+#define credits_insert_index_tuples(rri, slot, estate, update, upd) \
+	ExecInsertIndexTuples(rri, slot, estate, update, false, NULL, NIL, \
+						  (upd) == TU_Summarizing)
+#elif PG_VERSION_NUM >= 140000
+typedef bool credits_update_indexes;
+#define CREDITS_NO_INDEX_UPDATE false
+#define credits_insert_index_tuples(rri, slot, estate, update, upd) \
+	ExecInsertIndexTuples(rri, slot, estate, update, false, NULL, NIL)
+#else
+typedef bool credits_update_indexes;
+#define CREDITS_NO_INDEX_UPDATE false
+#define credits_insert_index_tuples(rri, slot, estate, update, upd) \
+	((estate)->es_result_relation_info = (rri), \
+	 ExecInsertIndexTuples(slot, estate, false, NULL, NIL))
+#endif
+
+#if PG_VERSION_NUM >= 170000
+#define credits_identity_sequence(rel, attnum) getIdentitySequence(rel, attnum, false)
+#else
+#define credits_identity_sequence(rel, attnum) \
+	getIdentitySequence(RelationGetRelid(rel), attnum, false)
+#endif
+
 /* PG_MODULE_MAGIC_EXT (18+) lets the server report name and version. */
 #ifdef PG_MODULE_MAGIC_EXT
 #define CREDITS_MODULE_MAGIC PG_MODULE_MAGIC_EXT(.name = "credits", .version = CREDITS_VERSION)

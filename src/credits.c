@@ -43,6 +43,7 @@
 #include "compat.h"
 #include "credits.h"
 #include "debit_state.h"
+#include "row_write.h"
 
 CREDITS_MODULE_MAGIC;
 
@@ -125,6 +126,17 @@ _PG_init(void)
 							NULL,
 							NULL,
 							NULL);
+
+	DefineCustomBoolVariable("credits.direct_writes",
+							 "Writes debits' account, grant and ledger rows straight into the tables, without SQL.",
+							 "Off sends them through SQL statements instead: the same rows, slower. The SQL path is also taken, whatever this says, when a DBA has added triggers, rules or ledger columns to the extension's tables.",
+							 &CreditsDirectWrites,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL,
+							 NULL,
+							 NULL);
 
 	MarkGUCPrefixReserved("credits");
 

@@ -31,7 +31,7 @@
  * name in schema credits once and kept until a relcache invalidation touches
  * any of them (DROP EXTENSION, ALTER TABLE, REINDEX CONCURRENTLY, ...).  As
  * RangeVarGetRelidExtended() does, a name is trusted only once its relation
- * is locked: OpenPair() takes the locks on the cached OIDs, which processes
+ * is locked: CreditsOpenPair() takes the locks on the cached OIDs, which processes
  * pending invalidations, and if one of them touched our relations it
  * resolves the names again (now under the locks) and retries.  So DDL that
  * commits between the statement's start and our first read can neither make
@@ -64,17 +64,6 @@
 
 #include "compat.h"
 #include "direct_access.h"
-
-/* The tables read here, each with the unique index it is read by. */
-typedef enum CreditsTable
-{
-	TABLE_ACCOUNTS,
-	TABLE_POLICIES,
-	TABLE_PRICES,
-	TABLE_BATCHES,
-	TABLE_GRANTS,				/* 0.2.0 schemas only; read by account */
-	NUM_CREDITS_TABLES
-} CreditsTable;
 
 typedef struct TableAndIndex
 {
@@ -116,7 +105,9 @@ static const char *const table_names[NUM_CREDITS_TABLES][2] = {
 	[TABLE_POLICIES] = {"auto_recharge", "auto_recharge_pkey"},
 	[TABLE_PRICES] = {"prices", "prices_pkey"},
 	[TABLE_BATCHES] = {"send_batches", "send_batches_pkey"},
+	[TABLE_LEDGER] = {"ledger", "ledger_pkey"},
 	[TABLE_GRANTS] = {"grants", "grants_open_idx"},
+	[TABLE_GRANTS_BY_ID] = {"grants", "grants_pkey"},
 };
 
 static CreditsRelations rels;
@@ -134,11 +125,12 @@ static bool callback_registered = false;
 /* Relcache invalidations seen so far (any relation); see ResolveRelations. */
 static uint64 invalidations = 0;
 
+/* How many times the names were resolved; see CreditsRelationsGeneration. */
+static uint64 generation = 0;
+
 static void ResolveRelations(void);
 static Oid	RelationOid(Oid nsp, const char *name);
 static AttrNumber ColumnNumber(Oid relid, const char *name);
-static void OpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel,
-					 Relation *index);
 static bool FetchByKey(Relation rel, Relation index, Datum key, RegProcedure eqproc,
 					   Snapshot snapshot, TupleTableSlot *slot);
 static int64 SlotInt8(TupleTableSlot *slot, AttrNumber attnum, bool *isnull);
@@ -164,7 +156,7 @@ CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 	bool		found;
 	bool		isnull;
 
-	OpenPair(TABLE_ACCOUNTS, RowShareLock, &rel, &index);
+	CreditsOpenPair(TABLE_ACCOUNTS, RowShareLock, &rel, &index);
 	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
@@ -340,7 +332,7 @@ CreditsReadOpenGrantsDirect(int64 account_id, CachedGrant **grants, MemoryContex
 	CachedGrant *out;
 
 	out = MemoryContextAlloc(cxt, sizeof(CachedGrant) * capacity);
-	OpenPair(TABLE_GRANTS, AccessShareLock, &rel, &index);
+	CreditsOpenPair(TABLE_GRANTS, AccessShareLock, &rel, &index);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	slot = table_slot_create(rel, NULL);
 	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
@@ -392,7 +384,7 @@ static bool
 BeginKeyedRow(KeyedRow *row, CreditsTable which, Datum key, RegProcedure eqproc,
 			  Snapshot snapshot)
 {
-	OpenPair(which, AccessShareLock, &row->rel, &row->index);
+	CreditsOpenPair(which, AccessShareLock, &row->rel, &row->index);
 	row->snapshot = RegisterSnapshot(snapshot);
 	row->slot = table_slot_create(row->rel, NULL);
 	return FetchByKey(row->rel, row->index, key, eqproc, row->snapshot, row->slot);
@@ -416,8 +408,8 @@ EndKeyedRow(KeyedRow *row)
  *		taken on a stale OID are harmless and kept to the end of the
  *		transaction, as every lock here is.
  */
-static void
-OpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel, Relation *index)
+void
+CreditsOpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel, Relation *index)
 {
 	for (;;)
 	{
@@ -433,6 +425,30 @@ OpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel, Relation *index)
 			relation_close(*rel, NoLock);
 		rels.valid = false;
 	}
+}
+
+/*
+ * CreditsFetchByInt8Key
+ *		One row by a single bigint column's unique index (a table and index
+ *		from CreditsOpenPair), visible to the snapshot, into slot.
+ */
+bool
+CreditsFetchByInt8Key(Relation rel, Relation index, int64 key, Snapshot snapshot,
+					  TupleTableSlot *slot)
+{
+	return FetchByKey(rel, index, Int64GetDatum(key), F_INT8EQ, snapshot, slot);
+}
+
+/*
+ * CreditsRelationsGeneration
+ *		Changes whenever the names are resolved again (after DDL on one of
+ *		our relations): what a caller derived from them must be derived
+ *		again.
+ */
+uint64
+CreditsRelationsGeneration(void)
+{
+	return generation;
 }
 
 /* One row by a single-column unique index, visible to the snapshot. */
@@ -466,7 +482,7 @@ SlotInt8(TupleTableSlot *slot, AttrNumber attnum, bool *isnull)
  *		Finds the extension's tables, indexes and columns by name, unless
  *		they are known already.  rels becomes valid only if no invalidation
  *		arrived while looking (the lookups themselves may process some);
- *		OpenPair() checks again once it holds its locks.
+ *		CreditsOpenPair() checks again once it holds its locks.
  */
 static void
 ResolveRelations(void)
@@ -492,10 +508,14 @@ ResolveRelations(void)
 		found.oids[i].index = RelationOid(nsp, table_names[i][1]);
 	}
 	/* grants exist from 0.2.0 on; an older schema has none */
-	found.oids[TABLE_GRANTS].table = get_relname_relid(table_names[TABLE_GRANTS][0], nsp);
-	found.oids[TABLE_GRANTS].index = get_relname_relid(table_names[TABLE_GRANTS][1], nsp);
+	for (int i = TABLE_GRANTS; i < NUM_CREDITS_TABLES; i++)
+	{
+		found.oids[i].table = get_relname_relid(table_names[i][0], nsp);
+		found.oids[i].index = get_relname_relid(table_names[i][1], nsp);
+	}
 	found.has_grants = OidIsValid(found.oids[TABLE_GRANTS].table) &&
-		OidIsValid(found.oids[TABLE_GRANTS].index);
+		OidIsValid(found.oids[TABLE_GRANTS].index) &&
+		OidIsValid(found.oids[TABLE_GRANTS_BY_ID].index);
 	if (found.has_grants)
 	{
 		Oid			grants = found.oids[TABLE_GRANTS].table;
@@ -527,6 +547,7 @@ ResolveRelations(void)
 	found.batch_owed = get_attnum(batches, "owed");
 	found.valid = (invalidations == invalidations_before);
 	rels = found;
+	generation++;
 }
 
 static Oid

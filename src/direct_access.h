@@ -3,7 +3,8 @@
  * direct_access.h
  *	  Row access without SPI for the debit trigger's first row of an
  *	  account: lock the account, read its policy and a channel's price; and
- *	  reading a stored batch back.
+ *	  reading a stored batch back.  Also the one place that finds the
+ *	  extension's relations by name, for row_write.c too.
  *
  * Copyright (c) 2026, credits developers
  *
@@ -17,6 +18,23 @@
 
 #include "debit_state.h"
 #include "recharge_decision.h"
+#include "storage/lockdefs.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
+
+/* The extension's tables, each with the index it is read by. */
+typedef enum CreditsTable
+{
+	TABLE_ACCOUNTS,
+	TABLE_POLICIES,
+	TABLE_PRICES,
+	TABLE_BATCHES,
+	TABLE_LEDGER,
+	TABLE_GRANTS,				/* 0.2.0 schemas only, from here on; read by
+								 * account */
+	TABLE_GRANTS_BY_ID,			/* the same table, by grant_id */
+	NUM_CREDITS_TABLES
+} CreditsTable;
 
 /* A stored send batch, as read back by CreditsReadBatchDirect. */
 typedef struct StoredBatch
@@ -37,6 +55,14 @@ extern void CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy);
 extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
 extern bool CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch);
 extern bool CreditsHasGrants(void);
+
+/* for row_write.c */
+struct TupleTableSlot;
+extern void CreditsOpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel,
+							Relation *index);
+extern bool CreditsFetchByInt8Key(Relation rel, Relation index, int64 key,
+								  Snapshot snapshot, struct TupleTableSlot *slot);
+extern uint64 CreditsRelationsGeneration(void);
 extern int	CreditsReadOpenGrantsDirect(int64 account_id, CachedGrant **grants,
 										MemoryContext cxt);
 

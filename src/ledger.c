@@ -51,6 +51,7 @@
 #include "direct_access.h"
 #include "ledger.h"
 #include "plan_cache.h"
+#include "row_write.h"
 
 static Datum Int8ArrayDatum(const int64 *values, int n);
 static Datum Int8OrNull(int64 id, char *null);
@@ -63,6 +64,9 @@ static void MoveOwed(int64 batch_id, int64 delta);
 static int64 RepayOwed(int64 account_id, int64 from_grant, int64 available);
 static int64 InsertGrant(const NewGrant *g, int64 carried_over);
 static int64 ResultInt8(int row, int col);
+static void WriteDebitsDirect(RowWriter *w, const LedgerDebits *debits,
+							  const LedgerAccountRows *accounts,
+							  const LedgerGrantRows *grants);
 
 /*
  * LedgerOpenAccount
@@ -173,7 +177,14 @@ LedgerWriteDebits(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 	Datum		values[7];
 	int			first_account = 0;
 	int			first_grant = 0;
+	RowWriter  *writer;
 
+	if (debits->with_grants && (writer = RowWriterBegin()) != NULL)
+	{
+		WriteDebitsDirect(writer, debits, accounts, grants);
+		RowWriterEnd(writer);
+		return;
+	}
 	if (debits->with_grants)
 	{
 		if (debits->n == 1 && accounts->n == 1 && grants->n == 1 &&
@@ -242,6 +253,24 @@ LedgerWriteDebits(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 		values[2] = Int64GetDatum(accounts->in_flight[i]);
 		CreditsExecPlan(PLAN_WRITE_ACCOUNT, values, NULL, 1);
 	}
+}
+
+/*
+ * WriteDebitsDirect
+ *		LedgerWriteDebits without SPI (row_write.c): the same rows, in the
+ *		same order.
+ */
+static void
+WriteDebitsDirect(RowWriter *w, const LedgerDebits *debits,
+				  const LedgerAccountRows *accounts, const LedgerGrantRows *grants)
+{
+	if (debits->n > 0)
+		RowWriterInsertLedger(w, debits);
+	for (int i = 0; i < grants->n; i++)
+		RowWriterUpdateGrant(w, grants->grant[i], grants->remaining[i]);
+	for (int i = 0; i < accounts->n; i++)
+		RowWriterUpdateAccount(w, accounts->account[i], accounts->balance[i],
+							   accounts->in_flight[i]);
 }
 
 /*
