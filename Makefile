@@ -46,7 +46,8 @@ REGRESS = \
 	hardening \
 	grants \
 	plans \
-	expiry
+	expiry \
+	direct_writes
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
 ISOLATION = \
