@@ -45,7 +45,8 @@ REGRESS = \
 	hardening \
 	grants \
 	plans \
-	expiry
+	expiry \
+	table_changes
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
 ISOLATION = \
