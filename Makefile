@@ -47,6 +47,7 @@ REGRESS = \
 	grants \
 	plans \
 	expiry \
+	table_changes \
 	direct_writes
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
