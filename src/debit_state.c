@@ -144,11 +144,9 @@ static void PopLayer(void);
 static void ClearLayer(DebitLayer *layer);
 static bool LayerIsEmpty(DebitLayer *layer);
 static void WriteLayer(DebitLayer *layer, bool final);
-static void WriteQueued(DebitLayer *layer, int ndirty, int64 *ids,
-						int64 *balances, int64 *in_flights,
+static void WriteQueued(DebitLayer *layer, const LedgerAccountRows *accounts,
 						const LedgerGrantRows *grants);
-static void WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids,
-							   int64 *balances, int64 *in_flights,
+static void WriteQueuedGuarded(DebitLayer *layer, const LedgerAccountRows *accounts,
 							   const LedgerGrantRows *grants);
 static void QueueRow(DebitLayer *layer, CachedAccount *account, int64 delta,
 					 int64 batch_id, char kind, int64 grant_id, int64 recharge_id);
@@ -633,11 +631,8 @@ LayerIsEmpty(DebitLayer *layer)
 static void
 WriteLayer(DebitLayer *layer, bool final)
 {
-	int			ndirty = 0;
-	int64	   *ids = NULL;
-	int64	   *balances = NULL;
-	int64	   *in_flights = NULL;
-	LedgerGrantRows grants = {0, NULL, NULL};
+	LedgerAccountRows accounts = {0};
+	LedgerGrantRows grants = {0};
 
 	if (final && layer->naccounts > 0)
 	{
@@ -645,18 +640,20 @@ WriteLayer(DebitLayer *layer, bool final)
 		CachedAccount *account;
 		int			ngrants = 0;
 
-		ids = palloc(sizeof(int64) * layer->naccounts);
-		balances = palloc(sizeof(int64) * layer->naccounts);
-		in_flights = palloc(sizeof(int64) * layer->naccounts);
+		accounts.account = palloc(sizeof(int64) * layer->naccounts);
+		accounts.balance = palloc(sizeof(int64) * layer->naccounts);
+		accounts.in_flight = palloc(sizeof(int64) * layer->naccounts);
+		accounts.tid = palloc(sizeof(ItemPointerData) * layer->naccounts);
 		hash_seq_init(&status, layer->accounts);
 		while ((account = hash_seq_search(&status)) != NULL)
 		{
 			if (!account->dirty)
 				continue;
-			ids[ndirty] = account->account_id;
-			balances[ndirty] = account->balance;
-			in_flights[ndirty] = account->in_flight;
-			ndirty++;
+			accounts.account[accounts.n] = account->account_id;
+			accounts.balance[accounts.n] = account->balance;
+			accounts.in_flight[accounts.n] = account->in_flight;
+			accounts.tid[accounts.n] = account->tid;
+			accounts.n++;
 			account->dirty = false;
 			ngrants += account->ngrants;
 		}
@@ -664,6 +661,7 @@ WriteLayer(DebitLayer *layer, bool final)
 		{
 			grants.grant = palloc(sizeof(int64) * ngrants);
 			grants.remaining = palloc(sizeof(int64) * ngrants);
+			grants.tid = palloc(sizeof(ItemPointerData) * ngrants);
 			hash_seq_init(&status, layer->accounts);
 			while ((account = hash_seq_search(&status)) != NULL)
 			{
@@ -675,20 +673,21 @@ WriteLayer(DebitLayer *layer, bool final)
 						continue;
 					grants.grant[grants.n] = g->grant_id;
 					grants.remaining[grants.n] = g->remaining;
+					grants.tid[grants.n] = g->tid;
 					grants.n++;
 					g->dirty = false;
 				}
 			}
 		}
 	}
-	if (layer->nledger == 0 && ndirty == 0 && grants.n == 0)
+	if (layer->nledger == 0 && accounts.n == 0 && grants.n == 0)
 	{
 		if (final)
 			layer->pending = false;
 		return;
 	}
 
-	WriteQueuedGuarded(layer, ndirty, ids, balances, in_flights, &grants);
+	WriteQueuedGuarded(layer, &accounts, &grants);
 
 	layer->nledger = 0;
 	if (final)
@@ -697,13 +696,13 @@ WriteLayer(DebitLayer *layer, bool final)
 
 /* WriteQueued inside the busy bracket (a function of its own for setjmp). */
 static void
-WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
-				   int64 *in_flights, const LedgerGrantRows *grants)
+WriteQueuedGuarded(DebitLayer *layer, const LedgerAccountRows *accounts,
+				   const LedgerGrantRows *grants)
 {
 	CreditsBeginDebit();
 	PG_TRY();
 	{
-		WriteQueued(layer, ndirty, ids, balances, in_flights, grants);
+		WriteQueued(layer, accounts, grants);
 	}
 	PG_FINALLY();
 	{
@@ -714,11 +713,10 @@ WriteQueuedGuarded(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 
 /* The SQL of WriteLayer, by the one writer of balances (ledger.c). */
 static void
-WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
-			int64 *in_flights, const LedgerGrantRows *grants)
+WriteQueued(DebitLayer *layer, const LedgerAccountRows *accounts,
+			const LedgerGrantRows *grants)
 {
 	LedgerDebits debits;
-	LedgerAccountRows accounts;
 
 	debits.n = layer->nledger;
 	debits.account = layer->ledger_account;
@@ -729,14 +727,10 @@ WriteQueued(DebitLayer *layer, int ndirty, int64 *ids, int64 *balances,
 	debits.grant = layer->ledger_grant;
 	debits.recharge = layer->ledger_recharge;
 	debits.with_grants = layer->has_grants;
-	accounts.n = ndirty;
-	accounts.account = ids;
-	accounts.balance = balances;
-	accounts.in_flight = in_flights;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "credits: SPI_connect failed");
-	LedgerWriteDebits(&debits, &accounts, grants);
+	LedgerWriteDebits(&debits, accounts, grants);
 	SPI_finish();
 }
 

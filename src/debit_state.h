@@ -15,6 +15,7 @@
 #define CREDITS_DEBIT_STATE_H
 
 #include "datatype/timestamp.h"
+#include "storage/itemptr.h"
 #include "recharge_decision.h"
 
 /* An open grant of a cached account (0.2.0 schemas), with its running total. */
@@ -26,6 +27,8 @@ typedef struct CachedGrant
 	bool		expires;		/* expires_at is not null */
 	TimestampTz expires_at;
 	bool		dirty;			/* remaining differs from the row */
+	ItemPointerData tid;		/* where the row was read (a hint for the
+								 * write; row_write.c checks it) */
 } CachedGrant;
 
 /* An account as this statement sees it: locked, with its running totals. */
@@ -39,6 +42,8 @@ typedef struct CachedAccount
 	bool		has_grants;		/* a 0.2.0 schema: debits draw from grants */
 	int			ngrants;		/* open grants, in draw-down order */
 	CachedGrant *grants;		/* in the layer's memory context */
+	ItemPointerData tid;		/* where the locked row was (a hint, as for
+								 * grants) */
 } CachedAccount;
 
 extern void CreditsDebitStateInit(void);

@@ -528,7 +528,8 @@ LockAccount(int64 account_id)
 	memset(&account, 0, sizeof(account));
 	account.account_id = account_id;
 	account.has_grants = CreditsHasGrants();
-	if (!CreditsLockAccountDirect(account_id, &account.balance, &account.in_flight))
+	if (!CreditsLockAccountDirect(account_id, &account.balance, &account.in_flight,
+								  &account.tid))
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_UNKNOWN_ACCOUNT),
 				 errmsg("account %lld does not exist", (long long) account_id),

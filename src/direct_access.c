@@ -142,10 +142,12 @@ static void InvalidateRelations(Datum arg, Oid relid);
 /*
  * CreditsLockAccountDirect
  *		Locks the account row FOR NO KEY UPDATE and reads its balance and
- *		in_flight.  Returns false when there is no such account.
+ *		in_flight; *tid gets where the locked version is.  Returns false when
+ *		there is no such account.
  */
 bool
-CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
+CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight,
+						 ItemPointer tid)
 {
 	Relation	rel;
 	Relation	index;
@@ -197,6 +199,7 @@ CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight)
 	{
 		*balance = SlotInt8(slot, rels.accounts_balance, &isnull);
 		*in_flight = SlotInt8(slot, rels.accounts_in_flight, &isnull);
+		*tid = slot->tts_tid;
 	}
 
 	ExecDropSingleTupleTableSlot(slot);
@@ -358,6 +361,7 @@ CreditsReadOpenGrantsDirect(int64 account_id, CachedGrant **grants, MemoryContex
 		g.expires = !isnull;
 		g.expires_at = isnull ? 0 : DatumGetTimestampTz(v);
 		g.dirty = false;
+		g.tid = slot->tts_tid;
 		if (n >= capacity)
 		{
 			capacity *= 2;

@@ -50,7 +50,8 @@ typedef struct StoredBatch
 	int64		owed;			/* 0 before 0.2.0 */
 } StoredBatch;
 
-extern bool CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight);
+extern bool CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight,
+									 ItemPointer tid);
 extern void CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy);
 extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
 extern bool CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch);

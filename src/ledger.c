@@ -267,10 +267,10 @@ WriteDebitsDirect(RowWriter *w, const LedgerDebits *debits,
 	if (debits->n > 0)
 		RowWriterInsertLedger(w, debits);
 	for (int i = 0; i < grants->n; i++)
-		RowWriterUpdateGrant(w, grants->grant[i], grants->remaining[i]);
+		RowWriterUpdateGrant(w, grants->grant[i], &grants->tid[i], grants->remaining[i]);
 	for (int i = 0; i < accounts->n; i++)
-		RowWriterUpdateAccount(w, accounts->account[i], accounts->balance[i],
-							   accounts->in_flight[i]);
+		RowWriterUpdateAccount(w, accounts->account[i], &accounts->tid[i],
+							   accounts->balance[i], accounts->in_flight[i]);
 }
 
 /*

@@ -16,6 +16,7 @@
 #define CREDITS_LEDGER_H
 
 #include "datatype/timestamp.h"
+#include "storage/itemptr.h"
 
 /* Kinds of the rows the debit trigger queues. */
 #define LEDGER_DEBIT	'd'
@@ -42,6 +43,7 @@ typedef struct LedgerAccountRows
 	int64	   *account;
 	int64	   *balance;
 	int64	   *in_flight;
+	ItemPointerData *tid;		/* where each row was read: a hint */
 } LedgerAccountRows;
 
 /* Grant rows to write at the end of a statement. */
@@ -50,6 +52,7 @@ typedef struct LedgerGrantRows
 	int			n;
 	int64	   *grant;
 	int64	   *remaining;
+	ItemPointerData *tid;		/* where each row was read: a hint */
 } LedgerGrantRows;
 
 /* A new grant (0.2.0 schemas). */

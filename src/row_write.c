@@ -142,8 +142,10 @@ struct RowWriter
 	TableWriter accounts;
 	TableWriter grants;
 	TableWriter ledger;
+	AttrNumber	account_id;
 	AttrNumber	account_balance;
 	AttrNumber	account_in_flight;
+	AttrNumber	grant_id;
 	AttrNumber	grant_remaining;
 	AttrNumber	grant_closed_at;
 	AttrNumber	ledger_column[NUM_LEDGER_COLUMNS];
@@ -186,8 +188,11 @@ static void PreparePredicates(RowWriter *w, TableWriter *t);
 static void CheckConstraints(RowWriter *w, TableWriter *t, TupleTableSlot *slot);
 static void PrepareChecks(RowWriter *w, TableWriter *t);
 static bool ChecksCurrent(const CheckTrees *c, Relation rel);
-static void UpdateRow(RowWriter *w, TableWriter *t, int64 key, int ncolumns,
-					  const AttrNumber *columns, const Datum *values, const bool *nulls);
+static void UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key,
+					  ItemPointer tid, int ncolumns, const AttrNumber *columns,
+					  const Datum *values, const bool *nulls);
+static bool FetchAt(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key,
+					ItemPointer tid);
 
 /*
  * RowWriterBegin
@@ -208,8 +213,10 @@ RowWriterBegin(void)
 	w->accounts.checks = &account_checks;
 	w->grants.checks = &grant_checks;
 	w->ledger.checks = &ledger_checks;
+	w->account_id = ColumnByName(w->accounts.rel, "account_id");
 	w->account_balance = ColumnByName(w->accounts.rel, "balance");
 	w->account_in_flight = ColumnByName(w->accounts.rel, "in_flight");
+	w->grant_id = ColumnByName(w->grants.rel, "grant_id");
 	w->grant_remaining = ColumnByName(w->grants.rel, "remaining");
 	w->grant_closed_at = ColumnByName(w->grants.rel, "closed_at");
 	if (!PlainTable(w->accounts.rel) || !PlainTable(w->grants.rel) ||
@@ -217,6 +224,8 @@ RowWriterBegin(void)
 		!NoTriggersFor(w->ledger.rel, TRIGGER_TYPE_INSERT, false) ||
 		!NoTriggersFor(w->accounts.rel, TRIGGER_TYPE_UPDATE, true) ||
 		!NoTriggersFor(w->grants.rel, TRIGGER_TYPE_UPDATE, true) ||
+		w->account_id == InvalidAttrNumber ||
+		w->grant_id == InvalidAttrNumber ||
 		w->account_balance == InvalidAttrNumber ||
 		w->account_in_flight == InvalidAttrNumber ||
 		w->grant_remaining == InvalidAttrNumber ||
@@ -258,13 +267,14 @@ RowWriterBegin(void)
  *		Sets the account row's balance and in_flight.
  */
 void
-RowWriterUpdateAccount(RowWriter *w, int64 account_id, int64 balance, int64 in_flight)
+RowWriterUpdateAccount(RowWriter *w, int64 account_id, ItemPointer tid, int64 balance,
+					   int64 in_flight)
 {
 	AttrNumber	columns[2] = {w->account_balance, w->account_in_flight};
 	Datum		values[2] = {Int64GetDatum(balance), Int64GetDatum(in_flight)};
 	bool		nulls[2] = {false, false};
 
-	UpdateRow(w, &w->accounts, account_id, 2, columns, values, nulls);
+	UpdateRow(w, &w->accounts, w->account_id, account_id, tid, 2, columns, values, nulls);
 }
 
 /*
@@ -272,13 +282,13 @@ RowWriterUpdateAccount(RowWriter *w, int64 account_id, int64 balance, int64 in_f
  *		Sets the grant's remaining; a grant a debit empties is closed.
  */
 void
-RowWriterUpdateGrant(RowWriter *w, int64 grant_id, int64 remaining)
+RowWriterUpdateGrant(RowWriter *w, int64 grant_id, ItemPointer tid, int64 remaining)
 {
 	AttrNumber	columns[2] = {w->grant_remaining, w->grant_closed_at};
 	Datum		values[2] = {Int64GetDatum(remaining), TimestampTzGetDatum(w->now)};
 	bool		nulls[2] = {false, remaining != 0};
 
-	UpdateRow(w, &w->grants, grant_id, 2, columns, values, nulls);
+	UpdateRow(w, &w->grants, w->grant_id, grant_id, tid, 2, columns, values, nulls);
 }
 
 /*
@@ -370,13 +380,14 @@ RowWriterEnd(RowWriter *w)
 
 /*
  * UpdateRow
- *		Finds the row by its key with the writer's snapshot and writes a new
- *		version with these columns changed, checking the table's
- *		constraints and adding index entries unless the update is HOT.
+ *		Finds the row (at tid if that is still its visible version, else by
+ *		its key) with the writer's snapshot and writes a new version with
+ *		these columns changed, checking the table's constraints and adding
+ *		index entries unless the update is HOT.
  */
 static void
-UpdateRow(RowWriter *w, TableWriter *t, int64 key, int ncolumns,
-		  const AttrNumber *columns, const Datum *values, const bool *nulls)
+UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPointer tid,
+		  int ncolumns, const AttrNumber *columns, const Datum *values, const bool *nulls)
 {
 	TupleDesc	desc = RelationGetDescr(t->rel);
 	TM_FailureData tmfd;
@@ -389,7 +400,8 @@ UpdateRow(RowWriter *w, TableWriter *t, int64 key, int ncolumns,
 		t->found = table_slot_create(t->rel, NULL);
 		t->next = table_slot_create(t->rel, NULL);
 	}
-	if (!CreditsFetchByInt8Key(t->rel, t->key, key, w->snapshot, t->found))
+	if (!FetchAt(w, t, key_column, key, tid) &&
+		!CreditsFetchByInt8Key(t->rel, t->key, key, w->snapshot, t->found))
 		elog(ERROR, "credits: row %lld of %s to update is gone",
 			 (long long) key, RelationGetRelationName(t->rel));
 	slot_getallattrs(t->found);
@@ -507,6 +519,28 @@ ChecksCurrent(const CheckTrees *c, Relation rel)
 		if (strcmp(c->names[i], constr->check[i].ccname) != 0)
 			return false;
 	return true;
+}
+
+/*
+ * FetchAt
+ *		The row at tid into t->found, if the writer's snapshot sees that
+ *		version and it is the row with this key: where the debit read it,
+ *		unless something wrote it since (then the key finds it).
+ */
+static bool
+FetchAt(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPointer tid)
+{
+	bool		isnull;
+	Datum		found_key;
+
+	if (tid == NULL || !ItemPointerIsValid(tid) ||
+		!table_tuple_fetch_row_version(t->rel, tid, w->snapshot, t->found))
+		return false;
+	found_key = slot_getattr(t->found, key_column, &isnull);
+	if (!isnull && DatumGetInt64(found_key) == key)
+		return true;
+	ExecClearTuple(t->found);
+	return false;
 }
 
 static void

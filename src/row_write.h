@@ -23,9 +23,10 @@ typedef struct RowWriter RowWriter;
 extern bool CreditsDirectWrites;
 
 extern RowWriter *RowWriterBegin(void);
-extern void RowWriterUpdateAccount(RowWriter *w, int64 account_id, int64 balance,
-								   int64 in_flight);
-extern void RowWriterUpdateGrant(RowWriter *w, int64 grant_id, int64 remaining);
+extern void RowWriterUpdateAccount(RowWriter *w, int64 account_id, ItemPointer tid,
+								   int64 balance, int64 in_flight);
+extern void RowWriterUpdateGrant(RowWriter *w, int64 grant_id, ItemPointer tid,
+								 int64 remaining);
 extern void RowWriterInsertLedger(RowWriter *w, const LedgerDebits *rows);
 extern void RowWriterEnd(RowWriter *w);
 
