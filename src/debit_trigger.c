@@ -287,30 +287,58 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 /*
  * LookUpColumns
  *		Attribute numbers of send_batches' columns, by name, so that columns a
- *		DBA adds or drops do not matter.
+ *		DBA adds or drops do not matter.  The last answer is kept and reused
+ *		while every name is still at its number (one comparison per column,
+ *		not a search of the descriptor per column and row).
  */
 static void
 LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 {
 	static const char *const names[] = {
 		"batch_id", "account_id", "messages", "channel",
-		"idempotency_key", "cost", "status", "recharge_id"
+		"idempotency_key", "cost", "status", "recharge_id", "owed"
 	};
+	static BatchColumns last;
+	static bool have_last = false;
 	int		   *slots[] = {
 		&cols->batch_id, &cols->account_id, &cols->messages, &cols->channel,
-		&cols->idempotency_key, &cols->cost, &cols->status, &cols->recharge_id
+		&cols->idempotency_key, &cols->cost, &cols->status, &cols->recharge_id,
+		&cols->owed
 	};
+	int			n = (int) lengthof(names);
 
-	for (int i = 0; i < (int) lengthof(names); i++)
+	*cols = last;
+	if (have_last)
+	{
+		bool		same = true;
+
+		for (int i = 0; i < n && same; i++)
+		{
+			Form_pg_attribute attr;
+
+			if (*slots[i] <= 0 || *slots[i] > tupdesc->natts)
+			{
+				same = false;
+				break;
+			}
+			attr = TupleDescAttr(tupdesc, *slots[i] - 1);
+			same = !attr->attisdropped && strcmp(NameStr(attr->attname), names[i]) == 0;
+		}
+		if (same)
+			return;
+	}
+	for (int i = 0; i < n; i++)
 	{
 		*slots[i] = SPI_fnumber(tupdesc, names[i]);
-		if (*slots[i] <= 0)
+		/* owed is 0.2.0's; an older schema has none */
+		if (*slots[i] <= 0 && strcmp(names[i], "owed") != 0)
 			elog(ERROR, "credits: send_batches has no column \"%s\"", names[i]);
 	}
-	/* owed is 0.2.0's; an older schema has none */
-	cols->owed = SPI_fnumber(tupdesc, "owed");
 	if (cols->owed < 0)
 		cols->owed = 0;
+	/* reused only when every column, owed included, exists */
+	last = *cols;
+	have_last = cols->owed > 0;
 }
 
 /*
