@@ -417,14 +417,20 @@ CreditsOpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel, Relation *
 {
 	for (;;)
 	{
+		Relation	idx = NULL;
+
 		ResolveRelations();
 		*rel = try_relation_open(rels.oids[which].table, lockmode);
-		*index = *rel == NULL ? NULL :
-			try_relation_open(rels.oids[which].index, AccessShareLock);
-		if (*rel != NULL && *index != NULL && rels.valid)
+		if (*rel != NULL && index != NULL)
+			idx = try_relation_open(rels.oids[which].index, AccessShareLock);
+		if (*rel != NULL && (index == NULL || idx != NULL) && rels.valid)
+		{
+			if (index != NULL)
+				*index = idx;
 			return;
-		if (*index != NULL)
-			relation_close(*index, NoLock);
+		}
+		if (idx != NULL)
+			relation_close(idx, NoLock);
 		if (*rel != NULL)
 			relation_close(*rel, NoLock);
 		rels.valid = false;

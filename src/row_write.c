@@ -125,7 +125,9 @@ typedef struct CheckTrees
 typedef struct TableWriter
 {
 	Relation	rel;
-	Relation	key;			/* the index rows are found by */
+	CreditsTable which;
+	Relation	key;			/* the index rows are found by, opened when
+								 * first needed */
 	ResultRelInfo *rri;
 	CheckTrees *checks;
 	bool		indexes_open;
@@ -178,6 +180,7 @@ static uint64 entry_id_sequence_generation = 0;
 
 static void OpenTable(TableWriter *t, CreditsTable which);
 static void CloseTable(TableWriter *t);
+static Relation KeyIndex(TableWriter *t);
 static void InitTarget(TableWriter *t);
 static bool PlainTable(Relation rel);
 static bool NoTriggersFor(Relation rel, int16 event, bool allow_foreign_keys);
@@ -401,7 +404,7 @@ UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPo
 		t->next = table_slot_create(t->rel, NULL);
 	}
 	if (!FetchAt(w, t, key_column, key, tid) &&
-		!CreditsFetchByInt8Key(t->rel, t->key, key, w->snapshot, t->found))
+		!CreditsFetchByInt8Key(t->rel, KeyIndex(t), key, w->snapshot, t->found))
 		elog(ERROR, "credits: row %lld of %s to update is gone",
 			 (long long) key, RelationGetRelationName(t->rel));
 	slot_getallattrs(t->found);
@@ -546,7 +549,22 @@ FetchAt(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPoin
 static void
 OpenTable(TableWriter *t, CreditsTable which)
 {
-	CreditsOpenPair(which, RowExclusiveLock, &t->rel, &t->key);
+	t->which = which;
+	CreditsOpenPair(which, RowExclusiveLock, &t->rel, NULL);
+}
+
+/* The table's key index (a second reference to the table is dropped). */
+static Relation
+KeyIndex(TableWriter *t)
+{
+	if (t->key == NULL)
+	{
+		Relation	again;
+
+		CreditsOpenPair(t->which, RowExclusiveLock, &again, &t->key);
+		table_close(again, NoLock);
+	}
+	return t->key;
 }
 
 /* The ResultRelInfo the executor's routines work on (no range table). */
@@ -567,7 +585,8 @@ CloseTable(TableWriter *t)
 	}
 	if (t->indexes_open)
 		ExecCloseIndices(t->rri);
-	index_close(t->key, NoLock);
+	if (t->key != NULL)
+		index_close(t->key, NoLock);
 	table_close(t->rel, NoLock);
 }
 
