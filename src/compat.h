@@ -78,18 +78,18 @@
  * EState in 13).  getIdentitySequence() takes the Relation from 17.
  */
 #if PG_VERSION_NUM >= 160000
-typedef TU_UpdateIndexes credits_update_indexes;
+#define credits_update_indexes TU_UpdateIndexes
 #define CREDITS_NO_INDEX_UPDATE TU_None
 #define credits_insert_index_tuples(rri, slot, estate, update, upd) \
 	ExecInsertIndexTuples(rri, slot, estate, update, false, NULL, NIL, \
 						  (upd) == TU_Summarizing)
 #elif PG_VERSION_NUM >= 140000
-typedef bool credits_update_indexes;
+#define credits_update_indexes bool
 #define CREDITS_NO_INDEX_UPDATE false
 #define credits_insert_index_tuples(rri, slot, estate, update, upd) \
 	ExecInsertIndexTuples(rri, slot, estate, update, false, NULL, NIL)
 #else
-typedef bool credits_update_indexes;
+#define credits_update_indexes bool
 #define CREDITS_NO_INDEX_UPDATE false
 #define credits_insert_index_tuples(rri, slot, estate, update, upd) \
 	((estate)->es_result_relation_info = (rri), \
