@@ -71,7 +71,8 @@ ISOLATION = \
 	expire_vs_debit \
 	expire_vs_refund \
 	renew_vs_settle \
-	expiring_notify
+	expiring_notify \
+	grant_edit_vs_debit
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""

@@ -43,8 +43,10 @@
  * it, kept to the end of the transaction.  The caller holds every account
  * row lock (FOR NO KEY UPDATE); grants are changed only under their
  * account's lock, so the rows found here with the latest snapshot are the
- * latest versions, and anything else is an error (a concurrent update
- * under REPEATABLE READ is a serialization failure, as for UPDATE).
+ * latest versions.  A row changed meanwhile anyway (a DBA's UPDATE of a
+ * grant's note) is handled as UPDATE handles it: under READ COMMITTED the
+ * columns are written onto the newest version, under REPEATABLE READ it is
+ * a serialization failure.
  *
  *-------------------------------------------------------------------------
  */
@@ -397,45 +399,61 @@ UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPo
 	TM_Result	result;
 	LockTupleMode lockmode;
 	credits_update_indexes update_indexes;
+	Snapshot	snapshot = w->snapshot;
 
 	if (t->found == NULL)
 	{
 		t->found = table_slot_create(t->rel, NULL);
 		t->next = table_slot_create(t->rel, NULL);
 	}
-	if (!FetchAt(w, t, key_column, key, tid) &&
-		!CreditsFetchByInt8Key(t->rel, KeyIndex(t), key, w->snapshot, t->found))
-		elog(ERROR, "credits: row %lld of %s to update is gone",
-			 (long long) key, RelationGetRelationName(t->rel));
-	slot_getallattrs(t->found);
-	ExecClearTuple(t->next);
-	memcpy(t->next->tts_values, t->found->tts_values, sizeof(Datum) * desc->natts);
-	memcpy(t->next->tts_isnull, t->found->tts_isnull, sizeof(bool) * desc->natts);
-	for (int i = 0; i < ncolumns; i++)
+	for (;;)
 	{
-		t->next->tts_values[columns[i] - 1] = values[i];
-		t->next->tts_isnull[columns[i] - 1] = nulls[i];
-	}
-	ExecStoreVirtualTuple(t->next);
-	CheckConstraints(w, t, t->next);
-	CheckCmdReplicaIdentity(t->rel, CMD_UPDATE);
+		bool		found;
 
-	result = table_tuple_update(t->rel, &t->found->tts_tid, t->next, w->cid,
-								w->snapshot, InvalidSnapshot, true, &tmfd,
-								&lockmode, &update_indexes);
-	switch (result)
-	{
-		case TM_Ok:
+		found = (snapshot == w->snapshot && FetchAt(w, t, key_column, key, tid)) ||
+			CreditsFetchByInt8Key(t->rel, KeyIndex(t), key, snapshot, t->found);
+		if (snapshot != w->snapshot)
+			UnregisterSnapshot(snapshot);
+		if (!found)
+			elog(ERROR, "credits: row %lld of %s to update is gone",
+				 (long long) key, RelationGetRelationName(t->rel));
+		slot_getallattrs(t->found);
+		ExecClearTuple(t->next);
+		memcpy(t->next->tts_values, t->found->tts_values, sizeof(Datum) * desc->natts);
+		memcpy(t->next->tts_isnull, t->found->tts_isnull, sizeof(bool) * desc->natts);
+		for (int i = 0; i < ncolumns; i++)
+		{
+			t->next->tts_values[columns[i] - 1] = values[i];
+			t->next->tts_isnull[columns[i] - 1] = nulls[i];
+		}
+		ExecStoreVirtualTuple(t->next);
+		CheckConstraints(w, t, t->next);
+		CheckCmdReplicaIdentity(t->rel, CMD_UPDATE);
+
+		result = table_tuple_update(t->rel, &t->found->tts_tid, t->next, w->cid,
+									w->snapshot, InvalidSnapshot, true, &tmfd,
+									&lockmode, &update_indexes);
+		if (result == TM_Ok)
 			break;
-		case TM_Updated:
-		case TM_Deleted:
+		/*
+		 * Somebody changed the row since we read it without holding its
+		 * account's lock (a DBA's UPDATE of a grant's note, say).  Under READ
+		 * COMMITTED, as UPDATE re-checks the newest version, write our
+		 * columns onto the newest version; under REPEATABLE READ, as UPDATE
+		 * does, fail.
+		 */
+		if (result == TM_Updated && !IsolationUsesXactSnapshot())
+		{
+			ExecClearTuple(t->found);
+			snapshot = RegisterSnapshot(GetLatestSnapshot());
+			continue;
+		}
+		if (result == TM_Updated || result == TM_Deleted)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent update")));
-			break;
-		default:
-			elog(ERROR, "credits: unexpected result %d updating row %lld of %s",
-				 (int) result, (long long) key, RelationGetRelationName(t->rel));
+		elog(ERROR, "credits: unexpected result %d updating row %lld of %s",
+			 (int) result, (long long) key, RelationGetRelationName(t->rel));
 	}
 	if (update_indexes != CREDITS_NO_INDEX_UPDATE)
 	{
