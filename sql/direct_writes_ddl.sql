@@ -1,0 +1,56 @@
+--
+-- direct_writes_ddl: DDL that the direct statement-end write (row_write.c)
+-- must follow as the SQL path does.
+--  1. A CHECK constraint calling a SQL function: after CREATE OR REPLACE
+--     FUNCTION the new body holds (the planned CHECK tree, cached per
+--     backend, held the old body inlined).
+--  2. A written column whose type a DBA changed: the value is converted as
+--     SQL converts it, not stored as a bigint Datum (which crashed the
+--     server for numeric).
+--  3. A domain on a written column: its CHECK holds.
+-- Each change is rolled back; accounts 9101-9103.
+--
+\set SHOW_CONTEXT never
+\set VERBOSITY terse
+SELECT count(*) >= 0 AS opened FROM (
+	SELECT credits.open_account(9100 + g, CASE g WHEN 3 THEN 987659 ELSE 1000 END)
+	  FROM generate_series(1, 3) g) o;
+
+-- 1.
+CREATE FUNCTION regress_dwd_small(d bigint) RETURNS boolean LANGUAGE sql IMMUTABLE
+	AS $$ SELECT d > -1000 $$;
+BEGIN;
+ALTER TABLE credits.ledger ADD CONSTRAINT regress_dwd_small CHECK (regress_dwd_small(delta)) NOT VALID;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9101, 1);
+CREATE OR REPLACE FUNCTION regress_dwd_small(d bigint) RETURNS boolean LANGUAGE sql IMMUTABLE
+	AS $$ SELECT d > -1 $$;
+SAVEPOINT s;
+-- refused, as through SQL:
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9101, 1);
+ROLLBACK TO s;
+SET LOCAL credits.direct_writes = off;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9101, 1);
+ROLLBACK;
+DROP FUNCTION regress_dwd_small(bigint);
+
+-- 2.
+BEGIN;
+ALTER TABLE credits.ledger ALTER COLUMN balance_after TYPE numeric;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9102, 3);
+SELECT delta, balance_after FROM credits.ledger WHERE account_id = 9102 ORDER BY entry_id;
+ROLLBACK;
+
+-- 3.
+CREATE DOMAIN regress_dwd_floor AS bigint CHECK (VALUE <> 987654);
+BEGIN;
+ALTER TABLE credits.ledger ALTER COLUMN balance_after TYPE regress_dwd_floor;
+SAVEPOINT s;
+-- refused (balance_after 987654), as through SQL:
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9103, 5);
+ROLLBACK TO s;
+SET LOCAL credits.direct_writes = off;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9103, 5);
+ROLLBACK;
+DROP DOMAIN regress_dwd_floor;
+
+SELECT * FROM credits.verify();
