@@ -8,13 +8,17 @@
 --     SQL converts it, not stored as a bigint Datum (which crashed the
 --     server for numeric).
 --  3. A domain on a written column: its CHECK holds.
--- Each change is rolled back; accounts 9101-9103.
+--  4. A CHECK reading tableoid sees the table's (it saw 0 for the first
+--     row of a writer).
+--  5. grants_pkey renamed: a debit must not go on as if the schema were
+--     0.1 (no grant drawn, verify() broken); it is refused.
+-- Each change is rolled back; accounts 9101-9104.
 --
 \set SHOW_CONTEXT never
 \set VERBOSITY terse
 SELECT count(*) >= 0 AS opened FROM (
 	SELECT credits.open_account(9100 + g, CASE g WHEN 3 THEN 987659 ELSE 1000 END)
-	  FROM generate_series(1, 3) g) o;
+	  FROM generate_series(1, 4) g) o;
 
 -- 1.
 CREATE FUNCTION regress_dwd_small(d bigint) RETURNS boolean LANGUAGE sql IMMUTABLE
@@ -52,5 +56,25 @@ SET LOCAL credits.direct_writes = off;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (9103, 5);
 ROLLBACK;
 DROP DOMAIN regress_dwd_floor;
+
+-- 4.
+BEGIN;
+ALTER TABLE credits.ledger ADD CONSTRAINT regress_dwd_tableoid
+	CHECK (tableoid = 'credits.ledger'::regclass) NOT VALID;
+ALTER TABLE credits.grants ADD CONSTRAINT regress_dwd_tableoid
+	CHECK (tableoid = 'credits.grants'::regclass) NOT VALID;
+ALTER TABLE credits.accounts ADD CONSTRAINT regress_dwd_tableoid
+	CHECK (tableoid = 'credits.accounts'::regclass) NOT VALID;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9104, 1), (9104, 1);
+ROLLBACK;
+
+-- 5.
+BEGIN;
+ALTER INDEX credits.grants_pkey RENAME TO regress_dwd_grants_pk;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9104, 3);
+SELECT kind, delta, grant_id IS NOT NULL AS drawn_from_a_grant
+  FROM credits.ledger WHERE account_id = 9104 ORDER BY entry_id;
+SELECT * FROM credits.verify() WHERE account_id = 9104;
+ROLLBACK;
 
 SELECT * FROM credits.verify();

@@ -515,6 +515,8 @@ UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPo
 static void
 CheckConstraints(RowWriter *w, TableWriter *t, TupleTableSlot *slot)
 {
+	/* a CHECK may read tableoid: set it, as ExecInsert and ExecUpdate do */
+	slot->tts_tableOid = RelationGetRelid(t->rel);
 	if (RelationGetDescr(t->rel)->constr == NULL)
 		return;
 	if (t->rri->ri_ConstraintExprs == NULL)
