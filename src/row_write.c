@@ -167,6 +167,8 @@ struct RowWriter
 {
 	EState	   *estate;
 	Snapshot	snapshot;
+	Snapshot	xact_snapshot;	/* REPEATABLE READ and SERIALIZABLE: the
+								 * transaction's, with the current command */
 	CommandId	cid;
 	TimestampTz now;
 	TableWriter accounts;
@@ -297,6 +299,13 @@ RowWriterBegin(void)
 	/* as SPI does before each statement: see our own earlier writes */
 	CommandCounterIncrement();
 	w->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	if (IsolationUsesXactSnapshot())
+	{
+		PushCopiedSnapshot(GetTransactionSnapshot());
+		UpdateActiveSnapshotCommandId();
+		w->xact_snapshot = RegisterSnapshot(GetActiveSnapshot());
+		PopActiveSnapshot();
+	}
 	w->cid = GetCurrentCommandId(true);
 	w->now = GetCurrentTransactionStartTimestamp();
 	w->estate = CreateExecutorState();
@@ -421,6 +430,8 @@ RowWriterEnd(RowWriter *w)
 	CloseTable(&w->ledger);
 	FreeExecutorState(w->estate);
 	UnregisterSnapshot(w->snapshot);
+	if (w->xact_snapshot != NULL)
+		UnregisterSnapshot(w->xact_snapshot);
 	pfree(w);
 }
 
@@ -458,6 +469,18 @@ UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPo
 		if (!found)
 			elog(ERROR, "credits: row %lld of %s to update is gone",
 				 (long long) key, RelationGetRelationName(t->rel));
+
+		/*
+		 * Under REPEATABLE READ an UPDATE reads with the transaction's
+		 * snapshot: a version committed since (a DBA's edit of a grant
+		 * before this statement began) is a serialization failure there,
+		 * not a row to write onto.
+		 */
+		if (w->xact_snapshot != NULL &&
+			!table_tuple_satisfies_snapshot(t->rel, t->found, w->xact_snapshot))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update")));
 		slot_getallattrs(t->found);
 		ExecClearTuple(t->next);
 		memcpy(t->next->tts_values, t->found->tts_values, sizeof(Datum) * desc->natts);
