@@ -48,7 +48,8 @@ REGRESS = \
 	plans \
 	expiry \
 	table_changes \
-	direct_writes
+	direct_writes \
+	direct_writes_ddl
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 
 ISOLATION = \

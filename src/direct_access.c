@@ -517,15 +517,17 @@ ResolveRelations(void)
 		found.oids[i].table = RelationOid(nsp, table_names[i][0]);
 		found.oids[i].index = RelationOid(nsp, table_names[i][1]);
 	}
-	/* grants exist from 0.2.0 on; an older schema has none */
-	for (int i = TABLE_GRANTS; i < NUM_CREDITS_TABLES; i++)
+	/*
+	 * grants exist from 0.2.0 on; an older schema has none.  The table
+	 * alone tells which: a 0.2.0 schema whose grants index was renamed must
+	 * not be debited as a 0.1 one (grants ignored), so then it is an error.
+	 */
+	found.has_grants = OidIsValid(get_relname_relid(table_names[TABLE_GRANTS][0], nsp));
+	for (int i = TABLE_GRANTS; i < NUM_CREDITS_TABLES && found.has_grants; i++)
 	{
-		found.oids[i].table = get_relname_relid(table_names[i][0], nsp);
-		found.oids[i].index = get_relname_relid(table_names[i][1], nsp);
+		found.oids[i].table = RelationOid(nsp, table_names[i][0]);
+		found.oids[i].index = RelationOid(nsp, table_names[i][1]);
 	}
-	found.has_grants = OidIsValid(found.oids[TABLE_GRANTS].table) &&
-		OidIsValid(found.oids[TABLE_GRANTS].index) &&
-		OidIsValid(found.oids[TABLE_GRANTS_BY_ID].index);
 	if (found.has_grants)
 	{
 		Oid			grants = found.oids[TABLE_GRANTS].table;

@@ -31,6 +31,10 @@
  *	  table;
  *	- a column of credits.ledger that the extension did not make (its
  *	  default would not be applied here);
+ *	- a written column whose type is not the extension's (bigint, text,
+ *	  timestamptz, without a typmod: values are stored here as Datums of
+ *	  those types, where SQL would coerce them and check a domain), or
+ *	  ledger.entry_id no longer an identity column;
  *	- credits.direct_writes = off.
  * A DBA who adds an audit trigger or a column therefore gets it honoured,
  * at the SQL path's speed.
@@ -59,15 +63,18 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -109,6 +116,24 @@ static const char *const ledger_column_names[NUM_LEDGER_COLUMNS] = {
 };
 
 /*
+ * Their types: a value is stored here as a Datum of this type, so a column
+ * whose type a DBA changed (numeric, int4, a domain, ...) must go through
+ * SQL, which coerces it (and checks a domain's constraints).
+ */
+static const Oid ledger_column_types[NUM_LEDGER_COLUMNS] = {
+	[COL_ENTRY_ID] = INT8OID,
+	[COL_ACCOUNT_ID] = INT8OID,
+	[COL_DELTA] = INT8OID,
+	[COL_BALANCE_AFTER] = INT8OID,
+	[COL_KIND] = TEXTOID,
+	[COL_BATCH_ID] = INT8OID,
+	[COL_RECHARGE_ID] = INT8OID,
+	[COL_NOTE] = TEXTOID,
+	[COL_CREATED_AT] = TIMESTAMPTZOID,
+	[COL_GRANT_ID] = INT8OID,
+};
+
+/*
  * A table's CHECK constraints, read back from their stored text and planned
  * once per backend (and again after DDL): PostgreSQL does both for every
  * executor run, which for a single-row INSERT cost more than the writes.
@@ -117,6 +142,7 @@ typedef struct CheckTrees
 {
 	Oid			relid;
 	uint64		generation;		/* CreditsRelationsGeneration() then */
+	uint64		functions;		/* function_changes then */
 	MemoryContext cxt;
 	int			n;
 	char	  **names;			/* in the relcache's order */
@@ -141,6 +167,8 @@ struct RowWriter
 {
 	EState	   *estate;
 	Snapshot	snapshot;
+	Snapshot	xact_snapshot;	/* REPEATABLE READ and SERIALIZABLE: the
+								 * transaction's, with the current command */
 	CommandId	cid;
 	TimestampTz now;
 	TableWriter accounts;
@@ -176,6 +204,15 @@ static struct
 	List	   *predicate[MAX_CACHED_PREDICATES];
 }			ledger_predicates;
 
+/*
+ * Changes to pg_proc seen (any function): a planned CHECK tree may hold a
+ * SQL function's body inlined, or an immutable function's result folded,
+ * and a relcache invalidation of the table does not follow
+ * CREATE OR REPLACE FUNCTION.
+ */
+static uint64 function_changes = 0;
+static bool function_callback_registered = false;
+
 /* ledger.entry_id's sequence, found once per resolution of the names */
 static Oid	entry_id_sequence = InvalidOid;
 static uint64 entry_id_sequence_generation = 0;
@@ -186,7 +223,8 @@ static Relation KeyIndex(TableWriter *t);
 static void InitTarget(TableWriter *t);
 static bool PlainTable(Relation rel);
 static bool NoTriggersFor(Relation rel, int16 event, bool allow_foreign_keys);
-static AttrNumber ColumnByName(Relation rel, const char *name);
+static AttrNumber ColumnByName(Relation rel, const char *name, Oid type);
+static void FunctionChanged(Datum arg, int cacheid, uint32 hashvalue);
 static bool MapLedgerColumns(RowWriter *w);
 static void OpenIndexes(TableWriter *t);
 static void PreparePredicates(RowWriter *w, TableWriter *t);
@@ -211,6 +249,11 @@ RowWriterBegin(void)
 
 	if (!CreditsDirectWrites || !CreditsHasGrants())
 		return NULL;
+	if (!function_callback_registered)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, FunctionChanged, (Datum) 0);
+		function_callback_registered = true;
+	}
 	w = palloc0(sizeof(RowWriter));
 	OpenTable(&w->accounts, TABLE_ACCOUNTS);
 	OpenTable(&w->grants, TABLE_GRANTS_BY_ID);
@@ -218,12 +261,12 @@ RowWriterBegin(void)
 	w->accounts.checks = &account_checks;
 	w->grants.checks = &grant_checks;
 	w->ledger.checks = &ledger_checks;
-	w->account_id = ColumnByName(w->accounts.rel, "account_id");
-	w->account_balance = ColumnByName(w->accounts.rel, "balance");
-	w->account_in_flight = ColumnByName(w->accounts.rel, "in_flight");
-	w->grant_id = ColumnByName(w->grants.rel, "grant_id");
-	w->grant_remaining = ColumnByName(w->grants.rel, "remaining");
-	w->grant_closed_at = ColumnByName(w->grants.rel, "closed_at");
+	w->account_id = ColumnByName(w->accounts.rel, "account_id", INT8OID);
+	w->account_balance = ColumnByName(w->accounts.rel, "balance", INT8OID);
+	w->account_in_flight = ColumnByName(w->accounts.rel, "in_flight", INT8OID);
+	w->grant_id = ColumnByName(w->grants.rel, "grant_id", INT8OID);
+	w->grant_remaining = ColumnByName(w->grants.rel, "remaining", INT8OID);
+	w->grant_closed_at = ColumnByName(w->grants.rel, "closed_at", TIMESTAMPTZOID);
 	if (!PlainTable(w->accounts.rel) || !PlainTable(w->grants.rel) ||
 		!PlainTable(w->ledger.rel) ||
 		!NoTriggersFor(w->ledger.rel, TRIGGER_TYPE_INSERT, false) ||
@@ -256,6 +299,13 @@ RowWriterBegin(void)
 	/* as SPI does before each statement: see our own earlier writes */
 	CommandCounterIncrement();
 	w->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	if (IsolationUsesXactSnapshot())
+	{
+		PushCopiedSnapshot(GetTransactionSnapshot());
+		UpdateActiveSnapshotCommandId();
+		w->xact_snapshot = RegisterSnapshot(GetActiveSnapshot());
+		PopActiveSnapshot();
+	}
 	w->cid = GetCurrentCommandId(true);
 	w->now = GetCurrentTransactionStartTimestamp();
 	w->estate = CreateExecutorState();
@@ -380,6 +430,8 @@ RowWriterEnd(RowWriter *w)
 	CloseTable(&w->ledger);
 	FreeExecutorState(w->estate);
 	UnregisterSnapshot(w->snapshot);
+	if (w->xact_snapshot != NULL)
+		UnregisterSnapshot(w->xact_snapshot);
 	pfree(w);
 }
 
@@ -417,6 +469,18 @@ UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPo
 		if (!found)
 			elog(ERROR, "credits: row %lld of %s to update is gone",
 				 (long long) key, RelationGetRelationName(t->rel));
+
+		/*
+		 * Under REPEATABLE READ an UPDATE reads with the transaction's
+		 * snapshot: a version committed since (a DBA's edit of a grant
+		 * before this statement began) is a serialization failure there,
+		 * not a row to write onto.
+		 */
+		if (w->xact_snapshot != NULL &&
+			!table_tuple_satisfies_snapshot(t->rel, t->found, w->xact_snapshot))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update")));
 		slot_getallattrs(t->found);
 		ExecClearTuple(t->next);
 		memcpy(t->next->tts_values, t->found->tts_values, sizeof(Datum) * desc->natts);
@@ -474,6 +538,8 @@ UpdateRow(RowWriter *w, TableWriter *t, AttrNumber key_column, int64 key, ItemPo
 static void
 CheckConstraints(RowWriter *w, TableWriter *t, TupleTableSlot *slot)
 {
+	/* a CHECK may read tableoid: set it, as ExecInsert and ExecUpdate do */
+	slot->tts_tableOid = RelationGetRelid(t->rel);
 	if (RelationGetDescr(t->rel)->constr == NULL)
 		return;
 	if (t->rri->ri_ConstraintExprs == NULL)
@@ -506,6 +572,7 @@ PrepareChecks(RowWriter *w, TableWriter *t)
 		else
 			MemoryContextReset(c->cxt);
 		c->n = 0;
+		c->functions = function_changes;
 		old = MemoryContextSwitchTo(c->cxt);
 		c->names = palloc(sizeof(char *) * constr->num_check);
 		c->trees = palloc(sizeof(Expr *) * constr->num_check);
@@ -534,7 +601,7 @@ ChecksCurrent(const CheckTrees *c, Relation rel)
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
 
 	if (c->relid != RelationGetRelid(rel) || c->generation != CreditsRelationsGeneration() ||
-		c->n != constr->num_check)
+		c->functions != function_changes || c->n != constr->num_check)
 		return false;
 	for (int i = 0; i < c->n; i++)
 		if (strcmp(c->names[i], constr->check[i].ccname) != 0)
@@ -709,9 +776,12 @@ NoTriggersFor(Relation rel, int16 event, bool allow_foreign_keys)
 	return true;
 }
 
-/* A column's number by name; InvalidAttrNumber when it has none. */
+/*
+ * A column's number by name; InvalidAttrNumber when it has none, or when
+ * its type is not the one the extension made (without a typmod).
+ */
 static AttrNumber
-ColumnByName(Relation rel, const char *name)
+ColumnByName(Relation rel, const char *name, Oid type)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 
@@ -720,9 +790,17 @@ ColumnByName(Relation rel, const char *name)
 		Form_pg_attribute attr = TupleDescAttr(desc, i);
 
 		if (!attr->attisdropped && strcmp(NameStr(attr->attname), name) == 0)
-			return attr->attnum;
+			return attr->atttypid == type && attr->atttypmod == -1 ?
+				attr->attnum : InvalidAttrNumber;
 	}
 	return InvalidAttrNumber;
+}
+
+/* Syscache callback on pg_proc: see function_changes. */
+static void
+FunctionChanged(Datum arg, int cacheid, uint32 hashvalue)
+{
+	function_changes++;
 }
 
 /*
@@ -743,9 +821,11 @@ MapLedgerColumns(RowWriter *w)
 		return false;
 	for (int c = 0; c < NUM_LEDGER_COLUMNS; c++)
 	{
-		w->ledger_column[c] = ColumnByName(w->ledger.rel, ledger_column_names[c]);
+		w->ledger_column[c] = ColumnByName(w->ledger.rel, ledger_column_names[c],
+										   ledger_column_types[c]);
 		if (w->ledger_column[c] == InvalidAttrNumber)
 			return false;
 	}
-	return true;
+	/* entry_id is filled from its identity sequence: it must have one */
+	return TupleDescAttr(desc, w->ledger_column[COL_ENTRY_ID] - 1)->attidentity != '\0';
 }
