@@ -12,6 +12,8 @@
 --     row of a writer).
 --  5. grants_pkey renamed: a debit must not go on as if the schema were
 --     0.1 (no grant drawn, verify() broken); it is refused.
+--  6. ledger_pkey renamed: debits go on (the ledger is written, never read
+--     by that index), directly and through SQL.
 -- Each change is rolled back; accounts 9101-9104.
 --
 \set SHOW_CONTEXT never
@@ -75,6 +77,15 @@ INSERT INTO credits.send_batches (account_id, messages) VALUES (9104, 3);
 SELECT kind, delta, grant_id IS NOT NULL AS drawn_from_a_grant
   FROM credits.ledger WHERE account_id = 9104 ORDER BY entry_id;
 SELECT * FROM credits.verify() WHERE account_id = 9104;
+ROLLBACK;
+
+-- 6.
+BEGIN;
+ALTER INDEX credits.ledger_pkey RENAME TO regress_dwd_ledger_pk;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9104, 2);
+SET LOCAL credits.direct_writes = off;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (9104, 2);
+SELECT kind, delta, balance_after FROM credits.ledger WHERE account_id = 9104 ORDER BY entry_id;
 ROLLBACK;
 
 SELECT * FROM credits.verify();

@@ -105,7 +105,7 @@ static const char *const table_names[NUM_CREDITS_TABLES][2] = {
 	[TABLE_POLICIES] = {"auto_recharge", "auto_recharge_pkey"},
 	[TABLE_PRICES] = {"prices", "prices_pkey"},
 	[TABLE_BATCHES] = {"send_batches", "send_batches_pkey"},
-	[TABLE_LEDGER] = {"ledger", "ledger_pkey"},
+	[TABLE_LEDGER] = {"ledger", NULL},	/* written only (row_write.c) */
 	[TABLE_GRANTS] = {"grants", "grants_open_idx"},
 	[TABLE_GRANTS_BY_ID] = {"grants", "grants_pkey"},
 };
@@ -420,6 +420,9 @@ CreditsOpenPair(CreditsTable which, LOCKMODE lockmode, Relation *rel, Relation *
 		Relation	idx = NULL;
 
 		ResolveRelations();
+		if (index != NULL && table_names[which][1] == NULL)
+			elog(ERROR, "credits: credits.%s is opened without an index",
+				 table_names[which][0]);
 		*rel = try_relation_open(rels.oids[which].table, lockmode);
 		if (*rel != NULL && index != NULL)
 			idx = try_relation_open(rels.oids[which].index, AccessShareLock);
@@ -515,7 +518,8 @@ ResolveRelations(void)
 	for (int i = 0; i < TABLE_GRANTS; i++)
 	{
 		found.oids[i].table = RelationOid(nsp, table_names[i][0]);
-		found.oids[i].index = RelationOid(nsp, table_names[i][1]);
+		found.oids[i].index = table_names[i][1] == NULL ? InvalidOid :
+			RelationOid(nsp, table_names[i][1]);
 	}
 	/*
 	 * grants exist from 0.2.0 on; an older schema has none.  The table
