@@ -471,10 +471,9 @@ SELECT * FROM regress_tc_totals(5005);
 INSERT INTO regress_tc_kinds VALUES ('debit');
 -- A DBA's BEFORE ROW trigger that skips the write (returns NULL) of a
 -- ledger row, a grant's update or an account's update makes the debit
--- fail, and nothing is written.  The error itself (an internal one today)
--- is not pinned: regress_tc_try() runs a statement, undoes it, and says
--- whether it went through or was refused.  Without those triggers, both
--- statements go through.
+-- fail with MC028, and nothing is written.  regress_tc_try() runs a
+-- statement, undoes it, and says whether it went through or was refused
+-- (with the SQLSTATE).  Without those triggers, both statements go through.
 CREATE FUNCTION regress_tc_try(statement text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
 	EXECUTE statement;
@@ -483,7 +482,7 @@ EXCEPTION
 	WHEN SQLSTATE 'RTC01' THEN
 		RETURN 'goes through';
 	WHEN OTHERS THEN
-		RETURN 'refused';
+		RETURN 'refused: ' || SQLSTATE;
 END
 $$;
 CREATE FUNCTION regress_tc_skip() RETURNS trigger LANGUAGE plpgsql AS $$

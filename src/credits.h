@@ -66,6 +66,7 @@ extern bool credits_serving_0_1_0;
 /* 0.2.0: grants and plans (raised from the SQL functions; listed for the README) */
 #define ERRCODE_CREDITS_INVALID_GRANT			CREDITS_SQLSTATE('0','2','3')
 #define ERRCODE_CREDITS_NOT_CARRIED_OVER		CREDITS_SQLSTATE('0','2','7')
+#define ERRCODE_CREDITS_WRITE_SKIPPED			CREDITS_SQLSTATE('0','2','8')
 
 /* GUCs (credits.c) */
 extern int	CreditsMaxPaymentFailures;

@@ -437,8 +437,11 @@ CreditsGetPlan(CreditsPlanId id)
 /*
  * CreditsExecPlan
  *		Runs a kept plan.  "expected" is the number of rows the statement
- *		must process, or -1 when any number is fine; a mismatch is a bug or
- *		a broken invariant, never a user error.
+ *		must process, or -1 when any number is fine.  A write that wrote
+ *		fewer rows than it must was skipped by a BEFORE ROW trigger that
+ *		returned NULL (a DBA's, on one of our tables): MC028, and the
+ *		transaction's writes roll back with it.  Any other mismatch is a bug
+ *		or a broken invariant.
  */
 void
 CreditsExecPlan(CreditsPlanId id, Datum *values, const char *nulls, int expected)
@@ -449,6 +452,15 @@ CreditsExecPlan(CreditsPlanId id, Datum *values, const char *nulls, int expected
 	if (rc < 0)
 		elog(ERROR, "credits: SPI_execute_plan failed: %s",
 			 SPI_result_code_string(rc));
+	if (expected >= 0 && SPI_processed < (uint64) expected &&
+		(rc == SPI_OK_INSERT || rc == SPI_OK_UPDATE ||
+		 rc == SPI_OK_INSERT_RETURNING || rc == SPI_OK_UPDATE_RETURNING))
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_WRITE_SKIPPED),
+				 errmsg("a trigger skipped a write of the credits extension"),
+				 errdetail("A statement that must write %d row(s) wrote " UINT64_FORMAT ".",
+						   expected, SPI_processed),
+				 errhint("A BEFORE ROW trigger added to credits.ledger, credits.accounts, credits.grants or credits.recharges returned NULL. The extension's writes cannot be skipped: make the trigger return NEW, or drop it.")));
 	if (expected >= 0 && SPI_processed != (uint64) expected)
 		elog(ERROR, "credits: statement %d processed " UINT64_FORMAT " rows, expected %d",
 			 (int) id, SPI_processed, expected);
