@@ -54,7 +54,6 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "lib/stringinfo.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -711,7 +710,7 @@ WriteQueuedGuarded(DebitLayer *layer, const LedgerAccountRows *accounts,
 	PG_END_TRY();
 }
 
-/* The SQL of WriteLayer, by the one writer of balances (ledger.c). */
+/* The writes of WriteLayer, by the one writer of balances (ledger.c). */
 static void
 WriteQueued(DebitLayer *layer, const LedgerAccountRows *accounts,
 			const LedgerGrantRows *grants)
@@ -727,11 +726,7 @@ WriteQueued(DebitLayer *layer, const LedgerAccountRows *accounts,
 	debits.grant = layer->ledger_grant;
 	debits.recharge = layer->ledger_recharge;
 	debits.with_grants = layer->has_grants;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "credits: SPI_connect failed");
 	LedgerWriteDebits(&debits, accounts, grants);
-	SPI_finish();
 }
 
 /*

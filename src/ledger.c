@@ -28,8 +28,9 @@
  *
  * Locking: the caller holds the account row lock (FOR NO KEY UPDATE), taken
  * as every writer takes it (debit_trigger.c, settle.c, _lock_account), and
- * is connected to SPI.  Nothing here takes a lock of its own beyond the
- * row locks its UPDATEs take on rows already locked.
+ * is connected to SPI (but for LedgerWriteDebits, see there).  Nothing here
+ * takes a lock of its own beyond the row locks its UPDATEs take on rows
+ * already locked.
  *
  * The statements are prepared once per backend (plan_cache.c) and run as
  * the caller's current user: the trigger and the SECURITY DEFINER functions
@@ -64,6 +65,8 @@ static void MoveOwed(int64 batch_id, int64 delta);
 static int64 RepayOwed(int64 account_id, int64 from_grant, int64 available);
 static int64 InsertGrant(const NewGrant *g, int64 carried_over);
 static int64 ResultInt8(int row, int col);
+static void WriteDebitsSql(const LedgerDebits *debits, const LedgerAccountRows *accounts,
+						   const LedgerGrantRows *grants);
 static void WriteDebitsDirect(RowWriter *w, const LedgerDebits *debits,
 							  const LedgerAccountRows *accounts,
 							  const LedgerGrantRows *grants);
@@ -167,16 +170,16 @@ LedgerAddInFlight(int64 account_id, int64 delta)
  * LedgerWriteDebits
  *		Writes a statement's queued debit ledger rows (in queue order, so
  *		entry_id order is debit order) and its account rows, whose balance
- *		and in_flight the caller computed as running totals.  The common
- *		single-row statement is one SQL statement.
+ *		and in_flight the caller computed as running totals.  Directly
+ *		(row_write.c) where it can, else through SQL, where the common
+ *		single-row statement is one SQL statement.  Unlike the rest of this
+ *		file it needs no SPI connection from the caller: it makes one only
+ *		for the SQL path.
  */
 void
 LedgerWriteDebits(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 				  const LedgerGrantRows *grants)
 {
-	Datum		values[7];
-	int			first_account = 0;
-	int			first_grant = 0;
 	RowWriter  *writer;
 
 	if (debits->with_grants && (writer = RowWriterBegin()) != NULL)
@@ -185,6 +188,25 @@ LedgerWriteDebits(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 		RowWriterEnd(writer);
 		return;
 	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	WriteDebitsSql(debits, accounts, grants);
+	SPI_finish();
+}
+
+/*
+ * WriteDebitsSql
+ *		LedgerWriteDebits through SQL: 0.1 schemas, tables a DBA changed,
+ *		credits.direct_writes = off.
+ */
+static void
+WriteDebitsSql(const LedgerDebits *debits, const LedgerAccountRows *accounts,
+			   const LedgerGrantRows *grants)
+{
+	Datum		values[7];
+	int			first_account = 0;
+	int			first_grant = 0;
+
 	if (debits->with_grants)
 	{
 		if (debits->n == 1 && accounts->n == 1 && grants->n == 1 &&
