@@ -1,0 +1,436 @@
+/* credits--0.2.0--0.3.0.sql */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION credits UPDATE TO '0.3.0'" to load this file. \quit
+
+/*
+ * 0.3.0: a batch row is its own debit entry (doc/design.md, "The batch row
+ * is the debit's ledger entry").
+ *
+ * A debit wrote two rows with the same facts: the batch (account, cost,
+ * time) and its ledger row (account, -cost, time, balance after), the
+ * second with two index entries.  Now the batch row carries its debit entry
+ * in five columns (entry_id, entry_delta, entry_balance_after,
+ * entry_grant_id, entry_recharge_id), set by the debit trigger.  Every
+ * other entry lives in credits.ledger_entries (the table credits.ledger
+ * was), and credits.ledger is a view over both with the same columns in
+ * the same order, so readers and verify() see the ledger they saw.  A debit
+ * that draws from several grants keeps its further "debit" rows in
+ * ledger_entries.
+ *
+ * Upgrading: the table is renamed, every batch takes its first debit row
+ * (the lowest entry_id) into its new columns and that row leaves
+ * ledger_entries.  Entry ids, deltas, balances after, grants and recharges
+ * are carried as they were; each entry's created_at becomes its batch's
+ * (the same unless the application set a batch's created_at).  No balance
+ * changes.  send_batches is rewritten once.
+ */
+
+--------------------------------------------------------------------------------
+-- Refuse what the update cannot carry
+--------------------------------------------------------------------------------
+
+-- A view or function of a DBA that reads credits.ledger would follow the
+-- rename to ledger_entries and silently lose every batch's debit: refuse,
+-- and say which objects to drop and recreate after the update.
+DO $$
+DECLARE
+	dependents text;
+BEGIN
+	SELECT string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid), ', ')
+	  INTO dependents
+	  FROM pg_catalog.pg_depend d
+	 WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+	   AND d.refobjid = 'credits.ledger'::pg_catalog.regclass
+	   AND d.deptype = 'n'
+	   AND NOT EXISTS (
+			-- the extension's own objects, and their rewrite rules
+			SELECT FROM pg_catalog.pg_depend e
+			 WHERE e.deptype = 'e'
+			   AND e.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+			   AND ((e.classid = d.classid AND e.objid = d.objid)
+					OR (d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+						AND e.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+						AND e.objid = (SELECT r.ev_class FROM pg_catalog.pg_rewrite r
+										WHERE r.oid = d.objid))));
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'credits 0.3.0 cannot update while objects of your own read credits.ledger'
+			USING ERRCODE = 'MC029',
+				  DETAIL = format('They would read credits.ledger_entries after the update, without the batches'' debits: %s.', dependents),
+				  HINT = 'Drop them, run ALTER EXTENSION credits UPDATE, and create them again: they then read the credits.ledger view.';
+	END IF;
+END
+$$;
+
+-- Every batch has its debit row (verify() check 5).  A database where one
+-- lacks it is broken already; say so rather than fail on NOT NULL.
+DO $$
+DECLARE
+	missing bigint;
+	example bigint;
+BEGIN
+	SELECT count(*), min(b.batch_id) INTO missing, example
+	  FROM credits.send_batches b
+	 WHERE NOT EXISTS (SELECT FROM credits.ledger l
+						WHERE l.batch_id = b.batch_id AND l.kind = 'debit');
+	IF missing > 0 THEN
+		RAISE EXCEPTION 'credits 0.3.0 cannot update: % batches have no debit ledger row', missing
+			USING ERRCODE = 'MC029',
+				  DETAIL = format('Batch %s is one of them; credits.verify() lists them all.', example),
+				  HINT = 'Repair the database (credits.verify() must return no row), then update.';
+	END IF;
+END
+$$;
+
+--------------------------------------------------------------------------------
+-- The ledger's other entries
+--------------------------------------------------------------------------------
+
+ALTER TABLE credits.ledger RENAME TO ledger_entries;
+COMMENT ON TABLE credits.ledger_entries IS
+	'Append-only journal of every balance change but a batch''s (first) debit, which its send_batches row carries. Read credits.ledger, the whole journal.';
+
+--------------------------------------------------------------------------------
+-- A batch's debit entry
+--------------------------------------------------------------------------------
+
+ALTER TABLE credits.send_batches
+	ADD COLUMN entry_id bigint,
+	ADD COLUMN entry_delta bigint,
+	ADD COLUMN entry_balance_after bigint,
+	ADD COLUMN entry_grant_id bigint,
+	ADD COLUMN entry_recharge_id bigint;
+COMMENT ON COLUMN credits.send_batches.entry_id IS
+	'The batch''s debit entry in credits.ledger: its entry_id (from the ledger''s sequence, in the order of the account''s balance changes). Set by the extension.';
+COMMENT ON COLUMN credits.send_batches.entry_delta IS
+	'Its delta: minus what the batch drew from entry_grant_id, or (no grant) minus what it owed. -cost unless it drew from several grants. Set by the extension.';
+COMMENT ON COLUMN credits.send_batches.entry_balance_after IS
+	'The account''s balance after that entry. Set by the extension.';
+COMMENT ON COLUMN credits.send_batches.entry_grant_id IS
+	'The grant that entry draws from; NULL: what the batch owed (or, debited before 0.2.0, no grant). Set by the extension.';
+COMMENT ON COLUMN credits.send_batches.entry_recharge_id IS
+	'The recharge the batch awaited when it was debited (recharge_id may point elsewhere since). Set by the extension.';
+
+-- Each batch takes its first debit row.  The guards refuse these writes
+-- for every role; they are off for the two statements.
+ALTER TABLE credits.send_batches DISABLE TRIGGER credits_guard;
+ALTER TABLE credits.ledger_entries DISABLE TRIGGER credits_guard;
+
+UPDATE credits.send_batches b
+   SET entry_id = d.entry_id,
+	   entry_delta = d.delta,
+	   entry_balance_after = d.balance_after,
+	   entry_grant_id = d.grant_id,
+	   entry_recharge_id = d.recharge_id
+  FROM (SELECT DISTINCT ON (l.batch_id) l.*
+		  FROM credits.ledger_entries l
+		 WHERE l.kind = 'debit'
+		 ORDER BY l.batch_id, l.entry_id) d
+ WHERE d.batch_id = b.batch_id;
+
+DELETE FROM credits.ledger_entries l
+ USING credits.send_batches b
+ WHERE l.entry_id = b.entry_id;
+
+ALTER TABLE credits.send_batches ENABLE TRIGGER credits_guard;
+ALTER TABLE credits.ledger_entries ENABLE TRIGGER credits_guard;
+
+ALTER TABLE credits.send_batches
+	ALTER COLUMN entry_id SET NOT NULL,
+	ALTER COLUMN entry_delta SET NOT NULL,
+	ALTER COLUMN entry_balance_after SET NOT NULL;
+
+--------------------------------------------------------------------------------
+-- The ledger readers read
+--------------------------------------------------------------------------------
+
+-- No index on the batches' entries: that is the point.  An account's
+-- history is found by send_batches' (account_id, idempotency_key) index
+-- and sorted; a batch's entries by its primary key.
+CREATE VIEW credits.ledger WITH (security_barrier = true) AS
+SELECT b.entry_id,
+	   b.account_id,
+	   b.entry_delta AS delta,
+	   b.entry_balance_after AS balance_after,
+	   'debit'::text AS kind,
+	   b.batch_id,
+	   b.entry_recharge_id AS recharge_id,
+	   NULL::text AS note,
+	   b.created_at,
+	   b.entry_grant_id AS grant_id
+  FROM credits.send_batches b
+UNION ALL
+SELECT e.entry_id,
+	   e.account_id,
+	   e.delta,
+	   e.balance_after,
+	   e.kind,
+	   e.batch_id,
+	   e.recharge_id,
+	   e.note,
+	   e.created_at,
+	   e.grant_id
+  FROM credits.ledger_entries e;
+COMMENT ON VIEW credits.ledger IS
+	'The journal: one row per balance change; for every account, balance = sum(delta) and balance_after is the running sum in entry_id order. Debits come from their send_batches rows, every other entry from credits.ledger_entries.';
+
+-- Whoever could read the ledger table can read the view.  These grants are
+-- the DBA's, not the extension's: pg_init_privs is set back to what a fresh
+-- install records, so that pg_dump keeps them.
+DO $$
+DECLARE
+	g record;
+BEGIN
+	FOR g IN
+		SELECT a.grantee, a.is_grantable
+		  FROM pg_catalog.pg_class c,
+			   LATERAL pg_catalog.aclexplode(c.relacl) a
+		 WHERE c.oid = 'credits.ledger_entries'::pg_catalog.regclass
+		   AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+	LOOP
+		EXECUTE format('GRANT SELECT ON credits.ledger TO %s%s',
+					   CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+							ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+					   CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+END
+$$;
+REVOKE ALL ON credits.ledger FROM PUBLIC;
+UPDATE pg_catalog.pg_init_privs ip
+   SET initprivs = pg_catalog.acldefault('r', c.relowner)
+  FROM pg_catalog.pg_class c
+ WHERE ip.objoid = 'credits.ledger'::pg_catalog.regclass
+   AND ip.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND ip.objsubid = 0
+   AND c.oid = ip.objoid;
+
+--------------------------------------------------------------------------------
+-- Audit
+--------------------------------------------------------------------------------
+
+-- verify() reads credits.ledger by name, the view now; one check more.
+-- jit off: on a ledger of tens of thousands of rows, compiling this query
+-- costs several times what running it does.
+CREATE OR REPLACE FUNCTION credits.verify()
+	RETURNS TABLE (account_id bigint, problem text)
+	LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	SET jit = off
+AS $$
+	-- 1. balance = sum(ledger.delta)
+	SELECT a.account_id,
+		   format('balance %s <> ledger sum %s', a.balance, coalesce(l.total, 0))
+	  FROM credits.accounts a
+	  LEFT JOIN (SELECT l.account_id, sum(l.delta) AS total
+				   FROM credits.ledger l GROUP BY l.account_id) l USING (account_id)
+	 WHERE a.balance IS DISTINCT FROM coalesce(l.total, 0)
+	UNION ALL
+	-- 2. each ledger row's balance_after continues the account's running sum
+	SELECT l.account_id,
+		   format('ledger entry %s: balance_after %s <> running sum %s',
+				  l.entry_id, l.balance_after, l.running)
+	  FROM (SELECT l.*, sum(l.delta) OVER (PARTITION BY l.account_id ORDER BY l.entry_id) AS running
+			  FROM credits.ledger l) l
+	 WHERE l.balance_after <> l.running
+	UNION ALL
+	-- 3. in_flight = sum of pending and processing recharges
+	SELECT a.account_id,
+		   format('in_flight %s <> pending and processing recharges %s', a.in_flight, coalesce(r.total, 0))
+	  FROM credits.accounts a
+	  LEFT JOIN (SELECT r.account_id, sum(r.credits) AS total FROM credits.recharges r
+				  WHERE r.status IN ('pending', 'processing') GROUP BY r.account_id) r USING (account_id)
+	 WHERE a.in_flight IS DISTINCT FROM coalesce(r.total, 0)
+	UNION ALL
+	-- 4. balance + in-flight recharges >= 0
+	SELECT a.account_id, format('balance %s + in-flight %s is negative', a.balance, a.in_flight)
+	  FROM credits.accounts a
+	 WHERE a.balance::numeric + a.in_flight < 0
+	UNION ALL
+	-- 5. every batch has debit rows (one per grant drawn, and one for what it
+	-- owed) totalling its cost
+	SELECT b.account_id,
+		   format('batch %s has %s debit rows totalling %s for cost %s',
+				  b.batch_id, count(l.entry_id), coalesce(-sum(l.delta), 0), b.cost)
+	  FROM credits.send_batches b
+	  LEFT JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'debit'
+	 GROUP BY b.batch_id, b.account_id, b.cost
+	HAVING count(l.entry_id) = 0 OR -sum(l.delta) <> b.cost
+	UNION ALL
+	-- 6. refunds of the cost exactly when the batch failed
+	SELECT b.account_id,
+		   format('batch %s is %s with %s refund rows totalling %s',
+				  b.batch_id, b.status, count(l.entry_id), coalesce(sum(l.delta), 0))
+	  FROM credits.send_batches b
+	  LEFT JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'refund'
+	 GROUP BY b.batch_id, b.account_id, b.cost, b.status
+	HAVING (b.status = 'failed') <> (count(l.entry_id) > 0)
+		OR (b.status = 'failed' AND sum(l.delta) <> b.cost)
+	UNION ALL
+	-- 7. an awaiting batch points at a recharge still in flight
+	SELECT b.account_id,
+		   format('batch %s awaits recharge %s which is %s',
+				  b.batch_id, b.recharge_id, coalesce(r.status, 'missing'))
+	  FROM credits.send_batches b
+	  LEFT JOIN credits.recharges r ON r.recharge_id = b.recharge_id
+	 WHERE b.status = 'awaiting_credits'
+	   AND (r.status IS NULL OR r.status NOT IN ('pending', 'processing') OR r.account_id <> b.account_id)
+	UNION ALL
+	-- 8. a succeeded recharge credited exactly once, and no other recharge credited
+	SELECT r.account_id,
+		   format('recharge %s is %s with %s credit rows totalling %s for %s credits',
+				  r.recharge_id, r.status, count(l.entry_id), coalesce(sum(l.delta), 0), r.credits)
+	  FROM credits.recharges r
+	  LEFT JOIN credits.ledger l ON l.recharge_id = r.recharge_id AND l.kind = 'recharge'
+	 GROUP BY r.recharge_id, r.account_id, r.status, r.credits
+	HAVING (r.status = 'succeeded') <> (count(l.entry_id) = 1) OR count(l.entry_id) > 1
+		OR (r.status = 'succeeded' AND sum(l.delta) <> r.credits)
+	UNION ALL
+	-- 9. no recharge above the cap it was opened under
+	SELECT r.account_id,
+		   format('recharge %s of %s credits exceeds max_credits %s', r.recharge_id, r.credits, r.max_credits)
+	  FROM credits.recharges r
+	 WHERE r.credits > r.max_credits
+	UNION ALL
+	-- 10. a claimed recharge's amount never changed after the claim
+	SELECT r.account_id,
+		   format('recharge %s was claimed at %s credits but is now %s', r.recharge_id, r.claimed_credits, r.credits)
+	  FROM credits.recharges r
+	 WHERE r.claimed_at IS NOT NULL AND r.claimed_credits IS DISTINCT FROM r.credits
+	UNION ALL
+	-- 11. every ledger row names a batch, recharge or grant that exists
+	SELECT l.account_id,
+		   format('ledger entry %s (%s) names %s that does not exist', l.entry_id, l.kind,
+				  CASE WHEN l.kind IN ('debit', 'refund', 'repay')
+						AND NOT EXISTS (SELECT FROM credits.send_batches b WHERE b.batch_id = l.batch_id)
+					   THEN 'batch ' || l.batch_id
+					   WHEN l.kind = 'recharge'
+						AND NOT EXISTS (SELECT FROM credits.recharges r WHERE r.recharge_id = l.recharge_id)
+					   THEN 'recharge ' || l.recharge_id
+					   ELSE 'grant ' || l.grant_id END)
+	  FROM credits.ledger l
+	 WHERE (l.kind IN ('debit', 'refund', 'repay')
+			AND NOT EXISTS (SELECT FROM credits.send_batches b WHERE b.batch_id = l.batch_id))
+		OR (l.kind = 'recharge'
+			AND NOT EXISTS (SELECT FROM credits.recharges r WHERE r.recharge_id = l.recharge_id))
+		OR (l.grant_id IS NOT NULL
+			AND NOT EXISTS (SELECT FROM credits.grants g WHERE g.grant_id = l.grant_id
+							AND g.account_id = l.account_id))
+	UNION ALL
+	-- 13. a negative balance is backed by awaiting batches, so that any
+	-- recharge in flight can still fail and be made good by refunds
+	SELECT a.account_id,
+		   format('balance %s is not backed by awaiting batches (%s)', a.balance, coalesce(w.total, 0))
+	  FROM credits.accounts a
+	  LEFT JOIN (SELECT b.account_id, sum(b.cost) AS total FROM credits.send_batches b
+				  WHERE b.status = 'awaiting_credits' GROUP BY b.account_id) w USING (account_id)
+	 WHERE a.balance < 0 AND a.balance + coalesce(w.total, 0) < 0
+	UNION ALL
+	-- 14. each debit names its batch's account
+	SELECT l.account_id,
+		   format('ledger entry %s debits batch %s of account %s', l.entry_id, b.batch_id, b.account_id)
+	  FROM credits.ledger l
+	  JOIN credits.send_batches b ON b.batch_id = l.batch_id
+	 WHERE l.kind IN ('debit', 'refund', 'repay') AND l.account_id <> b.account_id
+	UNION ALL
+	-- 15. only a processing recharge holds a claim; a claimed one has a token
+	SELECT r.account_id,
+		   format('recharge %s is %s with claim token %s and lease %s',
+				  r.recharge_id, r.status, coalesce(r.claim_token::text, 'null'),
+				  coalesce(r.lease_expires_at::text, 'null'))
+	  FROM credits.recharges r
+	 WHERE (r.status = 'pending' AND (r.claim_token IS NOT NULL OR r.lease_expires_at IS NOT NULL))
+		OR (r.status = 'processing' AND r.lease_expires_at IS NOT NULL AND r.claim_token IS NULL)
+	UNION ALL
+	-- 16. balance = sum(remaining) - owed, and an account owes only while
+	-- all its grants are empty
+	SELECT a.account_id,
+		   format('balance %s <> grants'' remaining %s - owed %s', a.balance,
+				  coalesce(g.remaining, 0), coalesce(o.owed, 0))
+	  FROM credits.accounts a
+	  LEFT JOIN (SELECT g.account_id, sum(g.remaining) AS remaining FROM credits.grants g
+				  GROUP BY g.account_id) g USING (account_id)
+	  LEFT JOIN (SELECT b.account_id, sum(b.owed) AS owed FROM credits.send_batches b
+				  WHERE b.owed > 0 GROUP BY b.account_id) o USING (account_id)
+	 WHERE a.balance <> coalesce(g.remaining, 0) - coalesce(o.owed, 0)
+		OR (coalesce(g.remaining, 0) > 0 AND coalesce(o.owed, 0) > 0)
+	UNION ALL
+	-- 17. per grant: granted - drawn + refunded - expired = remaining, i.e.
+	-- remaining = carried_over + the sum of its ledger rows; closed grants
+	-- are empty; a grant past its expiry after an expiry pass is empty
+	SELECT g.account_id,
+		   format('grant %s: remaining %s <> carried over %s + ledger rows %s%s', g.grant_id,
+				  g.remaining, g.carried_over, coalesce(l.total, 0),
+				  CASE WHEN g.closed_at IS NOT NULL AND g.remaining <> 0 THEN ' (closed)' ELSE '' END)
+	  FROM credits.grants g
+	  LEFT JOIN (SELECT l.grant_id, sum(l.delta) AS total FROM credits.ledger l
+				  WHERE l.grant_id IS NOT NULL GROUP BY l.grant_id) l USING (grant_id)
+	 WHERE g.remaining <> g.carried_over + coalesce(l.total, 0)
+		OR (g.closed_at IS NOT NULL AND g.remaining <> 0)
+	UNION ALL
+	-- 20. each grant is well formed (the constraints grants does not carry,
+	-- for speed: see its CREATE TABLE)
+	SELECT g.account_id,
+		   format('grant %s (%s) is malformed: credits %s, remaining %s, carried over %s, priority %s, recharge %s, period %s, closed %s',
+				  g.grant_id, g.source, g.credits, g.remaining, g.carried_over, g.priority,
+				  coalesce(g.recharge_id::text, 'none'), coalesce(g.period_start::text, 'none'),
+				  coalesce(g.closed_at::text, 'no'))
+	  FROM credits.grants g
+	 WHERE g.source NOT IN ('signup', 'plan', 'purchase', 'recharge', 'promo')
+		OR g.credits <= 0 OR g.remaining > g.credits
+		OR g.carried_over < 0 OR g.carried_over > g.credits
+		OR g.priority NOT BETWEEN 0 AND 100
+		OR (g.source = 'recharge') <> (g.recharge_id IS NOT NULL)
+		OR (g.source = 'plan') <> (g.period_start IS NOT NULL)
+		OR (g.recharge_id IS NOT NULL
+			AND (SELECT count(*) FROM credits.grants o WHERE o.recharge_id = g.recharge_id) > 1)
+	UNION ALL
+	-- 18. what a batch owes is its grantless debits net of repayments, and
+	-- only an awaiting or ready batch owes
+	SELECT b.account_id,
+		   format('batch %s (%s) owes %s but its grantless rows total %s', b.batch_id, b.status,
+				  b.owed, coalesce(-l.total, 0))
+	  FROM credits.send_batches b
+	  LEFT JOIN (SELECT l.batch_id, sum(l.delta) AS total FROM credits.ledger l
+				  WHERE l.grant_id IS NULL AND l.kind IN ('debit', 'repay', 'refund')
+				  GROUP BY l.batch_id) l USING (batch_id)
+	 WHERE b.owed > 0 AND (b.status = 'failed' OR b.owed > coalesce(-l.total, 0) OR b.owed > b.cost)
+	UNION ALL
+	-- 19. plan periods: an account's plan grants never overlap (one per
+	-- period; periods a plan missed are gaps), and a plan's current period
+	-- is a whole period of its anchor, not older than its newest grant
+	SELECT g.account_id,
+		   format('plan grants %s and %s overlap', g.grant_id, o.grant_id)
+	  FROM credits.grants g
+	  JOIN credits.grants o ON o.account_id = g.account_id AND o.source = 'plan'
+		   AND o.grant_id > g.grant_id
+		   AND o.period_start < g.expires_at AND g.period_start < o.expires_at
+	 WHERE g.source = 'plan'
+	UNION ALL
+	SELECT p.account_id,
+		   format('plan period from %s to %s is not a period anchored at %s, or is older than its newest plan grant',
+				  p.period_start, p.period_end, p.anchored_at)
+	  FROM credits.plans p
+	 WHERE (credits._plan_period(p.anchored_at, p.period_start)).period_start <> p.period_start
+		OR (credits._plan_period(p.anchored_at, p.period_start)).period_end <> p.period_end
+		OR EXISTS (SELECT FROM credits.grants g
+					WHERE g.account_id = p.account_id AND g.source = 'plan'
+					  AND g.period_start > p.period_start)
+	UNION ALL
+	-- 21. every entry_id is one entry's (no index holds the batches' entries)
+	SELECT min(l.account_id),
+		   format('ledger entry %s is %s entries (%s)', l.entry_id, count(*),
+				  string_agg(l.kind || coalesce(' of batch ' || l.batch_id, ''), ', '
+							 ORDER BY l.kind, l.batch_id))
+	  FROM credits.ledger l
+	 GROUP BY l.entry_id
+	HAVING count(*) > 1
+	UNION ALL
+	-- 12. every account with ledger rows exists
+	SELECT l.account_id, 'ledger rows for an account that does not exist'
+	  FROM credits.ledger l
+	 WHERE NOT EXISTS (SELECT FROM credits.accounts a WHERE a.account_id = l.account_id)
+	 GROUP BY l.account_id
+	ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION credits.verify() IS
+	'Checks every invariant of the extension, grants and plans included; returns one row per problem, none on a healthy database.';
