@@ -2,11 +2,11 @@
 # test/upgrade/run.sh: ALTER EXTENSION credits UPDATE on a database full of data.
 #
 # Builds and installs the current tree (the NEW library and every install and
-# update script; 0.2.0 at the time of writing), then:
+# update script; 0.3.0 at the time of writing), then:
 #
-#   0. the released versions' own regression suites (test/upgrade/0.1.0/ and
-#      0.1.1/, frozen) on databases created at 0.1.0 and 0.1.1 and served by
-#      the new library.
+#   0. the released versions' own regression suites (test/upgrade/0.1.0/,
+#      0.1.1/ and 0.2.0/, frozen) on databases created at 0.1.0, 0.1.1 and
+#      0.2.0 and served by the new library.
 #   1. old database, new library: CREATE EXTENSION credits VERSION '0.1.0' in
 #      database "upg", grants the README's roles, and runs a mixed workload
 #      through the 0.1.0 API (single-row, multi-row, INSERT ... SELECT and COPY
@@ -17,26 +17,54 @@
 #      the 0.1.0 SQLSTATEs (CR...), from the C triggers and the SQL functions.
 #      1c: the same for a database "upg11" created at 0.1.1, with a workload
 #      through the 0.1.1 API (tokens, a released claim, an expired lease, two
-#      recharges in flight for one account, a threshold top-up); and two
-#      databases, keep10 and keep11, that never run the update (section 6).
-#   2. the update (0.1.0 -> 0.1.1 -> 0.2.0 in one ALTER EXTENSION UPDATE): a
-#      snapshot of every row of every extension table (only the columns
-#      0.1.0 had, in a canonical order), the sequences and the grants is
-#      taken before and compared after it; no table rewritten; extversion is
-#      credits.control's default_version; verify() stays empty; the new
-#      objects are the tables grants and plans and the columns ledger.grant_id
-#      and send_batches.owed; each positive balance became one purchase grant
+#      recharges in flight for one account, a threshold top-up); and three
+#      databases, keep10, keep11 and keep20, that never run the update
+#      (section 6).  1d: a database "upg20" created at 0.2.0, a workload
+#      through the 0.2.0 API as the README's roles (reporting also reading
+#      credits.ledger): grants of every source, one expiring and lapsed, a
+#      plan renewed, every kind of insert, idempotency keys, batches drawn
+#      from two grants and owing the rest, batches owed and repaid, recharges
+#      in flight with awaiting batches, a failed recharge refunding a batch of
+#      three debit rows, a repointed batch, batches whose created_at the
+#      table owner set.
+#   2. the update (0.1.0 -> 0.1.1 -> 0.2.0 -> 0.3.0 in one ALTER EXTENSION
+#      UPDATE): a snapshot of every row of every extension table (only the
+#      columns 0.1.0 had, in a canonical order; the ledger read through
+#      credits.ledger after it), the sequences and the grants is taken before
+#      and compared after it; no table rewritten (the ledger's file is
+#      ledger_entries'); extversion is credits.control's default_version;
+#      verify() stays empty; the new objects are the tables grants and plans
+#      and the columns ledger.grant_id, send_batches.owed and send_batches'
+#      five entry columns; each positive balance became one purchase grant
 #      (remaining = credits = carried_over = balance, "carried over"), no
 #      ledger row; none for balances at 0 or below; a negative balance is
 #      owed by the awaiting batches, newest first, and balance = sum of the
-#      grants' remaining - owed everywhere.  A session connected before the
-#      update, and the session that runs it, see the new codes and draw the
-#      carried-over grants; the roles keep working with the rights they had;
-#      settling the 0.1.0 recharges repays or refunds (the part of a batch
-#      paid for before the update goes into a new purchase grant); nothing
-#      new is open to PUBLIC.  2c: the same for the 0.1.1 database, settled
-#      with the tokens of claims made before the update.
-#   3. the new version in that database: MC codes, claim tokens and leases,
+#      grants' remaining - owed everywhere; credits.ledger is a view with the
+#      table's columns in order, every batch carries its first debit row, and
+#      ledger_entries holds every other row (entry_checks).  A session
+#      connected before the update, and the session that runs it, see the new
+#      codes and draw the carried-over grants; the roles keep working with the
+#      rights they had; settling the 0.1.0 recharges repays or refunds (the
+#      part of a batch paid for before the update goes into a new purchase
+#      grant); nothing new is open to PUBLIC.  2c: the same for the 0.1.1
+#      database, settled with the tokens of claims made before the update.
+#      2d: the 0.2.0 database updated to 0.3.0: every table and sequence
+#      unchanged, the ledger view returns exactly the rows the table held
+#      (created_at too, but for the batches whose created_at the owner set),
+#      every batch carries its first debit, ledger_entries the rest (debit
+#      rows there = debit rows before - batches), verify() empty, every grant
+#      kept (reporting's SELECT now on the view; pg_init_privs as a fresh
+#      install's); a session open across the update debits.  2e: the roles
+#      in it, new debits (every kind of insert, one of two grants, one past
+#      zero), the entry columns refused to the application (42501) and the
+#      owner (MC007, MC008), settlement of batches debited before the update
+#      (refunds of batches of several debit rows, repayments, the repointed
+#      batch), nothing open to PUBLIC, verify() empty.  2f: the refusals
+#      (MC029): a DBA's view and BEGIN ATOMIC function reading credits.ledger,
+#      a batch without a debit row; nothing changes, the database stays at
+#      0.2.0; with them gone the update runs.
+#   3. the new version in that database: MC codes (the entry columns'
+#      too), claim tokens and leases,
 #      a stale token refused with MC020 and nothing changed, release_recharge,
 #      the recharge_queue view.  3b: grants in it: open_account with signup
 #      credits (also expiring), grant_credits, set_plan, the draw-down order
@@ -46,17 +74,22 @@
 #      renew_plans, cancel_plan, the MC023-MC026 errors, a debit past zero
 #      and its repayment, a refund to a grant that expired; verify() empty.
 #   4. same objects either way: a fresh CREATE EXTENSION credits, 0.1.0 +
-#      UPDATE and 0.1.1 + UPDATE give the same catalog (\dx+, functions with
-#      their security, volatility and settings, tables, constraints, indexes,
-#      triggers, views, comments, grants, pg_dump configuration), and so do
-#      the two updated workload databases.
-#   5. dumps: the 0.1.0 database's restored with a plain pg_restore into the
-#      new version (same rows, verify() empty); the 0.1.0 and 0.1.1 dumps
-#      restored into databases created at their versions and then updated
-#      (the checks of section 2); the updated databases dumped and restored.
-#   6. keep10 and keep11, never updated, after the library has served 0.2.0
-#      databases: debits and settlement work, their SQLSTATE classes, no
-#      grant tables or columns, one ledger row per debit, recharge and refund.
+#      UPDATE, 0.1.1 + UPDATE and 0.2.0 + UPDATE give the same catalog (\dx+,
+#      functions with their security, volatility and settings, tables,
+#      constraints, indexes, triggers, views, comments, grants, pg_init_privs,
+#      pg_dump configuration), and so do the three updated workload databases
+#      (grants aside).
+#   5. dumps: a dump of 0.1.0, 0.1.1 or 0.2.0 restored the plain way into a
+#      database whose CREATE EXTENSION makes 0.3.0 fails loudly (its ledger
+#      rows cannot go into the view); restored into databases created at
+#      their versions and then updated, they work (the checks of section 2);
+#      the updated databases dumped and restored: same rows, verify() empty,
+#      the reporting role's grant on credits.ledger kept.
+#   6. keep10, keep11 and keep20, never updated, after the library has served
+#      0.3.0 databases: debits and settlement work, their SQLSTATE classes;
+#      keep10 and keep11 without grant tables or columns, one ledger row per
+#      debit, recharge and refund; keep20 writing its ledger table (debit
+#      rows per grant, repay pairs, refunds), no entry columns.
 #
 # Prints "ok - ..." / "not ok - ..." per check, "# ..." notes, and
 # "N passed, N failed"; exits non-zero on any failure.  Safe to run again:
@@ -82,6 +115,7 @@ same_files() {
 
 OLD=0.1.0
 MID=0.1.1
+PREV=0.2.0
 NEW=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" credits.control)
 
 WORK=$(mktemp -d /tmp/credits-upgrade-files.XXXXXX)
@@ -164,7 +198,7 @@ grants() {
 # table_dump DB FILE: every column of every table, for "nothing changed".
 table_dump() {
 	local t
-	for t in accounts auto_recharge recharges send_batches ledger grants plans; do
+	for t in accounts auto_recharge recharges send_batches ledger ledger_entries grants plans; do
 		[ "$(q "$1" "SELECT to_regclass('credits.$t') IS NOT NULL")" = t ] || continue
 		echo "== $t"
 		pg -d "$1" -c "COPY (SELECT * FROM credits.$t ORDER BY 1) TO STDOUT"
@@ -187,12 +221,16 @@ columns() { awk -F'|' '{ n = split($2, c, ","); for (i = 1; i <= n; i++) print $
 #  - balance = sum(remaining) - owed for every account; no plan exists.
 update_checks() {
 	local db=$1 v=$2 before=$3
+	# The ledger table is ledger_entries from 0.3.0 on (credits.ledger, a
+	# view over it and send_batches, is checked by entry_checks).
 	tables "$db" "$WORK/tables_now_$db"
-	same "$v, updated: the new tables are grants and plans" \
-		"$(comm -13 <(cut -d'|' -f1 "$before") <(cut -d'|' -f1 "$WORK/tables_now_$db") | tr '\n' ' ')" "grants plans "
-	local cols="ledger.grant_id send_batches.owed "
-	case $v in "$OLD"*) cols="ledger.grant_id recharges.claim_count recharges.claim_token recharges.lease_expires_at send_batches.owed " ;; esac
-	same "$v, updated: the new columns of the $v tables are ledger.grant_id and send_batches.owed (and $MID's claim columns)" \
+	sed -i 's/^ledger_entries|/ledger|/' "$WORK/tables_now_$db"
+	same "$v, updated: the new tables are grants and plans (and the ledger table is now ledger_entries)" \
+		"$(comm -13 <(cut -d'|' -f1 "$before") <(cut -d'|' -f1 "$WORK/tables_now_$db") | tr '\n' ' ')|$(comm -23 <(cut -d'|' -f1 "$before") <(cut -d'|' -f1 "$WORK/tables_now_$db") | tr '\n' ' ')" "grants plans |"
+	local entry="send_batches.entry_balance_after send_batches.entry_delta send_batches.entry_grant_id send_batches.entry_id send_batches.entry_recharge_id"
+	local cols="ledger.grant_id $entry send_batches.owed "
+	case $v in "$OLD"*) cols="ledger.grant_id recharges.claim_count recharges.claim_token recharges.lease_expires_at $entry send_batches.owed " ;; esac
+	same "$v, updated: the new columns of the $v tables are ledger.grant_id, send_batches.owed and send_batches' five entry columns (and $MID's claim columns)" \
 		"$(comm -13 <(columns "$before") <(columns "$WORK/tables_now_$db" | grep -Ev '^(grants|plans)\.') | tr '\n' ' ')" "$cols"
 	same "$v, updated: each positive balance is one purchase grant (remaining = credits = carried_over = balance, never expiring, priority 50, noted as carried over); none for a balance at 0 or below" \
 		"$(q "$db" "SELECT a.account_id || ' balance ' || a.balance || ': ' || coalesce(string_agg(format('%s %s/%s carried %s prio %s expires %s closed %s recharge %s period %s note %s',
@@ -241,6 +279,76 @@ balances() {
 	          FROM credits.accounts a WHERE a.account_id IN ($2)"
 }
 
+# ledger_before DB FILE: every ledger row (all ten columns of 0.2.0; NULL
+# grant_id before it), taken before an update to 0.3.0, for entry_checks.
+ledger_before() {
+	local g=NULL::bigint
+	[ "$(q "$1" "SELECT count(*) FROM pg_attribute WHERE attrelid = 'credits.ledger'::regclass AND attname = 'grant_id'")" = 1 ] && g=grant_id
+	pg -d "$1" -c "COPY (SELECT entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, created_at, $g
+	                     FROM credits.ledger ORDER BY entry_id) TO STDOUT" >"$2"
+}
+# qb DB FILE SQL: q with FILE (from ledger_before) loaded as temp table "before".
+qb() {
+	pg -d "$1" -At -c "CREATE TEMP TABLE before (entry_id bigint, account_id bigint, delta bigint, balance_after bigint,
+	                   kind text, batch_id bigint, recharge_id bigint, note text, created_at timestamptz, grant_id bigint)" \
+		-c "\\copy before FROM '$2'" -c "$3" 2>&1
+}
+LEDGER_COLUMNS="entry_id:bigint,account_id:bigint,delta:bigint,balance_after:bigint,kind:text,batch_id:bigint,recharge_id:bigint,note:text,created_at:timestamp with time zone,grant_id:bigint"
+# entry_checks DB LABEL FILE: what the update to 0.3.0 must have made of the
+# ledger (FILE: ledger_before, taken right before it), checked right after it.
+#  - credits.ledger is a view with the table's columns in the same order;
+#    the table is credits.ledger_entries;
+#  - every batch carries its first debit row (lowest entry_id) in its entry_
+#    columns, NOT NULL; ledger_entries holds every other row and only those;
+#  - the view returns exactly the rows of before (all columns but created_at);
+#    created_at changed only for a batch's first debit, to the batch's own.
+entry_checks() {
+	local db=$1 v=$2 f=$3
+	same "$v, updated: credits.ledger is a view with the ledger's columns in the same order, credits.ledger_entries the table" \
+		"$(q "$db" "SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'credits.ledger'::regclass) || '|' ||
+		                   (SELECT relkind::text FROM pg_class WHERE oid = 'credits.ledger_entries'::regclass) || '|' ||
+		                   string_agg(attname || ':' || format_type(atttypid, atttypmod), ',' ORDER BY attnum)
+		              FROM pg_attribute WHERE attrelid = 'credits.ledger'::regclass AND attnum > 0 AND NOT attisdropped")" \
+		"v|r|$LEDGER_COLUMNS"
+	same "$v, updated: send_batches.entry_id, entry_delta and entry_balance_after are NOT NULL, entry_grant_id and entry_recharge_id nullable" \
+		"$(q "$db" "SELECT string_agg(attname || ':' || attnotnull, ',' ORDER BY attnum) FROM pg_attribute
+		              WHERE attrelid = 'credits.send_batches'::regclass AND attname LIKE 'entry\_%'")" \
+		"entry_id:true,entry_delta:true,entry_balance_after:true,entry_grant_id:false,entry_recharge_id:false"
+	same "$v, updated: every batch carries its first debit row (lowest entry_id): id, delta, balance after, grant, recharge ($(q "$db" "SELECT count(*) FROM credits.send_batches") batches)" \
+		"$(qb "$db" "$f" "SELECT format('batch %s: %s/%s/%s/%s/%s, first debit row %s/%s/%s/%s/%s', b.batch_id,
+		                   b.entry_id, b.entry_delta, b.entry_balance_after, b.entry_grant_id, b.entry_recharge_id,
+		                   d.entry_id, d.delta, d.balance_after, d.grant_id, d.recharge_id)
+		              FROM credits.send_batches b
+		              LEFT JOIN (SELECT DISTINCT ON (batch_id) * FROM before WHERE kind = 'debit' ORDER BY batch_id, entry_id) d USING (batch_id)
+		             WHERE (b.entry_id, b.entry_delta, b.entry_balance_after, b.entry_grant_id, b.entry_recharge_id)
+		                   IS DISTINCT FROM (d.entry_id, d.delta, d.balance_after, d.grant_id, d.recharge_id)
+		                OR b.entry_id IS NULL ORDER BY b.batch_id LIMIT 5")" ""
+	same "$v, updated: ledger_entries holds every other row and no batch's first debit (debit rows there = debit rows before - batches)" \
+		"$(qb "$db" "$f" "SELECT (SELECT count(*) FROM credits.ledger_entries WHERE kind = 'debit') || ' = ' ||
+		                    (SELECT count(*) FROM before WHERE kind = 'debit') || ' - ' || (SELECT count(*) FROM credits.send_batches)")|$(qb "$db" "$f" "
+		            (SELECT 'missing ' || entry_id FROM before WHERE entry_id NOT IN (SELECT entry_id FROM credits.send_batches)
+		             EXCEPT SELECT 'missing ' || entry_id FROM credits.ledger_entries)
+		            UNION ALL
+		            (SELECT 'extra ' || entry_id FROM credits.ledger_entries
+		             EXCEPT SELECT 'extra ' || entry_id FROM before WHERE entry_id NOT IN (SELECT entry_id FROM credits.send_batches))
+		            ORDER BY 1 LIMIT 5")" \
+		"$(qb "$db" "$f" "SELECT (SELECT count(*) FROM before WHERE kind = 'debit') - (SELECT count(*) FROM credits.send_batches) || ' = ' ||
+		                    (SELECT count(*) FROM before WHERE kind = 'debit') || ' - ' || (SELECT count(*) FROM credits.send_batches)")|"
+	same "$v, updated: credits.ledger returns exactly the rows it did ($(wc -l <"$f") rows; every column but created_at)" \
+		"$(qb "$db" "$f" "(SELECT 'now ' || concat_ws(' ', entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, grant_id) FROM credits.ledger
+		             EXCEPT ALL SELECT 'now ' || concat_ws(' ', entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, grant_id) FROM before)
+		            UNION ALL
+		            (SELECT 'was ' || concat_ws(' ', entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, grant_id) FROM before
+		             EXCEPT ALL SELECT 'was ' || concat_ws(' ', entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, grant_id) FROM credits.ledger)
+		            ORDER BY 1 LIMIT 6")|$(q "$db" "SELECT count(*) FROM credits.ledger")" "|$(wc -l <"$f")"
+	same "$v, updated: created_at is as it was, but for a batch's first debit, which has its batch's created_at" \
+		"$(qb "$db" "$f" "SELECT format('entry %s (%s of batch %s): created_at %s, was %s, batch''s %s', l.entry_id, l.kind, l.batch_id,
+		                   l.created_at, o.created_at, b.created_at)
+		              FROM credits.ledger l JOIN before o USING (entry_id) LEFT JOIN credits.send_batches b ON b.entry_id = l.entry_id
+		             WHERE l.created_at IS DISTINCT FROM coalesce(b.created_at, o.created_at) ORDER BY 1 LIMIT 5")" ""
+	note "$v, updated: $(qb "$db" "$f" "SELECT count(*) FROM credits.send_batches b JOIN before o ON o.entry_id = b.entry_id WHERE o.created_at <> b.created_at") first debit entries took a created_at of their batch other than their own; $(q "$db" "SELECT count(*) FROM credits.send_batches") batch entries, $(q "$db" "SELECT count(*) FROM credits.ledger_entries") rows in ledger_entries"
+}
+
 ################################################################################
 say "0. the released versions' own regression suites, on databases at those versions served by the new library"
 # test/upgrade/0.1.0/ holds sql/ and expected/ of the 0.1.0 release (all but
@@ -277,6 +385,9 @@ old_suites "$OLD" old_regress install seed_example debit auto_recharge recharge_
 	privileges policy_limits reports verify
 old_suites "$MID" mid_regress install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
 	privileges policy_limits reports verify leases hardening
+old_suites "$PREV" prev_regress install seed_example debit auto_recharge recharge_worker idempotency batch_guard \
+	privileges policy_limits reports bulk verify leases hardening grants plans expiry table_changes direct_writes \
+	direct_writes_ddl
 
 ################################################################################
 say "1. a $OLD database served by the new library"
@@ -635,8 +746,8 @@ same "$MID: verify() returns no rows after the workload" "$(q upg11 "SELECT * FR
 
 # Two databases that never run the update (section 6): a little of
 # everything now, more after the rest of the suite has run.
-for db in keep10 keep11; do
-	v=$OLD; [ $db = keep11 ] && v=$MID
+for db in keep10 keep11 keep20; do
+	case $db in keep10) v=$OLD ;; keep11) v=$MID ;; *) v=$PREV ;; esac
 	"$PG_BIN/createdb" $db
 	pg -d $db >"$WORK/$db.log" 2>&1 <<SQL || { not_ok "$v: set-up of $db"; sed 's/^/#   /' "$WORK/$db.log" | head; }
 CREATE EXTENSION credits VERSION '$v';
@@ -647,22 +758,268 @@ SQL
 done
 
 ################################################################################
+say "1d. a $PREV database served by the new library"
+# Its own workload through the $PREV API, as the README's roles (and an
+# auditor's SELECT on credits.ledger for reporting, which the update must
+# carry to the view): grants of every source (signup, purchase, plan, promo,
+# one expiring, lapsed by expire_grants; a plan renewed by renew_plans),
+# single-row, multi-row, INSERT ... SELECT and COPY batches, idempotency
+# keys, batches drawing from two and three grants, batches owed and repaid,
+# recharges in flight with awaiting batches (claimed with tokens), a failed
+# recharge refunding a batch of three debit rows, a repointed batch (its
+# recharge_id no longer its debit row's), batches whose created_at the table
+# owner set, payment failures turning auto-recharge off.  Updated to $NEW in
+# section 2d.
+"$PG_BIN/createdb" upg20 || exit 1
+same "CREATE EXTENSION credits VERSION '$PREV' installs $PREV" \
+	"$(q upg20 "CREATE EXTENSION credits VERSION '$PREV'; SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$PREV"
+pg -d upg20 >"$WORK/setup20.log" 2>&1 <<'SQL' || { cat "$WORK/setup20.log"; echo "not ok - setting up the $PREV database failed"; exit 1; }
+-- The README's roles (Privileges), as of 0.2.0, and an auditor's SELECT on
+-- the ledger for reporting (the grant the update copies to the view).
+GRANT USAGE ON SCHEMA credits TO regress_upg_app;
+GRANT SELECT, INSERT (account_id, messages, channel, idempotency_key) ON credits.send_batches TO regress_upg_app;
+GRANT SELECT ON credits.accounts, credits.prices, credits.recharges TO regress_upg_app;
+GRANT USAGE ON SCHEMA credits TO regress_upg_worker;
+GRANT SELECT ON credits.recharges, credits.recharge_queue TO regress_upg_worker;
+GRANT EXECUTE ON FUNCTION credits.claim_recharges(integer),
+                          credits.complete_recharge(bigint, text, uuid),
+                          credits.fail_recharge(bigint, text, uuid),
+                          credits.release_recharge(bigint, uuid) TO regress_upg_worker;
+GRANT USAGE ON SCHEMA credits TO regress_upg_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON credits.prices TO regress_upg_admin;
+GRANT EXECUTE ON FUNCTION credits.open_account(bigint, bigint),
+                          credits.open_account(bigint, bigint, timestamptz),
+                          credits.add_credits(bigint, bigint, text),
+                          credits.enable_auto_recharge(bigint, bigint, bigint, bigint, bigint),
+                          credits.disable_auto_recharge(bigint),
+                          credits.expire_recharges(),
+                          credits.verify() TO regress_upg_admin;
+GRANT EXECUTE ON FUNCTION credits.grant_credits(bigint, bigint, text, timestamptz, integer, text),
+                          credits.set_plan(bigint, bigint, timestamptz),
+                          credits.cancel_plan(bigint),
+                          credits.renew_plans(timestamptz),
+                          credits.expire_grants(timestamptz) TO regress_upg_admin;
+GRANT USAGE ON SCHEMA credits TO regress_upg_reporting;
+GRANT SELECT ON credits.account_overview, credits.recharge_history,
+                credits.usage_daily, credits.usage_monthly, credits.recharge_queue,
+                credits.balance_by_grant, credits.grants, credits.plans TO regress_upg_reporting;
+GRANT EXECUTE ON FUNCTION credits.expiring_credits(interval),
+                          credits.batch_funding(bigint) TO regress_upg_reporting;
+GRANT SELECT ON credits.ledger TO regress_upg_reporting;
+GRANT USAGE ON SCHEMA credits TO regress_upg_nobody;
+SQL
+pg -d upg20 >"$WORK/workload20.log" 2>&1 <<'SQL'
+LISTEN credits_auto_recharge_disabled;
+SET ROLE regress_upg_admin;
+INSERT INTO credits.prices (channel, credits_per_message) VALUES ('sms', 7), ('push', 2);
+-- 1: signup credits, a purchase, a plan; every kind of insert, idempotency keys.
+SELECT credits.open_account(1, 10000);
+SELECT credits.add_credits(1, 500, E'a purchase with ''quotes'' and ünïcödé');
+SELECT count(credits.open_account(a, 100000)) FROM generate_series(100, 149) a;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 10);
+INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+VALUES (1, 20, 'sms', 'k-1'), (1, 30, 'push', 'k-2'), (100, 5, 'email', NULL);
+INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+SELECT 100 + g % 50, 1 + g % 7, (ARRAY['email', 'sms', 'push'])[1 + g % 3], 'bulk-' || g
+  FROM generate_series(1, 3000) g;
+COPY credits.send_batches (account_id, messages, channel, idempotency_key) FROM STDIN;
+1	7	sms	copy-1
+1	8	email	\N
+100	9	push	copy-2
+\.
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1, 20, 'k-1')
+ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+SELECT 100 + g % 50, 1 + g % 7, (ARRAY['email', 'sms', 'push'])[1 + g % 3], 'bulk-' || g
+  FROM generate_series(1, 100) g
+ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+
+-- 2: a plan (1000) and signup credits (300): a batch of 1200 draws from both.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(2, 300);
+SELECT monthly_credits FROM credits.set_plan(2, 1000);
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (2, 1200, 'two-grants');
+
+-- 3 and 4: signup (50) and an expiring promo (30), auto-recharge: a batch of
+-- 100 draws both and owes 20, awaiting its recharge.  4's recharge fails
+-- before the update (a refund of a batch of three debit rows), 3's after it.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(a, 50), credits.enable_auto_recharge(a, 0, 1000) FROM generate_series(3, 4) a;
+SELECT count(credits.grant_credits(a, 30, 'promo', now() + interval '30 days', note => 'spring promo')) FROM generate_series(3, 4) a;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (3, 100), (4, 100);
+SET ROLE regress_upg_worker;
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'card declined', c.claim_token) f
+ WHERE c.account_id = 4;
+
+-- 5: owed and repaid before the update; 6: owed, its recharge pending at the update.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(a, 40), credits.enable_auto_recharge(a, 0, 1000) FROM generate_series(5, 6) a;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (5, 100, 'email'), (6, 100, 'email');
+SET ROLE regress_upg_worker;
+SELECT f.status FROM credits.claim_recharges(10) c, credits.complete_recharge(c.recharge_id, 'psp20-' || c.recharge_id, c.claim_token) f
+ WHERE c.account_id = 5;
+
+-- 7: two batches awaiting one recharge, claimed before the update (settled
+-- with its token after it); a third waits on a second recharge.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(7, 0), credits.enable_auto_recharge(7, 0, 1000);
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 60);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 40);
+SET ROLE regress_upg_worker;
+SELECT count(*) FROM credits.claim_recharges(10) WHERE account_id = 7;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (7, 25);
+
+-- 8: an expiring promo lapsed by expire_grants; 9: a plan renewed by
+-- renew_plans (both with the extension's clock moved on).
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(8, 0);
+SELECT count(credits.grant_credits(8, 100, 'promo', now() + interval '1 hour'));
+SELECT credits.add_credits(8, 50);
+SELECT credits.open_account(9, 0);
+SELECT monthly_credits FROM credits.set_plan(9, 400, now() - interval '20 days');
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (8, 30), (9, 100);
+RESET ROLE;
+LOAD 'credits';
+SET credits.clock_offset = 7200;
+SET ROLE regress_upg_admin;
+SELECT credits.expire_grants(now() + interval '7000 seconds');
+RESET ROLE;
+SET credits.clock_offset = 1036800;   -- 12 days
+SET ROLE regress_upg_admin;
+SELECT credits.renew_plans(now() + interval '12 days' - interval '1 minute');
+RESET ROLE;
+RESET credits.clock_offset;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (8, 20);
+
+-- 10: batches whose created_at the table owner set (an import): the debit
+-- entry of one drawn from two grants.
+RESET ROLE;
+SELECT credits.open_account(10, 100);
+SELECT credits.add_credits(10, 100);
+INSERT INTO credits.send_batches (account_id, messages, created_at)
+VALUES (10, 150, '2026-01-15 10:00:00+00'), (10, 20, '2026-01-16 11:00:00+00');
+
+-- 11: a batch repointed: a top-up (target 500) claimed, then two batches
+-- on a second recharge; when the second one succeeds, the newer batch still
+-- lives on the first recharge's credits and now awaits it.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(11, 0), credits.enable_auto_recharge(11, 0, 1000, target_balance => 500);
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 50);
+SET ROLE regress_upg_worker;
+SELECT count(*) FROM credits.claim_recharges(10) WHERE account_id = 11;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 600);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (11, 400);
+SET ROLE regress_upg_worker;
+SELECT f.status FROM credits.claim_recharges(10) c, credits.complete_recharge(c.recharge_id, 'psp20-' || c.recharge_id, c.claim_token) f
+ WHERE c.account_id = 11;
+
+-- 12: three payment failures turn auto-recharge off.
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(12, 0), credits.enable_auto_recharge(12, 0, 1000);
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (12, 10);
+SET ROLE regress_upg_worker;
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'declined', c.claim_token) f WHERE c.account_id = 12;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (12, 11);
+SET ROLE regress_upg_worker;
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'declined', c.claim_token) f WHERE c.account_id = 12;
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (12, 12);
+SET ROLE regress_upg_worker;
+SELECT f.status FROM credits.claim_recharges(10) c, credits.fail_recharge(c.recharge_id, 'declined', c.claim_token) f WHERE c.account_id = 12;
+
+-- 13: a multi-grant batch (promo 30 + purchase 50) partly owed (20), its
+-- recharge pending at the update: disabled after it (a cancel refunds it).
+SET ROLE regress_upg_admin;
+SELECT credits.open_account(13, 0), credits.enable_auto_recharge(13, 0, 1000);
+SELECT credits.add_credits(13, 50);
+SELECT count(credits.grant_credits(13, 30, 'promo'));
+SET ROLE regress_upg_app;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (13, 100);
+RESET ROLE;
+SQL
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q ERROR "$WORK/workload20.log"; then
+	ok "$PREV: the workload runs through the $PREV API with the new library, as the README's roles"
+else
+	not_ok "$PREV: the workload runs through the $PREV API with the new library, as the README's roles"
+	grep -B2 -A2 ERROR "$WORK/workload20.log" | head -12 | sed 's/^/#   /'
+fi
+check "$PREV: three payment failures turned auto-recharge off and notified credits_auto_recharge_disabled for account 12" \
+	grep -q 'credits_auto_recharge_disabled" with payload "12"' "$WORK/workload20.log"
+note "$PREV: $(q upg20 "SELECT count(*) FROM credits.accounts") accounts, $(q upg20 "SELECT count(*) FROM credits.send_batches") batches, $(q upg20 "SELECT count(*) FROM credits.recharges") recharges, $(q upg20 "SELECT count(*) FROM credits.grants") grants, $(q upg20 "SELECT count(*) FROM credits.ledger") ledger rows"
+same "$PREV: the data covers every batch status, every recharge status but cancelled, every ledger kind" \
+	"$(q upg20 "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM credits.send_batches")|$(q upg20 "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM credits.recharges")|$(q upg20 "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM credits.ledger")" \
+	"awaiting_credits,failed,ready|failed,pending,processing,succeeded|debit,expire,grant,open,plan,recharge,refund,repay"
+same "$PREV: batches of several debit rows: 2's from the plan and signup, 10's from signup and purchase, 3's, 4's and 13's from two grants and what they owe" \
+	"$(q upg20 "SELECT string_agg(account_id || ':' || rows, ' ' ORDER BY batch_id) FROM (
+	            SELECT b.batch_id, b.account_id, string_agg(coalesce(g.source, '-') || l.delta, ',' ORDER BY l.entry_id) AS rows
+	              FROM credits.send_batches b JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'debit'
+	              LEFT JOIN credits.grants g ON g.grant_id = l.grant_id
+	             GROUP BY b.batch_id, b.account_id HAVING count(*) > 1) x")" \
+	"2:plan-1000,signup-200 3:signup-50,promo-30,--20 4:signup-50,promo-30,--20 5:signup-40,--60 6:signup-40,--60 10:signup-100,purchase-50 13:promo-30,purchase-50,--20"
+same "$PREV: 4's failed recharge refunded each of its batch's three debit rows" \
+	"$(q upg20 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	            WHERE l.account_id = 4 AND l.kind = 'refund'")|$(balances upg20 4)" "-:20,signup:50,promo:30|4:80/80/0"
+same "$PREV: a repointed batch: 11's newest batch awaits the first recharge, its debit row names the second" \
+	"$(q upg20 "SELECT string_agg(format('%s now %s, debited on %s', b.status, b.recharge_id - r.first, l.recharge_id - r.first), ',')
+	            FROM credits.send_batches b JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'debit',
+	                 (SELECT min(recharge_id) AS first FROM credits.recharges WHERE account_id = 11) r
+	           WHERE b.recharge_id IS DISTINCT FROM l.recharge_id")" "awaiting_credits now 0, debited on 1"
+same "$PREV: the table owner's batches of 10 keep the created_at it gave; their debit rows were written now" \
+	"$(q upg20 "SELECT string_agg(b.created_at::date || ':' || (l.created_at > now() - interval '1 hour'), ',' ORDER BY l.entry_id)
+	            FROM credits.send_batches b JOIN credits.ledger l ON l.batch_id = b.batch_id AND l.kind = 'debit' WHERE b.account_id = 10")" \
+	"2026-01-15:true,2026-01-15:true,2026-01-16:true"
+same "$PREV: idempotent resends debited nothing (3000 bulk batches, each with debit rows)" \
+	"$(q upg20 "SELECT count(*) FILTER (WHERE idempotency_key LIKE 'bulk-%'), bool_and(EXISTS (SELECT FROM credits.ledger l WHERE l.batch_id = b.batch_id AND l.kind = 'debit'))
+	            FROM credits.send_batches b")|$(q upg20 "SELECT count(*) FROM credits.ledger WHERE kind = 'debit' AND account_id >= 100")" "3000|t|3002"
+same "$PREV: balance/remaining/owed of the accounts of the workload" \
+	"$(balances upg20 "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")" \
+	"2:100/100/0 3:-20/0/20 4:80/80/0 5:0/0/0 6:-60/0/60 7:-125/0/125 8:30/30/0 9:400/400/0 10:30/30/0 11:-450/0/450 12:0/0/0 13:-20/0/20"
+same "$PREV: verify() returns no rows after the workload" "$(q upg20 "SELECT * FROM credits.verify()")" ""
+fails_with "$PREV trigger: a batch above the balance, auto-recharge off" upg20 MC001 \
+	"$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (12, 1)"
+
+################################################################################
 say "2. ALTER EXTENSION credits UPDATE"
 check "credits.control's default_version ($NEW) is newer than $OLD" \
 	test "$(q upg "SELECT '$NEW' <> '$OLD' AND string_to_array('$NEW', '.')::int[] > string_to_array('$OLD', '.')::int[]")" == t
-same "pg_extension_update_paths: $OLD reaches $NEW in one ALTER EXTENSION UPDATE, through $MID" \
-	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$OLD' AND target = '$NEW'")" "$OLD--$MID--$NEW"
-same "pg_extension_update_paths: $MID reaches $NEW in one script" \
-	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$MID' AND target = '$NEW'")" "$MID--$NEW"
+same "pg_extension_update_paths: $OLD reaches $NEW in one ALTER EXTENSION UPDATE, through $MID and $PREV" \
+	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$OLD' AND target = '$NEW'")" "$OLD--$MID--$PREV--$NEW"
+same "pg_extension_update_paths: $MID reaches $NEW through $PREV" \
+	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$MID' AND target = '$NEW'")" "$MID--$PREV--$NEW"
+same "pg_extension_update_paths: $PREV reaches $NEW in one script" \
+	"$(q upg "SELECT path FROM pg_extension_update_paths('credits') WHERE source = '$PREV' AND target = '$NEW'")" "$PREV--$NEW"
 
 # A session connected before the update (an application's connection pool),
 # left open across it.  Its output goes to stderr only (errors and \warn
 # markers), which is not buffered.
-mkfifo "$WORK/session.in"
-"$PG_BIN/psql" -X -q -At -v VERBOSITY=sqlstate -d upg <"$WORK/session.in" >/dev/null 2>"$WORK/session.err" &
-SESSION_PID=$!
-exec 7>"$WORK/session.in"
-session_n=0
+# session_open DB: starts it (one at a time); session_close ends it.
+session_open() {
+	rm -f "$WORK/session.in" "$WORK/session.err"
+	mkfifo "$WORK/session.in"
+	"$PG_BIN/psql" -X -q -At -v VERBOSITY=sqlstate -d "$1" <"$WORK/session.in" >/dev/null 2>"$WORK/session.err" &
+	SESSION_PID=$!
+	exec 7>"$WORK/session.in"
+	session_n=0
+}
+session_close() {
+	exec 7>&-
+	wait "$SESSION_PID"
+	SESSION_PID=
+}
+session_open upg
 # session SQL: runs SQL in that session; sets $session_out to what it wrote
 # to stderr meanwhile.  (Not for $(...): the count must stay in this shell.)
 session() {
@@ -686,9 +1043,11 @@ same "a session open before the update: a refused batch gets $OLD's CR001" "$ses
 # What must not change: taken now, compared after the update.
 tables upg "$WORK/tables_old"
 snapshot upg "$WORK/tables_old" "$WORK/before"
+ledger_before upg "$WORK/ledger_before_upg"
 grants upg "$WORK/grants_before"
+# (the ledger table is ledger_entries after the update, under the name it had)
 filenodes() {
-	q upg "SELECT c.relname || ' ' || pg_relation_filenode(c.oid) FROM pg_class c
+	q upg "SELECT CASE c.relname WHEN 'ledger_entries' THEN 'ledger' ELSE c.relname END || ' ' || pg_relation_filenode(c.oid) FROM pg_class c
 	        WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'r' ORDER BY 1"
 }
 filenodes_before=$(filenodes)
@@ -704,8 +1063,9 @@ for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do
 		"$WORK/before/$t" "$WORK/after/$t"
 done
 grants upg "$WORK/grants_after"
-same "the update rewrote no table (same relfilenodes)" "$(filenodes | grep -vE '^(grants|plans) ')" "$filenodes_before"
+same "the update rewrote no table (same relfilenodes; the ledger's is ledger_entries')" "$(filenodes | grep -vE '^(grants|plans) ')" "$filenodes_before"
 update_checks upg "$OLD" "$WORK/tables_old"
+entry_checks upg "$OLD" "$WORK/ledger_before_upg"
 same "the update left the policy with min_balance > max_credits (allowed in $OLD) as it was" \
 	"$(q upg "SELECT min_balance || '/' || max_credits || '/' || enabled FROM credits.auto_recharge WHERE account_id = 14")" "600/500/true"
 # The update to 0.1.1 drops three internal functions (settlement moved into
@@ -741,9 +1101,7 @@ same "the session open across the update: a batch of a funded account draws its 
 	"$session_out|$(q upg "SELECT string_agg(g.source || ':' || l.delta || ':' || g.remaining || '/' || g.credits, ',') FROM credits.ledger l JOIN credits.grants g USING (grant_id)
 	          WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 1) AND l.kind = 'debit'")|$(q upg "SELECT count(*) FROM credits.verify()")" \
 	"|purchase:-5:$((b1 - 5))/$b1|0"
-exec 7>&-
-wait "$SESSION_PID"
-SESSION_PID=
+session_close
 
 # The session that runs the update sees the new codes at once.
 "$PG_BIN/createdb" same_session
@@ -875,6 +1233,7 @@ same "after the update and the roles' work: verify() returns no rows" "$(q upg "
 say "2c. ALTER EXTENSION credits UPDATE of the $MID database"
 tables upg11 "$WORK/tables11"
 snapshot upg11 "$WORK/tables11" "$WORK/before11"
+ledger_before upg11 "$WORK/ledger_before_upg11"
 grants upg11 "$WORK/grants11_before"
 "$PG_BIN/pg_dump" -Fc -d upg11 -f "$WORK/mid.dump" || not_ok "pg_dump of the $MID database"
 out=$(pg -d upg11 -c "ALTER EXTENSION credits UPDATE" 2>&1)
@@ -890,6 +1249,7 @@ grants upg11 "$WORK/grants11_after"
 same "$MID, after the update: every grant on a $MID object is as it was (internal functions aside)" \
 	"$(grep -vxFf "$WORK/grants11_after" "$WORK/grants11_before" | grep -vE "$internal")" ""
 update_checks upg11 "$MID" "$WORK/tables11"
+entry_checks upg11 "$MID" "$WORK/ledger_before_upg11"
 
 q upg11 "UPDATE credits.recharges SET created_at = created_at - interval '2 hours' WHERE account_id = 17" >/dev/null
 same "$MID, updated: expire_recharges cancels 17's recharge, disable_auto_recharge 18's; the owed parts cancel the debts, the parts paid for before the update become purchase grants" \
@@ -949,6 +1309,222 @@ fails_with "$MID, updated: a batch above the balance, auto-recharge off" upg11 M
 same "$MID, updated: verify() returns no rows after the settlements" "$(q upg11 "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
+say "2d. ALTER EXTENSION credits UPDATE of the $PREV database"
+# Every row of every table (the ledger through credits.ledger, before and
+# after), the sequences and the grants, before and after; then the roles,
+# a session open across the update, new debits, and the settlement of the
+# batches debited before it.
+session_open upg20
+session "SET ROLE regress_upg_app;"
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 2);"
+same "$PREV: a session open before the update debits a batch" "$session_out" ""
+tables upg20 "$WORK/tables20"
+grep -v '^ledger|' "$WORK/tables20" >"$WORK/tables20_noledger"
+snapshot upg20 "$WORK/tables20_noledger" "$WORK/before20"
+q upg20 "SELECT last_value, is_called FROM credits.grants_grant_id_seq" >>"$WORK/before20/sequences"
+ledger_before upg20 "$WORK/ledger_before_upg20"
+grants upg20 "$WORK/grants20_before"
+"$PG_BIN/pg_dump" -Fc -d upg20 -f "$WORK/prev.dump" || not_ok "pg_dump of the $PREV database"
+out=$(pg -d upg20 -c "ALTER EXTENSION credits UPDATE" 2>&1)
+same "$PREV: ALTER EXTENSION credits UPDATE runs without an error or a notice" "$out" ""
+same "$PREV: extversion is credits.control's default_version" \
+	"$(q upg20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$NEW"
+snapshot upg20 "$WORK/tables20_noledger" "$WORK/after20"
+q upg20 "SELECT last_value, is_called FROM credits.grants_grant_id_seq" >>"$WORK/after20/sequences"
+for t in $(cut -d'|' -f1 "$WORK/tables20_noledger") sequences; do
+	same_files "$PREV, after the update: credits.$t unchanged ($(wc -l <"$WORK/before20/$t") rows, the columns of $PREV)" \
+		"$WORK/before20/$t" "$WORK/after20/$t"
+done
+entry_checks upg20 "$PREV" "$WORK/ledger_before_upg20"
+same "$PREV, updated: the two batches whose created_at the table owner set: their first debit entry took it (and only theirs)" \
+	"$(qb upg20 "$WORK/ledger_before_upg20" "SELECT string_agg(b.account_id || ':' || b.created_at::date, ',' ORDER BY b.batch_id) FROM credits.send_batches b JOIN before o ON o.entry_id = b.entry_id
+	              WHERE o.created_at <> b.created_at")" "10:2026-01-15,10:2026-01-16"
+same "$PREV, updated: the repointed batch keeps the recharge of its debit in entry_recharge_id" \
+	"$(q upg20 "SELECT string_agg(format('%s now %s, entry %s', b.status, b.recharge_id - r.first, b.entry_recharge_id - r.first), ',')
+	            FROM credits.send_batches b, (SELECT min(recharge_id) AS first FROM credits.recharges WHERE account_id = 11) r
+	           WHERE b.recharge_id IS DISTINCT FROM b.entry_recharge_id")" "awaiting_credits now 0, entry 1"
+same "$PREV, updated: 3's batch of three debit rows: the first on the batch row, two in ledger_entries" \
+	"$(q upg20 "SELECT b.entry_delta || ':' || (SELECT source FROM credits.grants WHERE grant_id = b.entry_grant_id) || '|' ||
+	                   (SELECT string_agg(coalesce(g.source, '-') || ':' || e.delta, ',' ORDER BY e.entry_id) FROM credits.ledger_entries e
+	                      LEFT JOIN credits.grants g USING (grant_id) WHERE e.batch_id = b.batch_id AND e.kind = 'debit')
+	              FROM credits.send_batches b WHERE b.account_id = 3")" "-50:signup|promo:-30,-:-20"
+same "$PREV, updated: verify() returns no rows" "$(q upg20 "SELECT * FROM credits.verify()")" ""
+grants upg20 "$WORK/grants20_after"
+same "$PREV, updated: every grant on a $PREV object is as it was (credits.ledger, now the view, included)" \
+	"$(grep -vxFf "$WORK/grants20_after" "$WORK/grants20_before")" ""
+same "$PREV, updated: the SELECT on the ledger is the reporting role's on the view (copied), not PUBLIC's; pg_init_privs records the view as a fresh install does (owner only), so pg_dump keeps the grant" \
+	"$(q upg20 "SELECT has_table_privilege('regress_upg_reporting', 'credits.ledger', 'SELECT'), has_table_privilege('regress_upg_nobody', 'credits.ledger', 'SELECT'),
+	            (SELECT initprivs = acldefault('r', c.relowner) FROM pg_init_privs, pg_class c WHERE objoid = c.oid AND c.oid = 'credits.ledger'::regclass AND classoid = 'pg_class'::regclass AND objsubid = 0)
+	            FROM pg_class WHERE oid = 'credits.ledger'::regclass")" "t|f|t"
+note "$PREV, updated: credits.ledger ACL $(q upg20 "SELECT relacl FROM pg_class WHERE oid = 'credits.ledger'::regclass"), credits.ledger_entries ACL $(q upg20 "SELECT relacl FROM pg_class WHERE oid = 'credits.ledger_entries'::regclass")"
+
+# The session connected before the update.
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 3);"
+same "$PREV: the session open across the update debits a batch: its entry on the batch row, no debit row in ledger_entries" \
+	"$session_out|$(q upg20 "SELECT b.cost || ':' || b.entry_delta || ':' || (b.entry_balance_after = a.balance) || ':' || (SELECT source FROM credits.grants WHERE grant_id = b.entry_grant_id) || ':' ||
+	                          (SELECT count(*) FROM credits.ledger_entries e WHERE e.batch_id = b.batch_id)
+	                     FROM credits.send_batches b JOIN credits.accounts a USING (account_id) WHERE b.batch_id = (SELECT max(batch_id) FROM credits.send_batches)")" \
+	"|3:-3:true:signup:0"
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (12, 1);"
+same "$PREV: the session open across the update: a refused batch gets MC001" "$session_out" "ERROR:  MC001"
+session_close
+
+say "2e. the roles in the updated $PREV database, new debits, and the settlement of batches debited before the update"
+b_before=$(q upg20 "SELECT balance FROM credits.accounts WHERE account_id = 1")
+same "application: a single-row INSERT (cost/status), its debit entry on the batch row (delta, balance after, grant), nothing in ledger_entries" \
+	"$(q upg20 "$APP INSERT INTO credits.send_batches (account_id, messages, channel) VALUES (1, 3, 'sms') RETURNING cost || '/' || status")|$(q upg20 "SELECT b.entry_delta || '/' || b.entry_balance_after || '/' || g.source || '/' ||
+	          (SELECT count(*) FROM credits.ledger_entries e WHERE e.batch_id = b.batch_id) FROM credits.send_batches b JOIN credits.grants g ON g.grant_id = b.entry_grant_id
+	          WHERE b.batch_id = (SELECT max(batch_id) FROM credits.send_batches)")" \
+	"21/ready|-21/$((b_before - 21))/signup/0"
+n_before=$(q upg20 "SELECT count(*) FROM credits.send_batches")
+m_before=$(q upg20 "SELECT max(batch_id) FROM credits.send_batches")
+out=$(q upg20 "$APP INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+               VALUES (1, 4, 'push', 'after-1'), (100, 5, 'email', 'after-2');
+               INSERT INTO credits.send_batches (account_id, messages, idempotency_key)
+               SELECT 100 + g % 50, 1 + g % 5, 'after-bulk-' || g FROM generate_series(1, 500) g")
+same "application: multi-row and INSERT ... SELECT" "$out" ""
+same "application: COPY" "$(code upg20 "$APP COPY credits.send_batches (account_id, messages, idempotency_key) FROM STDIN" $'1\t2\tafter-copy\n101\t3\t\\N\n')" ok
+same "application: an idempotent resend of $PREV keys (one row, 100 bulk rows) inserts and debits nothing" \
+	"$(q upg20 "$APP INSERT INTO credits.send_batches (account_id, messages, idempotency_key) VALUES (1, 20, 'k-1')
+	          ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING batch_id")|$(q upg20 "$APP INSERT INTO credits.send_batches (account_id, messages, channel, idempotency_key)
+	          SELECT 100 + g % 50, 1 + g % 7, 'email', 'bulk-' || g FROM generate_series(1, 100) g ON CONFLICT (account_id, idempotency_key) DO NOTHING")|$(q upg20 "SELECT count(*) FROM credits.send_batches")" \
+	"||$((n_before + 504))"
+same "the new batches: each carries one debit entry of -cost, none has a debit row in ledger_entries (single-grant debits)" \
+	"$(q upg20 "SELECT count(*) || ' ' || count(*) FILTER (WHERE b.entry_delta = -b.cost AND b.entry_grant_id IS NOT NULL
+	                    AND NOT EXISTS (SELECT FROM credits.ledger_entries e WHERE e.batch_id = b.batch_id))
+	            FROM credits.send_batches b WHERE b.batch_id > $m_before")" "504 504"
+fails_with "application: cannot name entry_id (column grants)" upg20 42501 \
+	"$APP INSERT INTO credits.send_batches (account_id, messages, entry_id) VALUES (1, 1, 1)"
+fails_with "the table owner setting entry_id" upg20 MC007 \
+	"INSERT INTO credits.send_batches (account_id, messages, entry_id) VALUES (1, 1, 999999)"
+fails_with "the table owner setting entry_delta" upg20 MC007 \
+	"INSERT INTO credits.send_batches (account_id, messages, entry_delta) VALUES (1, 1, -1)"
+fails_with "the table owner setting entry_grant_id" upg20 MC007 \
+	"INSERT INTO credits.send_batches (account_id, messages, entry_grant_id) VALUES (1, 1, 1)"
+fails_with "the table owner setting entry_recharge_id" upg20 MC007 \
+	"INSERT INTO credits.send_batches (account_id, messages, entry_recharge_id) VALUES (1, 1, 1)"
+fails_with "guard: UPDATE of a batch's entry" upg20 MC008 "UPDATE credits.send_batches SET entry_delta = 0 WHERE account_id = 1"
+fails_with "guard: DELETE from ledger_entries" upg20 MC009 "DELETE FROM credits.ledger_entries WHERE account_id = 1"
+same "the ledger view cannot be written (any error)" \
+	"$(code upg20 "DELETE FROM credits.ledger WHERE account_id = 1" | grep -cv '^ok$')|$(code upg20 "INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (1, 0, 0, 'open')" | grep -cv '^ok$')" "1|1"
+q upg20 "$ADMIN SELECT credits.grant_credits(2, 50, 'promo')" >/dev/null
+same "a debit of two grants after the update (2: signup 100, then a new promo): the first on the batch row, the second a debit row in ledger_entries" \
+	"$(q upg20 "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 120) RETURNING cost")|$(q upg20 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta || ':' || l.entry_id::text IN (SELECT entry_id::text FROM credits.send_batches), ',' ORDER BY l.entry_id)
+	          FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id) WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 2)")|$(balances upg20 2)" \
+	"120|signup:-100:true,promo:-20:false|2:30/30/0"
+same "a debit past zero after the update (6: nothing left, a recharge in flight): the batch row's entry names no grant, it owes its cost" \
+	"$(q upg20 "$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (6, 10) RETURNING status || ':' || owed || ':' || coalesce(entry_grant_id::text, '-') || ':' || entry_delta || ':' || (entry_recharge_id = recharge_id)")|$(balances upg20 6)" \
+	"awaiting_credits:10:-:-10:true|6:-70/0/70"
+# Settling the recharges of $PREV with the tokens of claims made before the update.
+settle20() {	# settle20 complete|fail ACCOUNT [first|last]
+	local pick=max; [ "${3:-last}" = first ] && pick=min
+	if [ "$1" = complete ]; then
+		q upg20 "$WORKER SELECT (credits.complete_recharge(recharge_id, 'psp20-' || recharge_id, claim_token)).status FROM credits.recharges
+		         WHERE recharge_id = (SELECT $pick(recharge_id) FROM credits.recharges WHERE account_id = $2 AND status IN ('pending', 'processing'))"
+	else
+		q upg20 "$WORKER SELECT (credits.fail_recharge(recharge_id, 'declined', claim_token)).status FROM credits.recharges
+		         WHERE recharge_id = (SELECT $pick(recharge_id) FROM credits.recharges WHERE account_id = $2 AND status IN ('pending', 'processing'))"
+	fi
+}
+same "policy admin: disable_auto_recharge(13) cancels its recharge: the batch of $PREV (promo, purchase, owed) refunded row by row" \
+	"$(q upg20 "$ADMIN SELECT (credits.disable_auto_recharge(13)).enabled")|$(q upg20 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	          WHERE l.account_id = 13 AND l.kind = 'refund'")|$(balances upg20 13)" \
+	"f|-:20,promo:30,purchase:50|13:80/80/0"
+q upg20 "$WORKER SELECT count(*) FROM credits.claim_recharges(20)" >/dev/null
+same "payment worker: fail 3's recharge (claimed before the update): its batch of three debit rows (one on the batch row) refunded row by row" \
+	"$(settle20 fail 3)|$(q upg20 "SELECT string_agg(coalesce(g.source, '-') || ':' || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	          WHERE l.account_id = 3 AND l.kind = 'refund'")|$(q upg20 "SELECT status || ':' || owed FROM credits.send_batches WHERE account_id = 3")|$(balances upg20 3)" \
+	"failed|-:20,signup:50,promo:30|failed:0|3:80/80/0"
+same "payment worker: complete 7's two recharges: its three batches ready, their debts repaid" \
+	"$(settle20 complete 7 first) $(settle20 complete 7)|$(q upg20 "SELECT string_agg(status || ':' || owed, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id = 7")|$(q upg20 "SELECT count(*) FROM credits.ledger WHERE account_id = 7 AND kind = 'repay'")|$(balances upg20 7)" \
+	"succeeded succeeded|ready:0,ready:0,ready:0|6|7:0/0/0"
+same "payment worker: complete 6's first recharge (claimed before the update): the batch of $PREV repaid; the new one awaits its own" \
+	"$(settle20 complete 6 first)|$(q upg20 "SELECT string_agg(status || ':' || owed, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id = 6")|$(balances upg20 6)" \
+	"succeeded|ready:0,awaiting_credits:10|6:-10/0/10"
+same "payment worker: complete 11's top-up: the repointed batch turns ready" \
+	"$(settle20 complete 11)|$(q upg20 "SELECT string_agg(status || ':' || owed, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id = 11")|$(balances upg20 11)" \
+	"succeeded|ready:0,ready:0,ready:0|11:100/100/0"
+same "reporting: reads credits.ledger (the grant copied from the table): the same rows as the table owner" \
+	"$(q upg20 "$REPORTING SELECT count(*), sum(delta), max(entry_id) FROM credits.ledger")" "$(q upg20 "SELECT count(*), sum(delta), max(entry_id) FROM credits.ledger")"
+same "reporting: the report views, balance_by_grant, batch_funding of a batch of $PREV drawn from two grants" \
+	"$(q upg20 "$REPORTING SELECT (SELECT count(*) FROM credits.account_overview) > 0, (SELECT count(*) FROM credits.recharge_history) > 0,
+	          (SELECT count(*) FROM credits.usage_daily) > 0, (SELECT count(*) FROM credits.balance_by_grant WHERE account_id = 4 AND refunded > 0)")|$(q upg20 "$REPORTING SELECT string_agg(source || ':' || abs(credits), ',' ORDER BY source)
+	          FROM credits.batch_funding((SELECT batch_id FROM credits.send_batches WHERE account_id = 2 ORDER BY batch_id LIMIT 1))")" \
+	"t|t|t|2|plan:1000,signup:200"
+fails_with "reporting: still cannot read send_batches" upg20 42501 "$REPORTING SELECT count(*) FROM credits.send_batches"
+same "policy admin: add_credits, enable_auto_recharge, expire_recharges and verify" \
+	"$(q upg20 "$ADMIN SELECT credits.add_credits(12, 100); SELECT (credits.enable_auto_recharge(12, 0, 500)).enabled;
+	          SELECT credits.expire_recharges(); SELECT count(*) FROM credits.verify()" | tr '\n' ' ')" "100 t 0 0 "
+same "nothing in schema credits is open to PUBLIC after the update (functions, tables, views, sequences)" \
+	"$(q upg20 "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
+	          WHERE p.pronamespace = 'credits'::regnamespace AND has_function_privilege('regress_upg_nobody', p.oid, 'EXECUTE')")|$(q upg20 "SELECT string_agg(c.relname, ', ') FROM pg_class c
+	          WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v', 'S')
+	            AND (has_table_privilege('regress_upg_nobody', c.oid, 'SELECT') OR has_table_privilege('regress_upg_nobody', c.oid, 'INSERT')
+	                 OR has_table_privilege('regress_upg_nobody', c.oid, 'UPDATE') OR has_table_privilege('regress_upg_nobody', c.oid, 'DELETE'))")" "|"
+same "$PREV, updated, after new debits and the settlements: verify() returns no rows" "$(q upg20 "SELECT * FROM credits.verify()")" ""
+
+################################################################################
+say "2f. what the update to $NEW refuses (MC029), changing nothing"
+# A DBA's view or function that reads credits.ledger would follow the table
+# to ledger_entries and silently lose the batches' debits: the update
+# refuses while one exists, and so it does while a batch has no debit row.
+"$PG_BIN/createdb" refuse20
+pg -d refuse20 >"$WORK/refuse20.log" 2>&1 <<SQL || { not_ok "set-up of refuse20"; sed 's/^/#   /' "$WORK/refuse20.log" | head; }
+CREATE EXTENSION credits VERSION '$PREV';
+SELECT credits.open_account(1, 100), credits.enable_auto_recharge(1, 0, 1000);
+SELECT credits.grant_credits(1, 20, 'promo');
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30), (1, 150);
+CREATE VIEW public.my_ledger AS SELECT * FROM credits.ledger;
+CREATE FUNCTION public.my_total(bigint) RETURNS bigint LANGUAGE sql STABLE
+BEGIN ATOMIC SELECT sum(delta) FROM credits.ledger WHERE account_id = \$1; END;
+-- a function whose body is text reads credits.ledger by name when it runs
+CREATE FUNCTION public.my_debits(bigint) RETURNS bigint LANGUAGE sql STABLE
+AS 'SELECT count(*) FROM credits.ledger WHERE account_id = \$1 AND kind = ''debit''';
+SQL
+table_dump refuse20 "$WORK/refuse_before"
+fails_with "$PREV with a DBA's view and a BEGIN ATOMIC function reading credits.ledger: ALTER EXTENSION credits UPDATE is refused" \
+	refuse20 MC029 "ALTER EXTENSION credits UPDATE"
+out=$(pg -d refuse20 -c "ALTER EXTENSION credits UPDATE" 2>&1)
+expect "the refusal names the view" "view public.my_ledger" "$out"
+expect "the refusal names the function" "my_total" "$out"
+note "the refusal: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+table_dump refuse20 "$WORK/refuse_after"
+same "refused: still at $PREV, credits.ledger still a table, no ledger_entries, no entry columns" \
+	"$(q refuse20 "SELECT extversion, (SELECT relkind FROM pg_class WHERE oid = 'credits.ledger'::regclass), to_regclass('credits.ledger_entries') IS NULL,
+	               (SELECT count(*) FROM pg_attribute WHERE attrelid = 'credits.send_batches'::regclass AND attname LIKE 'entry\_%')
+	          FROM pg_extension WHERE extname = 'credits'")" "$PREV|r|t|0"
+same_files "refused: every row of every table as it was" "$WORK/refuse_before" "$WORK/refuse_after"
+same "refused: the database goes on at $PREV (a debit, the DBA's view, verify)" \
+	"$(q refuse20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5) RETURNING cost")|$(q refuse20 "SELECT count(*) FROM public.my_ledger WHERE kind = 'debit'")|$(q refuse20 "SELECT count(*) FROM credits.verify()")" \
+	"5|5|0"
+fails_with "with the view dropped, the BEGIN ATOMIC function alone: still refused" refuse20 MC029 \
+	"DROP VIEW public.my_ledger; ALTER EXTENSION credits UPDATE"
+out=$(q refuse20 "DROP VIEW public.my_ledger; DROP FUNCTION public.my_total(bigint); ALTER EXTENSION credits UPDATE")
+same "with both dropped, the update runs (the text-bodied function does not hold it back)" \
+	"$out|$(q refuse20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "|$NEW"
+same "after it: the view created again reads all 5 debit rows (1 + 3 of two grants and owed + 1), the text-bodied function too; verify() returns no rows" \
+	"$(q refuse20 "CREATE VIEW public.my_ledger AS SELECT * FROM credits.ledger; SELECT count(*) FROM public.my_ledger WHERE kind = 'debit'")|$(q refuse20 "SELECT public.my_debits(1)")|$(q refuse20 "SELECT * FROM credits.verify()")" \
+	"5|5|"
+
+# A batch without its debit row (a damaged database: verify() check 5).
+"$PG_BIN/createdb" refuse20b
+pg -d refuse20b >"$WORK/refuse20b.log" 2>&1 <<SQL || { not_ok "set-up of refuse20b"; sed 's/^/#   /' "$WORK/refuse20b.log" | head; }
+CREATE EXTENSION credits VERSION '$PREV';
+SELECT credits.open_account(1, 100);
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30), (1, 20);
+SET session_replication_role = replica;
+DELETE FROM credits.ledger WHERE kind = 'debit' AND batch_id = (SELECT max(batch_id) FROM credits.send_batches);
+SQL
+table_dump refuse20b "$WORK/refuseb_before"
+same "a $PREV database where a batch has no debit row: verify() says so" \
+	"$(q refuse20b "SELECT count(*) FROM credits.verify() WHERE problem LIKE 'batch % has 0 debit rows%'")" 1
+fails_with "... and ALTER EXTENSION credits UPDATE is refused" refuse20b MC029 "ALTER EXTENSION credits UPDATE"
+expect "the refusal names the batch" "Batch $(q refuse20b "SELECT max(batch_id) FROM credits.send_batches")" "$(pg -d refuse20b -c "ALTER EXTENSION credits UPDATE" 2>&1)"
+table_dump refuse20b "$WORK/refuseb_after"
+same "refused: still at $PREV with every row as it was" \
+	"$(q refuse20b "SELECT extversion FROM pg_extension WHERE extname = 'credits'")|$(cmp -s "$WORK/refuseb_before" "$WORK/refuseb_after" && echo same)" "$PREV|same"
+
+################################################################################
 say "3. $NEW in the updated database"
 fails_with "$NEW trigger: a batch above the balance" upg MC001 \
 	"$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 1000000)"
@@ -961,7 +1537,10 @@ fails_with "$NEW function: add_credits to an account that does not exist" upg MC
 fails_with "$NEW trigger: the table owner setting cost alone" upg MC007 \
 	"INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (1, 1, 1)"
 fails_with "$NEW guard: UPDATE of a batch" upg MC008 "UPDATE credits.send_batches SET messages = 1 WHERE account_id = 1"
-fails_with "$NEW guard: DELETE from the ledger" upg MC009 "DELETE FROM credits.ledger"
+fails_with "$NEW guard: DELETE from the ledger's table, ledger_entries" upg MC009 "DELETE FROM credits.ledger_entries"
+fails_with "$NEW guard: UPDATE of a batch's debit entry" upg MC008 "UPDATE credits.send_batches SET entry_balance_after = 0 WHERE account_id = 1"
+fails_with "$NEW trigger: the table owner setting entry_balance_after alone" upg MC007 \
+	"INSERT INTO credits.send_batches (account_id, messages, entry_balance_after) VALUES (1, 1, 1)"
 fails_with "$NEW function: open_account of an account that exists" upg MC010 "$ADMIN SELECT credits.open_account(1)"
 fails_with "$NEW function: min_balance above max_credits" upg MC013 "$ADMIN SELECT credits.enable_auto_recharge(9, 600, 500)"
 fails_with "$NEW function: completing a settled recharge with another reference" upg MC006 \
@@ -1207,7 +1786,7 @@ same "carry_over_balances() on the updated database, grants in use: nothing to d
 same "after grants, plans and expiry: verify() returns no rows" "$(q upg "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
-say "4. a fresh CREATE EXTENSION credits and $OLD + UPDATE give the same objects"
+say "4. a fresh CREATE EXTENSION credits and $OLD, $MID or $PREV + UPDATE give the same objects"
 # catalog DB DIR [acl]: a description of everything the extension owns.
 catalog() {
 	local db=$1 dir=$2 acl=${3:-}
@@ -1244,81 +1823,76 @@ catalog() {
 	q "$db" "SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
 	          WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
 	            AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'credits') ORDER BY 1" >"$dir/members"
+	# what pg_dump takes for the extension's own privileges (not dumped)
+	q "$db" "SELECT pg_describe_object(i.classoid, i.objoid, i.objsubid), i.privtype, i.initprivs FROM pg_init_privs i
+	          WHERE (i.classoid, i.objoid) IN (SELECT classid, objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+	                                            AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'credits'))
+	          ORDER BY 1" >"$dir/initprivs"
 }
 "$PG_BIN/createdb" fresh
 "$PG_BIN/createdb" stepped
 "$PG_BIN/createdb" stepped11
+"$PG_BIN/createdb" stepped20
 q fresh "CREATE EXTENSION credits" >/dev/null
 q stepped "CREATE EXTENSION credits VERSION '$OLD'; ALTER EXTENSION credits UPDATE" >/dev/null
 q stepped11 "CREATE EXTENSION credits VERSION '$MID'; ALTER EXTENSION credits UPDATE" >/dev/null
+q stepped20 "CREATE EXTENSION credits VERSION '$PREV'; ALTER EXTENSION credits UPDATE" >/dev/null
 same "a fresh CREATE EXTENSION credits installs $NEW" "$(q fresh "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$NEW"
 catalog fresh "$WORK/cat_fresh" acl
 catalog stepped "$WORK/cat_stepped" acl
 catalog stepped11 "$WORK/cat_stepped11" acl
+catalog stepped20 "$WORK/cat_stepped20" acl
 catalog upg "$WORK/cat_upg"
 catalog upg11 "$WORK/cat_upg11"
+catalog upg20 "$WORK/cat_upg20"
 catalog fresh "$WORK/cat_fresh_noacl"
 note "the extension has $(wc -l <"$WORK/cat_fresh/members") member objects, $(wc -l <"$WORK/cat_fresh/functions") functions"
-for part in dx extension functions relations columns constraints indexes triggers views sequences members; do
+for part in dx extension functions relations columns constraints indexes triggers views sequences members initprivs; do
 	same_files "fresh and $OLD + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped/$part"
 	same_files "fresh and $MID + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped11/$part"
+	same_files "fresh and $PREV + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped20/$part"
 done
-# The workload databases: the same objects; upg's grants differ by design.
-for part in functions relations columns constraints indexes triggers views members; do
+# The workload databases: the same objects; their grants differ by design,
+# but not what pg_init_privs records (a DBA's grants are dumped).
+for part in functions relations columns constraints indexes triggers views members initprivs; do
 	same_files "fresh and the updated $OLD workload database: same $part" "$WORK/cat_fresh_noacl/$part" "$WORK/cat_upg/$part"
 	same_files "fresh and the updated $MID workload database: same $part" "$WORK/cat_fresh_noacl/$part" "$WORK/cat_upg11/$part"
+	same_files "fresh and the updated $PREV workload database: same $part" "$WORK/cat_fresh_noacl/$part" "$WORK/cat_upg20/$part"
 done
-same "$NEW's tables, grants and plans included, are dumped with the data (pg_extension_config_dump)" \
-	"$(q fresh "SELECT string_agg(c::text, ',' ORDER BY c::text) FROM pg_extension, unnest(extconfig::regclass[]) c WHERE extname = 'credits' AND c::text ~ '(grants|plans)'")" \
+same "$NEW's tables and sequences, grants, plans and ledger_entries included, are dumped with the data (pg_extension_config_dump), and no view" \
+	"$(q fresh "SELECT string_agg(c::text, ',' ORDER BY c::text) FROM pg_extension, unnest(extconfig::regclass[]) c WHERE extname = 'credits'")" \
 	"$(q fresh "SELECT string_agg(c.oid::regclass::text, ',' ORDER BY c.oid::regclass::text) FROM pg_class c
-	            WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'S') AND c.relname ~ '(grants|plans)'")"
+	            WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'S')")"
+same "$NEW: ledger_entries is among them, credits.ledger (the view) is not" \
+	"$(q fresh "SELECT 'credits.ledger_entries'::regclass = ANY (extconfig), 'credits.ledger'::regclass = ANY (extconfig) FROM pg_extension WHERE extname = 'credits'")" "t|f"
 same "fresh: every SECURITY DEFINER function pins search_path" \
 	"$(q fresh "SELECT string_agg(oid::regprocedure::text, ', ') FROM pg_proc WHERE pronamespace = 'credits'::regnamespace
 	            AND prosecdef AND NOT coalesce(proconfig, '{}') @> '{\"search_path=pg_catalog, pg_temp\"}'")" ""
 same "fresh: the report views are security_barrier" \
 	"$(q fresh "SELECT string_agg(relname || ':' || coalesce('security_barrier=true' = ANY (reloptions), false), ',' ORDER BY relname)
 	            FROM pg_class WHERE relnamespace = 'credits'::regnamespace AND relkind = 'v'")" \
-	"account_overview:true,balance_by_grant:true,recharge_history:true,recharge_queue:true,usage_daily:true,usage_monthly:true"
+	"account_overview:true,balance_by_grant:true,ledger:true,recharge_history:true,recharge_queue:true,usage_daily:true,usage_monthly:true"
 
 ################################################################################
-say "5. dumps: the $OLD database's restored into $NEW with a plain pg_restore, then carry_over_balances()"
-"$PG_BIN/createdb" restored
-"$PG_BIN/pg_restore" -d restored "$WORK/old.dump" >"$WORK/restore.log" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && [ ! -s "$WORK/restore.log" ]; then
-	ok "pg_restore of the $OLD dump reports no error"
-else
-	not_ok "pg_restore of the $OLD dump reports no error (exit code $rc)"
-	head -5 "$WORK/restore.log" | sed 's/^/#   /'
-fi
-same "the restored database is at $NEW" "$(q restored "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$NEW"
-snapshot restored "$WORK/tables_old" "$WORK/restored"
-for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do
-	same_files "restored: credits.$t as in the $OLD database before the update" "$WORK/before/$t" "$WORK/restored/$t"
-done
-# The restore made the extension at $NEW and loaded rows of $OLD, which have
-# no grants: carry_over_balances() does what the update does to them.
-same "restored: before carry_over_balances(), verify() reports each account with a balance other than 0 (and only those)" \
-	"$(q restored "SELECT count(DISTINCT account_id) FROM credits.verify()")" "$(q restored "SELECT count(*) FROM credits.accounts WHERE balance <> 0")"
-same "restored: carry_over_balances() carries over each account with a balance other than 0" \
-	"$(q restored "SELECT credits.carry_over_balances()")" "$(q restored "SELECT count(*) FROM credits.accounts WHERE balance <> 0")"
-update_checks restored "$OLD restored into $NEW, carried over" "$WORK/tables_old"
-table_dump restored "$WORK/restored_carried"
-same "restored: carry_over_balances() again: nothing to do, nothing changed" \
-	"$(q restored "SELECT credits.carry_over_balances()")|$(table_dump restored "$WORK/restored_carried2"; cmp -s "$WORK/restored_carried" "$WORK/restored_carried2" && echo same)" "0|same"
-same "restored: a new batch is debited (cost/status) and verify() stays empty" \
-	"$(q restored "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING cost || '/' || status")|$(q restored "SELECT count(*) FROM credits.verify()")" \
-	"4/ready|0"
-
-# The $MID dump, restored the same way, and a batch sent before anyone ran
-# carry_over_balances(): the debit must be refused, or carried over with
-# the rest; either way verify() is empty afterwards.
-"$PG_BIN/createdb" restored_mid_plain
-"$PG_BIN/pg_restore" -d restored_mid_plain "$WORK/mid.dump" >"$WORK/restore_mid_plain.log" 2>&1
-same "the $MID dump restored the plain way into $NEW: no error" "$?|$(head -3 "$WORK/restore_mid_plain.log")" "0|"
-note "a batch of account 1 before carry_over_balances(): $(q restored_mid_plain "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 4) RETURNING 'cost ' || cost || ', ' || status || ', owes ' || owed" | head -2 | tr '\n' ' ')"
-same "restored from $MID, a batch sent before carry_over_balances(), then carry_over_balances(): verify() returns no rows" \
-	"$(q restored_mid_plain "SELECT credits.carry_over_balances()" >/dev/null; q restored_mid_plain "SELECT * FROM credits.verify()")" ""
+say "5. dumps: an old dump restored into $NEW fails loudly; restored at its version and updated, it works; updated databases dumped and restored"
+# plain_restore_fails DB DUMP VERSION: a dump taken before $NEW, restored the
+# plain way into a database whose CREATE EXTENSION makes $NEW, cannot load
+# its ledger rows into the ledger view: pg_restore must say so (an error,
+# a non-zero exit), not leave a database with rows silently missing.
+plain_restore_fails() {
+	local db=$1 dump=$2 v=$3 rc
+	"$PG_BIN/createdb" "$db"
+	"$PG_BIN/pg_restore" -d "$db" "$dump" >"$WORK/$db.log" 2>&1
+	rc=$?
+	same "the $v dump restored the plain way into $NEW: pg_restore fails (non-zero exit, errors reported)" \
+		"$([ $rc -ne 0 ] && echo failed)|$(grep -c '^pg_restore: error' "$WORK/$db.log" | sed 's/^0$/none/; s/^[0-9]*$/errors/')" "failed|errors"
+	expect "the $v dump restored the plain way into $NEW: an error names the ledger" 'ledger' "$(grep -A1 '^pg_restore: error' "$WORK/$db.log" | grep -v 'schema "credits" already exists' | tr '\n' ' ')"
+	note "$v dump into $NEW: $(grep -E '^pg_restore: (error|warning)|^(ERROR|DETAIL|Command)' "$WORK/$db.log" | grep -v 'schema "credits"' | head -6 | cut -c1-200 | tr '\n' ' ')"
+	note "$v dump into $NEW: the database has $(q "$db" "SELECT count(*) FROM credits.send_batches") batches, $(q "$db" "SELECT count(*) FROM credits.ledger") ledger rows, verify() reports $(q "$db" "SELECT count(*) FROM credits.verify()") problems"
+}
+plain_restore_fails restored "$WORK/old.dump" "$OLD"
+plain_restore_fails restored_mid_plain "$WORK/mid.dump" "$MID"
+plain_restore_fails restored_prev_plain "$WORK/prev.dump" "$PREV"
 
 # The way to bring an old dump to $NEW with its grants: restore it into the
 # version it was taken from, then update.  0.1.0 refuses restored batches
@@ -1330,10 +1904,12 @@ same "the $OLD dump restored into a database created at $OLD (without triggers):
 	"$(grep -E '^pg_restore: (error|warning)' "$WORK/restore_at_old.log")" \
 	$'pg_restore: error: could not execute query: ERROR:  schema "credits" already exists\npg_restore: warning: errors ignored on restore: 1'
 snapshot restored_at_old "$WORK/tables_old" "$WORK/restored_at_old"
+ledger_before restored_at_old "$WORK/ledger_before_at_old"
 same "restored at $OLD: every table as in the $OLD database before the update" \
 	"$(for t in $(cut -d'|' -f1 "$WORK/tables_old") sequences; do cmp -s "$WORK/before/$t" "$WORK/restored_at_old/$t" || echo "$t differs"; done)" ""
 same "restored at $OLD, then ALTER EXTENSION credits UPDATE: no error" "$(q restored_at_old "ALTER EXTENSION credits UPDATE")" ""
 update_checks restored_at_old "$OLD restored" "$WORK/tables_old"
+entry_checks restored_at_old "$OLD restored" "$WORK/ledger_before_at_old"
 "$PG_BIN/createdb" restored_at_mid
 q restored_at_mid "CREATE EXTENSION credits VERSION '$MID'" >/dev/null
 "$PG_BIN/pg_restore" -d restored_at_mid "$WORK/mid.dump" >"$WORK/restore_at_mid.log" 2>&1
@@ -1341,10 +1917,31 @@ same "the $MID dump restored the plain way into a database created at $MID: no e
 	"$(grep -E '^pg_restore: (error|warning)' "$WORK/restore_at_mid.log")" \
 	$'pg_restore: error: could not execute query: ERROR:  schema "credits" already exists\npg_restore: warning: errors ignored on restore: 1'
 snapshot restored_at_mid "$WORK/tables11" "$WORK/restored_at_mid"
+ledger_before restored_at_mid "$WORK/ledger_before_at_mid"
 same "restored at $MID: every table as in the $MID database before the update" \
 	"$(for t in $(cut -d'|' -f1 "$WORK/tables11") sequences; do cmp -s "$WORK/before11/$t" "$WORK/restored_at_mid/$t" || echo "$t differs"; done)" ""
 same "restored at $MID, then ALTER EXTENSION credits UPDATE: no error" "$(q restored_at_mid "ALTER EXTENSION credits UPDATE")" ""
 update_checks restored_at_mid "$MID restored" "$WORK/tables11"
+entry_checks restored_at_mid "$MID restored" "$WORK/ledger_before_at_mid"
+"$PG_BIN/createdb" restored_at_prev
+q restored_at_prev "CREATE EXTENSION credits VERSION '$PREV'" >/dev/null
+"$PG_BIN/pg_restore" -d restored_at_prev "$WORK/prev.dump" >"$WORK/restore_at_prev.log" 2>&1
+same "the $PREV dump restored the plain way into a database created at $PREV: no error but the dump's CREATE SCHEMA credits" \
+	"$(grep -E '^pg_restore: (error|warning)' "$WORK/restore_at_prev.log")" \
+	$'pg_restore: error: could not execute query: ERROR:  schema "credits" already exists\npg_restore: warning: errors ignored on restore: 1'
+snapshot restored_at_prev "$WORK/tables20_noledger" "$WORK/restored_at_prev"
+q restored_at_prev "SELECT last_value, is_called FROM credits.grants_grant_id_seq" >>"$WORK/restored_at_prev/sequences"
+ledger_before restored_at_prev "$WORK/ledger_before_at_prev"
+same "restored at $PREV: every table (the ledger included) and sequence as in the $PREV database before the update" \
+	"$(for t in $(cut -d'|' -f1 "$WORK/tables20_noledger") sequences; do cmp -s "$WORK/before20/$t" "$WORK/restored_at_prev/$t" || echo "$t differs"; done
+	   cmp -s "$WORK/ledger_before_upg20" "$WORK/ledger_before_at_prev" || echo "ledger differs")" ""
+same "restored at $PREV, then ALTER EXTENSION credits UPDATE: no error" "$(q restored_at_prev "ALTER EXTENSION credits UPDATE")" ""
+entry_checks restored_at_prev "$PREV restored" "$WORK/ledger_before_at_prev"
+same "restored at $PREV and updated: verify() returns no rows; the reporting role's SELECT on the ledger (dumped for the table) is on the view" \
+	"$(q restored_at_prev "SELECT * FROM credits.verify()")|$(q restored_at_prev "SELECT has_table_privilege('regress_upg_reporting', 'credits.ledger', 'SELECT')")" "|t"
+same "restored at $PREV and updated: new debits (one of two grants) and a settlement" \
+	"$(q restored_at_prev "SELECT credits.grant_credits(2, 50, 'promo')" >/dev/null; q restored_at_prev "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5), (2, 120) RETURNING cost" | tr '\n' ' ')|$(q restored_at_prev "SELECT (credits.fail_recharge(recharge_id, 'declined', claim_token)).status FROM credits.recharges WHERE account_id = 3")|$(q restored_at_prev "SELECT count(*) FROM credits.verify()")" \
+	"5 120 |failed|0"
 
 # And the updated databases themselves, dumped and restored the plain way.
 "$PG_BIN/pg_dump" -Fc -d upg11 -f "$WORK/new11.dump"
@@ -1369,6 +1966,24 @@ else
 fi
 same_files "the updated database restored: every table identical (all columns)" "$WORK/upg_final" "$WORK/restored_new"
 same "the updated database restored: verify() returns no rows" "$(q restored_new "SELECT * FROM credits.verify()")" ""
+"$PG_BIN/pg_dump" -Fc -d upg20 -f "$WORK/new20.dump"
+"$PG_BIN/createdb" restored_new20
+"$PG_BIN/pg_restore" -d restored_new20 "$WORK/new20.dump" >"$WORK/restore_new20.log" 2>&1
+same "pg_restore of a dump of the updated $PREV database: no error" "$?|$(head -3 "$WORK/restore_new20.log")" "0|"
+table_dump upg20 "$WORK/upg20_final"
+table_dump restored_new20 "$WORK/restored_new20"
+same_files "the updated $PREV database restored: every table (ledger_entries, send_batches with its entries) and the ledger view identical" "$WORK/upg20_final" "$WORK/restored_new20"
+same "the updated $PREV database restored: the ledger view returns the same rows, created_at included" \
+	"$(pg -d restored_new20 -c "COPY (SELECT * FROM credits.ledger ORDER BY entry_id) TO STDOUT" | md5sum)" "$(pg -d upg20 -c "COPY (SELECT * FROM credits.ledger ORDER BY entry_id) TO STDOUT" | md5sum)"
+same "the updated $PREV database restored: verify() returns no rows" "$(q restored_new20 "SELECT * FROM credits.verify()")" ""
+grants upg20 "$WORK/grants20_final"
+grants restored_new20 "$WORK/grants20_restored"
+same_files "the updated $PREV database restored: every grant, the reporting role's on credits.ledger included (pg_init_privs)" "$WORK/grants20_final" "$WORK/grants20_restored"
+same "the updated $PREV database restored: the reporting role reads credits.ledger" \
+	"$(q restored_new20 "$REPORTING SELECT count(*) FROM credits.ledger")" "$(q upg20 "SELECT count(*) FROM credits.ledger")"
+same "the updated $PREV database restored: sequences continue, a new debit and verify()" \
+	"$(q restored_new20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 2) RETURNING (batch_id > (SELECT max(batch_id) FROM credits.send_batches)) || ':' || (entry_id > (SELECT max(entry_id) FROM credits.ledger))")|$(q restored_new20 "SELECT count(*) FROM credits.verify()")" \
+	"true:true|0"
 
 ################################################################################
 say "6. databases that never ran the update, served by the library of $NEW"
@@ -1413,6 +2028,39 @@ for db in keep10 keep11; do
 		"$(q $db "SELECT string_agg(DISTINCT kind, ',') FROM credits.ledger")|$(q $db "SELECT * FROM credits.verify()")" \
 		"debit,grant,open,recharge,refund|"
 done
+
+# keep20, created at $PREV in section 1c, never updated: it keeps writing
+# its ledger table (debit rows per grant and for what is owed, repay pairs,
+# refunds per row), grants and plans work, verify() stays empty.
+same "$PREV, never updated: still at $PREV, credits.ledger a table, no ledger_entries, no entry columns" \
+	"$(q keep20 "SELECT extversion, (SELECT relkind FROM pg_class WHERE oid = 'credits.ledger'::regclass), to_regclass('credits.ledger_entries') IS NULL,
+	           (SELECT count(*) FROM pg_attribute WHERE attrelid = 'credits.send_batches'::regclass AND attname LIKE 'entry\_%')
+	           FROM pg_extension WHERE extname = 'credits'")" "$PREV|r|t|0"
+same "$PREV, never updated: a batch past zero owes its cost and grows the pending recharge" \
+	"$(q keep20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30) RETURNING cost || '/' || status || '/' || owed")|$(q keep20 "SELECT string_agg(credits || ':' || status, ',') FROM credits.recharges")" \
+	"30/awaiting_credits/30|80:pending"
+same "$PREV, never updated: the debit rows in the ledger table: per grant drawn and for what is owed" \
+	"$(q keep20 "SELECT string_agg(b.batch_id - m.first + 1 || ':' || (SELECT string_agg(coalesce(g.source, '-') || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	                                             WHERE l.batch_id = b.batch_id AND l.kind = 'debit'), ' ' ORDER BY b.batch_id)
+	           FROM credits.send_batches b, (SELECT min(batch_id) AS first FROM credits.send_batches) m")|$(balances keep20 "1, 2")" \
+	"1:signup-100,--50 2:signup-20 3:--30|1:-80/0/80 2:30/30/0"
+same "$PREV, never updated: claimed and completed with its token: a recharge grant, repay pairs, the batches ready, the balance 0" \
+	"$(q keep20 "SELECT (credits.complete_recharge(recharge_id, 'psp-keep-' || recharge_id, claim_token)).status FROM credits.claim_recharges(10)")|$(q keep20 "SELECT string_agg(kind || ':' || delta, ',' ORDER BY entry_id) FROM credits.ledger WHERE kind NOT IN ('open', 'debit')")|$(q keep20 "SELECT string_agg(status || ':' || owed, ',' ORDER BY batch_id) FROM credits.send_batches WHERE account_id = 1")|$(balances keep20 1)" \
+	"succeeded|recharge:80,repay:-50,repay:50,repay:-30,repay:30|ready:0,ready:0|1:0/0/0"
+q keep20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 200)" >/dev/null
+same "$PREV, never updated: a failed recharge: one refund row of what the batch owed, the balance back to 0" \
+	"$(q keep20 "SELECT (credits.fail_recharge(recharge_id, 'declined', claim_token)).status FROM credits.claim_recharges(10)")|$(q keep20 "SELECT string_agg(kind || ':' || delta || ':' || coalesce(grant_id::text, '-'), ',' ORDER BY entry_id) FROM credits.ledger WHERE kind = 'refund'")|$(balances keep20 1)" \
+	"failed|refund:200:-|1:0/0/0"
+same "$PREV, never updated: grant_credits and add_credits write grants and their ledger rows; a batch of two grants two debit rows" \
+	"$(q keep20 "SELECT credits.grant_credits(2, 10, 'promo')" >/dev/null; q keep20 "SELECT credits.add_credits(2, 10)")|$(q keep20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 35) RETURNING cost")|$(q keep20 "SELECT string_agg(coalesce(g.source, '-') || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l LEFT JOIN credits.grants g USING (grant_id)
+	          WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches)")|$(balances keep20 2)" \
+	"50|35|signup-30,promo-5|2:15/15/0"
+fails_with "$PREV, never updated: a batch above the balance" keep20 MC001 "INSERT INTO credits.send_batches (account_id, messages) VALUES (2, 1000)"
+fails_with "$PREV, never updated: the table owner setting cost alone" keep20 MC007 "INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (2, 1, 1)"
+fails_with "$PREV, never updated: DELETE from the ledger table" keep20 MC009 "DELETE FROM credits.ledger"
+same "$PREV, never updated: the ledger kinds, one ledger row per entry in the table, and verify() returns no rows" \
+	"$(q keep20 "SELECT string_agg(DISTINCT kind, ',') FROM credits.ledger")|$(q keep20 "SELECT count(*) FROM credits.ledger")|$(q keep20 "SELECT * FROM credits.verify()")" \
+	"debit,grant,open,recharge,refund,repay|17|"
 
 elapsed=$(( $(date +%s) - built ))
 check "the suite ran in under two minutes ($elapsed s after a build of $((built - started)) s)" test "$elapsed" -lt 120
