@@ -52,7 +52,27 @@ BEGIN
 					OR (d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
 						AND e.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
 						AND e.objid = (SELECT r.ev_class FROM pg_catalog.pg_rewrite r
-										WHERE r.oid = d.objid))));
+										WHERE r.oid = d.objid))))
+	   -- the table's own constraints, indexes, defaults, triggers, policies
+	   -- and statistics: they move with it
+	   AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint o
+						WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+						  AND o.oid = d.objid AND o.conrelid = d.refobjid)
+	   AND NOT EXISTS (SELECT FROM pg_catalog.pg_index o
+						WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+						  AND o.indexrelid = d.objid AND o.indrelid = d.refobjid)
+	   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attrdef o
+						WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+						  AND o.oid = d.objid AND o.adrelid = d.refobjid)
+	   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger o
+						WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+						  AND o.oid = d.objid AND o.tgrelid = d.refobjid)
+	   AND NOT EXISTS (SELECT FROM pg_catalog.pg_policy o
+						WHERE d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
+						  AND o.oid = d.objid AND o.polrelid = d.refobjid)
+	   AND NOT EXISTS (SELECT FROM pg_catalog.pg_statistic_ext o
+						WHERE d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
+						  AND o.oid = d.objid AND o.stxrelid = d.refobjid);
 	IF dependents IS NOT NULL THEN
 		RAISE EXCEPTION 'credits 0.3.0 cannot update while objects of your own read credits.ledger'
 			USING ERRCODE = 'MC029',
@@ -171,6 +191,10 @@ SELECT e.entry_id,
 	   e.created_at,
 	   e.grant_id
   FROM credits.ledger_entries e;
+-- Append-only still, with the ledger's own SQLSTATE (MC009) rather than
+-- "cannot update view".  (TRUNCATE of a view is refused by PostgreSQL.)
+CREATE TRIGGER credits_guard INSTEAD OF INSERT OR UPDATE OR DELETE ON credits.ledger
+	FOR EACH ROW EXECUTE FUNCTION credits.guard_ledger();
 COMMENT ON VIEW credits.ledger IS
 	'The journal: one row per balance change; for every account, balance = sum(delta) and balance_after is the running sum in entry_id order. Debits come from their send_batches rows, every other entry from credits.ledger_entries.';
 

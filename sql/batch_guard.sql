@@ -40,6 +40,26 @@ DELETE FROM credits.ledger WHERE account_id = 500;
 \echo :LAST_ERROR_SQLSTATE
 TRUNCATE credits.ledger;
 \echo :LAST_ERROR_SQLSTATE
+INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (500, 1, 1, 'grant');
+\echo :LAST_ERROR_SQLSTATE
+-- and so is the table of its entries other than the batches'
+UPDATE credits.ledger_entries SET delta = 0 WHERE account_id = 500;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM credits.ledger_entries WHERE account_id = 500;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE credits.ledger_entries;
+\echo :LAST_ERROR_SQLSTATE
+-- a batch's own debit entry cannot change either
+UPDATE credits.send_batches SET entry_delta = 0 WHERE batch_id = :b500;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE credits.send_batches SET entry_balance_after = entry_balance_after + 1 WHERE batch_id = :b500;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE credits.send_batches SET entry_id = entry_id + 1000000 WHERE batch_id = :b500;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE credits.send_batches SET entry_grant_id = NULL WHERE batch_id = :b500;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE credits.send_batches SET entry_recharge_id = 1 WHERE batch_id = :b500;
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM regress_totals(500);
 
 -- The triggers refuse to run anywhere else.

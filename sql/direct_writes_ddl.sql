@@ -26,7 +26,7 @@ SELECT count(*) >= 0 AS opened FROM (
 CREATE FUNCTION regress_dwd_small(d bigint) RETURNS boolean LANGUAGE sql IMMUTABLE
 	AS $$ SELECT d > -1000 $$;
 BEGIN;
-ALTER TABLE credits.ledger ADD CONSTRAINT regress_dwd_small CHECK (regress_dwd_small(delta)) NOT VALID;
+ALTER TABLE credits.ledger_entries ADD CONSTRAINT regress_dwd_small CHECK (regress_dwd_small(delta)) NOT VALID;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (9101, 1);
 CREATE OR REPLACE FUNCTION regress_dwd_small(d bigint) RETURNS boolean LANGUAGE sql IMMUTABLE
 	AS $$ SELECT d > -1 $$;
@@ -41,7 +41,7 @@ DROP FUNCTION regress_dwd_small(bigint);
 
 -- 2.
 BEGIN;
-ALTER TABLE credits.ledger ALTER COLUMN balance_after TYPE numeric;
+ALTER TABLE credits.ledger_entries ALTER COLUMN balance_after TYPE numeric;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (9102, 3);
 SELECT delta, balance_after FROM credits.ledger WHERE account_id = 9102 ORDER BY entry_id;
 ROLLBACK;
@@ -49,7 +49,7 @@ ROLLBACK;
 -- 3.
 CREATE DOMAIN regress_dwd_floor AS bigint CHECK (VALUE <> 987654);
 BEGIN;
-ALTER TABLE credits.ledger ALTER COLUMN balance_after TYPE regress_dwd_floor;
+ALTER TABLE credits.ledger_entries ALTER COLUMN balance_after TYPE regress_dwd_floor;
 SAVEPOINT s;
 -- refused (balance_after 987654), as through SQL:
 INSERT INTO credits.send_batches (account_id, messages) VALUES (9103, 5);
@@ -61,8 +61,8 @@ DROP DOMAIN regress_dwd_floor;
 
 -- 4.
 BEGIN;
-ALTER TABLE credits.ledger ADD CONSTRAINT regress_dwd_tableoid
-	CHECK (tableoid = 'credits.ledger'::regclass) NOT VALID;
+ALTER TABLE credits.ledger_entries ADD CONSTRAINT regress_dwd_tableoid
+	CHECK (tableoid = 'credits.ledger_entries'::regclass) NOT VALID;
 ALTER TABLE credits.grants ADD CONSTRAINT regress_dwd_tableoid
 	CHECK (tableoid = 'credits.grants'::regclass) NOT VALID;
 ALTER TABLE credits.accounts ADD CONSTRAINT regress_dwd_tableoid

@@ -223,8 +223,12 @@ SELECT balance FROM credits.open_account(1211, 100);
 SELECT * FROM credits.verify();
 BEGIN;
 SET LOCAL session_replication_role = replica;
-INSERT INTO credits.send_batches (account_id, messages, cost, status) VALUES (1210, 10, 10, 'ready');
-INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)
+-- (a batch's own entry names its account; a second debit row, as a debit
+-- from two grants writes, could name another)
+INSERT INTO credits.send_batches (account_id, messages, cost, status,
+								  entry_id, entry_delta, entry_balance_after)
+	VALUES (1210, 10, 10, 'ready', nextval('credits.ledger_entry_id_seq'), 0, 100);
+INSERT INTO credits.ledger_entries (account_id, delta, balance_after, kind, batch_id)
 	SELECT 1211, -10, 90, 'debit', max(batch_id) FROM credits.send_batches WHERE account_id = 1210;
 UPDATE credits.accounts SET balance = 90 WHERE account_id = 1211;
 -- balances and running sums agree; only the account of the debit is wrong
@@ -269,14 +273,27 @@ SELECT balance, in_flight FROM credits.accounts WHERE account_id = 1220;
 SELECT balance FROM credits.open_account(1230, 100);
 SELECT * FROM regress_totals(1230);
 BEGIN;
-INSERT INTO credits.send_batches (account_id, messages, cost, status) VALUES (1230, 10, 10, 'ready')
-RETURNING account_id, messages, cost, status, recharge_id;
-INSERT INTO credits.send_batches (account_id, messages, channel, cost, status, recharge_id)
-VALUES (1230, 3, 'regress_sms', 9, 'failed', 12345)
-RETURNING account_id, messages, cost, status, recharge_id;
--- stored as given, no debit: the balance and ledger are untouched
+INSERT INTO credits.send_batches (account_id, messages, cost, status,
+								  entry_id, entry_delta, entry_balance_after, entry_grant_id)
+VALUES (1230, 10, 10, 'ready', 1230001, -10, 90, 77)
+RETURNING account_id, messages, cost, status, recharge_id, entry_id, entry_delta,
+		  entry_balance_after, entry_grant_id;
+INSERT INTO credits.send_batches (account_id, messages, channel, cost, status, recharge_id,
+								  entry_id, entry_delta, entry_balance_after, entry_recharge_id)
+VALUES (1230, 3, 'regress_sms', 9, 'failed', 12345, 1230002, -9, 81, 12345)
+RETURNING account_id, messages, cost, status, recharge_id, entry_id, entry_delta,
+		  entry_balance_after, entry_recharge_id;
+-- stored as given, no debit: the balance is untouched, and the ledger has
+-- the two restored entries (a dump restores the rest of the ledger beside them)
 SELECT * FROM regress_totals(1230);
+SELECT entry_id, delta, balance_after, kind, grant_id, recharge_id
+  FROM credits.ledger WHERE account_id = 1230 AND batch_id IS NOT NULL ORDER BY entry_id;
 ROLLBACK;
+-- a restored row carries its debit entry: without it, nothing is stored
+\set VERBOSITY sqlstate
+INSERT INTO credits.send_batches (account_id, messages, cost, status) VALUES (1230, 10, 10, 'ready');
+\set VERBOSITY default
+SELECT * FROM regress_totals(1230);
 -- cost alone (or status alone) is not a restored row
 INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (1230, 10, 10);
 \echo :LAST_ERROR_SQLSTATE
@@ -308,14 +325,15 @@ SELECT * FROM credits.verify();
 BEGIN;
 SET LOCAL session_replication_role = replica;
 INSERT INTO credits.accounts (account_id, balance) VALUES (1240, 300), (1241, -25);
-INSERT INTO credits.ledger (account_id, delta, balance_after, kind)
+INSERT INTO credits.ledger_entries (account_id, delta, balance_after, kind)
 	VALUES (1240, 300, 300, 'open'), (1241, 0, 0, 'open');
 INSERT INTO credits.recharges (recharge_id, account_id, credits, reason, need, max_credits)
 	OVERRIDING SYSTEM VALUE VALUES (1240000, 1241, 25, 'shortfall', 25, 1000);
-INSERT INTO credits.send_batches (account_id, messages, cost, status, recharge_id)
-	VALUES (1241, 25, 25, 'awaiting_credits', 1240000);
-INSERT INTO credits.ledger (account_id, delta, balance_after, kind, batch_id)
-	SELECT 1241, -25, -25, 'debit', max(batch_id) FROM credits.send_batches WHERE account_id = 1241;
+-- (its debit entry as a batch debited before 0.2.0 has it: no grant, no recharge)
+INSERT INTO credits.send_batches (account_id, messages, cost, status, recharge_id,
+								  entry_id, entry_delta, entry_balance_after)
+	VALUES (1241, 25, 25, 'awaiting_credits', 1240000,
+			nextval('credits.ledger_entry_id_seq'), -25, -25);
 UPDATE credits.accounts SET in_flight = 25 WHERE account_id = 1241;
 COMMIT;
 SELECT account_id, regexp_replace(problem, '\d{7,}', '#', 'g') AS problem

@@ -3,7 +3,7 @@
 -- grants' remaining and closed_at, the debit and expire ledger rows) look
 -- like to a DBA who has changed the extension's tables, so that a rewrite
 -- of those writes keeps them:
---   - triggers added to credits.ledger (AFTER ROW, AFTER STATEMENT with a
+--   - triggers added to credits.ledger_entries (AFTER ROW, AFTER STATEMENT with a
 --     transition table, BEFORE ROW, deferred constraint trigger),
 --     credits.accounts and credits.grants (AFTER UPDATE ROW, UPDATE OF,
 --     BEFORE UPDATE ROW) fire, see the rows as stored, and run as the
@@ -76,9 +76,9 @@ LANGUAGE sql AS $$
 $$;
 
 --
--- The DBA's audit: an AFTER INSERT ROW trigger on credits.ledger copying
+-- The DBA's audit: an AFTER INSERT ROW trigger on credits.ledger_entries copying
 -- NEW (and whether it runs as the tables' owner); an AFTER INSERT
--- STATEMENT trigger on credits.ledger with a transition table; AFTER
+-- STATEMENT trigger on credits.ledger_entries with a transition table; AFTER
 -- UPDATE ROW triggers on credits.accounts and credits.grants recording OLD
 -- and NEW balance / remaining and closed_at (the one on grants is an
 -- UPDATE OF remaining trigger: it fires when an UPDATE sets remaining, so
@@ -128,9 +128,9 @@ BEGIN
 	RETURN NULL;
 END
 $$;
-CREATE TRIGGER regress_tc_audit AFTER INSERT ON credits.ledger
+CREATE TRIGGER regress_tc_audit AFTER INSERT ON credits.ledger_entries
 	FOR EACH ROW EXECUTE FUNCTION regress_tc_audit_ledger();
-CREATE TRIGGER regress_tc_audit_statement AFTER INSERT ON credits.ledger
+CREATE TRIGGER regress_tc_audit_statement AFTER INSERT ON credits.ledger_entries
 	REFERENCING NEW TABLE AS new_rows
 	FOR EACH STATEMENT EXECUTE FUNCTION regress_tc_audit_ledger_statement();
 CREATE TRIGGER regress_tc_audit AFTER UPDATE ON credits.accounts
@@ -264,7 +264,7 @@ SELECT * FROM regress_tc_grants(5002);
 SELECT * FROM credits.verify();
 
 --
--- Columns a DBA added: on credits.ledger, one with a sequence default, one
+-- Columns a DBA added: on credits.ledger_entries, one with a sequence default, one
 -- with a volatile default, one with a constant default, a generated
 -- column, and one a BEFORE INSERT ROW trigger fills in; on credits.grants
 -- and credits.accounts, a column with a default (set to something else
@@ -285,12 +285,12 @@ LANGUAGE sql AS $$
 	SELECT t.relname, c.relname
 	  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
 	 CROSS JOIN LATERAL bt_index_check(i.indexrelid, true)
-	 WHERE i.indrelid IN ('credits.ledger'::regclass, 'credits.grants'::regclass,
+	 WHERE i.indrelid IN ('credits.ledger_entries'::regclass, 'credits.grants'::regclass,
 						  'credits.accounts'::regclass)
 	 ORDER BY 1, 2
 $$;
 CREATE SEQUENCE regress_tc_seq;
-ALTER TABLE credits.ledger
+ALTER TABLE credits.ledger_entries
 	ADD COLUMN regress_seq bigint DEFAULT nextval('regress_tc_seq'),
 	ADD COLUMN regress_stamped boolean DEFAULT (clock_timestamp() IS NOT NULL),
 	ADD COLUMN regress_origin text DEFAULT 'credits',
@@ -315,11 +315,11 @@ BEGIN
 	RETURN NEW;
 END
 $$;
-CREATE TRIGGER regress_tc_fill BEFORE INSERT ON credits.ledger
+CREATE TRIGGER regress_tc_fill BEFORE INSERT ON credits.ledger_entries
 	FOR EACH ROW EXECUTE FUNCTION regress_tc_fill();
 CREATE TRIGGER regress_tc_touch BEFORE UPDATE ON credits.accounts
 	FOR EACH ROW EXECUTE FUNCTION regress_tc_touch();
-CREATE INDEX regress_tc_ledger_seq ON credits.ledger (regress_seq);
+CREATE INDEX regress_tc_ledger_seq ON credits.ledger_entries (regress_seq);
 CREATE INDEX regress_tc_grants_used ON credits.grants (account_id, regress_used);
 CREATE INDEX regress_tc_accounts_total ON credits.accounts (regress_total);
 -- Account 5004: 1,000 free credits (g1) and a promo of 100 (g2, priority 10).
@@ -369,7 +369,7 @@ SELECT * FROM credits.verify();
 -- CHECK constraints a DBA added are enforced on the debit's writes: the
 -- INSERT fails with 23514 and nothing is written (balance, grants, ledger,
 -- batches, recharges, and the audit tables the DBA's triggers write, all
--- as before).  On credits.ledger, no debit row of 1,000 credits or more
+-- as before).  On credits.ledger_entries, no debit row of 1,000 credits or more
 -- (NOT VALID: the suites before this one are not checked); on
 -- credits.grants, a reserve of 100 credits in every grant of account 5007;
 -- on credits.accounts, a floor of 50 under account 5008's balance.  The
@@ -382,7 +382,7 @@ SELECT balance FROM credits.open_account(5007, 1000);
 SELECT credits.grant_credits(5007, 200, priority => 10) IS NOT NULL AS granted;
 SELECT balance FROM credits.open_account(5008, 1000);
 CALL regress_tc_clear();
-ALTER TABLE credits.ledger ADD CONSTRAINT regress_tc_small_debits CHECK (delta > -1000) NOT VALID;
+ALTER TABLE credits.ledger_entries ADD CONSTRAINT regress_tc_small_debits CHECK (delta > -1000) NOT VALID;
 ALTER TABLE credits.grants ADD CONSTRAINT regress_tc_reserve
 	CHECK (account_id <> 5007 OR remaining >= 100);
 ALTER TABLE credits.accounts ADD CONSTRAINT regress_tc_floor
@@ -437,7 +437,7 @@ SELECT * FROM regress_tc_totals(5008);
 -- for account 5005 only (other batches have been drawn from two grants):
 -- a batch drawn from two grants breaks it.  Account 5005 has 1,000 free
 -- credits (g1) and a promo of 100 (g2, priority 10).
-CREATE UNIQUE INDEX regress_tc_one_debit_per_batch ON credits.ledger (batch_id)
+CREATE UNIQUE INDEX regress_tc_one_debit_per_batch ON credits.ledger_entries (batch_id)
 	WHERE kind = 'debit' AND account_id = 5005;
 SELECT * FROM regress_tc_totals(5005);
 INSERT INTO credits.send_batches (account_id, messages) VALUES (5005, 150);
@@ -455,7 +455,7 @@ SELECT * FROM regress_tc_totals(5005);
 -- lacks 'debit'.
 CREATE TABLE regress_tc_kinds (kind text PRIMARY KEY);
 INSERT INTO regress_tc_kinds VALUES ('open'), ('grant'), ('expire');
-ALTER TABLE credits.ledger ADD CONSTRAINT regress_tc_known_kind
+ALTER TABLE credits.ledger_entries ADD CONSTRAINT regress_tc_known_kind
 	FOREIGN KEY (kind) REFERENCES regress_tc_kinds NOT VALID;
 INSERT INTO credits.send_batches (account_id, messages) VALUES (5005, 10);
 \echo :LAST_ERROR_SQLSTATE
@@ -493,12 +493,12 @@ $$;
 SELECT regress_tc_try($$INSERT INTO credits.send_batches (account_id, messages) VALUES (5005, 10)$$) AS single,
 	   regress_tc_try($$INSERT INTO credits.send_batches (account_id, messages)
 						SELECT 5005, g FROM generate_series(1, 3) g$$) AS multi;
-CREATE TRIGGER regress_tc_skip BEFORE INSERT ON credits.ledger
+CREATE TRIGGER regress_tc_skip BEFORE INSERT ON credits.ledger_entries
 	FOR EACH ROW EXECUTE FUNCTION regress_tc_skip();
 SELECT regress_tc_try($$INSERT INTO credits.send_batches (account_id, messages) VALUES (5005, 10)$$) AS single,
 	   regress_tc_try($$INSERT INTO credits.send_batches (account_id, messages)
 						SELECT 5005, g FROM generate_series(1, 3) g$$) AS multi;
-DROP TRIGGER regress_tc_skip ON credits.ledger;
+DROP TRIGGER regress_tc_skip ON credits.ledger_entries;
 CREATE TRIGGER regress_tc_skip BEFORE UPDATE ON credits.grants
 	FOR EACH ROW EXECUTE FUNCTION regress_tc_skip();
 SELECT regress_tc_try($$INSERT INTO credits.send_batches (account_id, messages) VALUES (5005, 10)$$) AS single,
@@ -528,14 +528,14 @@ SELECT * FROM credits.verify();
 -- as before, and debits the constraints refused go through; no audit row
 -- is written any more.
 --
-DROP TRIGGER regress_tc_audit ON credits.ledger;
-DROP TRIGGER regress_tc_audit_statement ON credits.ledger;
-DROP TRIGGER regress_tc_fill ON credits.ledger;
+DROP TRIGGER regress_tc_audit ON credits.ledger_entries;
+DROP TRIGGER regress_tc_audit_statement ON credits.ledger_entries;
+DROP TRIGGER regress_tc_fill ON credits.ledger_entries;
 DROP TRIGGER regress_tc_audit ON credits.accounts;
 DROP TRIGGER regress_tc_touch ON credits.accounts;
 DROP TRIGGER regress_tc_audit ON credits.grants;
 DROP INDEX credits.regress_tc_one_debit_per_batch;
-ALTER TABLE credits.ledger
+ALTER TABLE credits.ledger_entries
 	DROP CONSTRAINT regress_tc_small_debits, DROP CONSTRAINT regress_tc_known_kind,
 	DROP COLUMN regress_seq, DROP COLUMN regress_stamped, DROP COLUMN regress_origin,
 	DROP COLUMN regress_size, DROP COLUMN regress_filled;
@@ -595,7 +595,7 @@ BEGIN
 	RETURN NULL;
 END
 $$;
-CREATE CONSTRAINT TRIGGER regress_tc_deferred AFTER INSERT ON credits.ledger
+CREATE CONSTRAINT TRIGGER regress_tc_deferred AFTER INSERT ON credits.ledger_entries
 	DEFERRABLE INITIALLY DEFERRED
 	FOR EACH ROW EXECUTE FUNCTION regress_tc_deferred();
 BEGIN;
@@ -630,7 +630,7 @@ SELECT count(*) AS deferred_seen, count(*) = count(DISTINCT entry_id) AS once_ea
 	   count(*) = (SELECT count(*) FROM credits.ledger WHERE account_id = 5009 AND kind IN ('debit', 'expire'))
 	   AS every_row
   FROM regress_tc_deferred_seen;
-DROP TRIGGER regress_tc_deferred ON credits.ledger;
+DROP TRIGGER regress_tc_deferred ON credits.ledger_entries;
 
 -- REPEATABLE READ (its snapshot taken before the debits) debits account
 -- 5010 exactly as 5009 was debited: the same batches, ledger rows and

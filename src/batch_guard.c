@@ -29,6 +29,7 @@
 #include "access/htup_details.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/rel.h"
 
@@ -102,12 +103,24 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 			"idempotency_key", "created_at"
 		};
 
+		/* 0.3.0: the batch's own debit entry, a ledger entry like any */
+		static const char *const entry[] = {
+			"entry_id", "entry_delta", "entry_balance_after", "entry_grant_id",
+			"entry_recharge_id"
+		};
+
 		for (int i = 0; i < (int) lengthof(debited); i++)
 			if (ColumnChanged(oldtup, newtup, desc, debited[i]))
 				ereport(ERROR,
 						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
 						 errmsg("column \"%s\" of a send batch cannot be changed", debited[i]),
 						 errdetail("The batch was priced and debited when it was inserted.")));
+		for (int i = 0; i < (int) lengthof(entry) && SPI_fnumber(desc, entry[i]) > 0; i++)
+			if (ColumnChanged(oldtup, newtup, desc, entry[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
+						 errmsg("column \"%s\" of a send batch cannot be changed", entry[i]),
+						 errdetail("It is the batch's debit entry in credits.ledger, which is append-only.")));
 	}
 	if (!credits_settling_batches && SPI_fnumber(desc, "owed") > 0)
 	{
@@ -150,17 +163,28 @@ CreditsGuardLedgerTrigger(FunctionCallInfo fcinfo)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!(TRIGGER_FIRED_BEFORE(trigdata->tg_event) || TRIGGER_FIRED_INSTEAD(trigdata->tg_event)))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("credits_guard_ledger: must be fired BEFORE")));
+				 errmsg("credits_guard_ledger: must be fired BEFORE or INSTEAD OF")));
 
+	/*
+	 * From 0.3.0 credits.ledger is a view (INSTEAD OF, INSERT included: the
+	 * extension writes the tables behind it) and the table behind it is
+	 * credits.ledger_entries.
+	 */
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_LEDGER_APPEND_ONLY),
 			 errmsg("the credits ledger is append-only"),
-			 errdetail("%s on credits.ledger is refused for every role.",
+			 errdetail("%s on %s is refused for every role.",
 					   TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) ? "TRUNCATE" :
-					   TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ? "DELETE" : "UPDATE"),
+					   TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ? "DELETE" :
+					   TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ? "INSERT" : "UPDATE",
+					   quote_qualified_identifier("credits",
+												  RelationGetRelationName(trigdata->tg_relation))),
+			 TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ?
+			 errhint("The extension writes the ledger: add credits with credits.add_credits() or credits.grant_credits().") :
 			 errhint("Correct a balance with a new entry, e.g. credits.add_credits().")));
 	PG_RETURN_NULL();			/* not reached */
 }

@@ -98,9 +98,12 @@
 
 #if PG_VERSION_NUM >= 170000
 #define credits_identity_sequence(rel, attnum) getIdentitySequence(rel, attnum, false)
+#define credits_identity_sequence_if_any(rel, attnum) getIdentitySequence(rel, attnum, true)
 #else
 #define credits_identity_sequence(rel, attnum) \
 	getIdentitySequence(RelationGetRelid(rel), attnum, false)
+#define credits_identity_sequence_if_any(rel, attnum) \
+	getIdentitySequence(RelationGetRelid(rel), attnum, true)
 #endif
 
 /* PG_MODULE_MAGIC_EXT (18+) lets the server report name and version. */

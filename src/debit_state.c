@@ -99,6 +99,8 @@ typedef struct BatchCheck
 	bool		has_recharge;
 	int64		recharge_id;
 	int64		owed;
+	bool		has_entry;		/* 0.3.0: the batch's own debit entry */
+	BatchEntry	entry;
 } BatchCheck;
 
 typedef struct DebitLayer
@@ -118,6 +120,7 @@ typedef struct DebitLayer
 	char	   *ledger_kind;	/* LEDGER_DEBIT or LEDGER_EXPIRE */
 	int64	   *ledger_grant;	/* 0: none (the owed part of a debit) */
 	int64	   *ledger_recharge;	/* a debit awaiting a recharge: it; else 0 */
+	int64	   *ledger_entry_id;	/* taken when queued (0.3.0); else 0 */
 	bool		has_grants;		/* some account draws from grants */
 	int			nchecks;		/* rows to read back at statement end */
 	int			checks_capacity;
@@ -149,11 +152,15 @@ static void WriteQueuedGuarded(DebitLayer *layer, const LedgerAccountRows *accou
 							   const LedgerGrantRows *grants);
 static void QueueRow(DebitLayer *layer, CachedAccount *account, int64 delta,
 					 int64 batch_id, char kind, int64 grant_id, int64 recharge_id);
+static void DebitRow(DebitLayer *layer, CachedAccount *account, int64 delta,
+					 int64 batch_id, int64 grant_id, int64 recharge_id,
+					 BatchEntry *entry);
 static CachedGrant *CopyGrants(const CachedGrant *grants, int n, MemoryContext cxt);
 static void MergeIntoParent(DebitLayer *layer);
 static void EnsureCapacity(DebitLayer *layer, int needed);
 static void AddCheck(DebitLayer *layer, const BatchCheck *check);
 static void VerifyChecks(DebitLayer *layer, Relation rel);
+static void CheckEntry(Relation rel, const BatchCheck *c, const StoredBatch *b);
 pg_noreturn static void BatchChanged(Relation rel, int64 batch_id, const char *column,
 									 const char *stored, const char *debited) CREDITS_NORETURN;
 static char *LaterTriggerNames(Relation rel);
@@ -289,13 +296,20 @@ CreditsCachePrice(const char *channel, int32 price)
  *		grant).  Returns what the batch owes.  The caller has checked the
  *		arithmetic and the rule.  A debit awaiting a recharge names it
  *		(recharge_id, else 0) in its rows: refunds find them by it.
+ *
+ *		On a 0.3.0 schema the first of those rows is not queued: it goes
+ *		into *entry, for the caller to store in the batch row itself (the
+ *		batch is its own debit entry); the rest, rarely any, are queued.
  */
 int64
-CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id, int64 recharge_id)
+CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id, int64 recharge_id,
+				  BatchEntry *entry)
 {
 	DebitLayer *layer = CurrentLayer();
 	int64		left = cost;
 
+	if (!account->entries_in_batch)
+		entry = NULL;
 	if (account->has_grants)
 	{
 		for (int i = 0; i < account->ngrants && left > 0; i++)
@@ -308,11 +322,12 @@ CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id, int64 rech
 			g->remaining -= take;
 			g->dirty = true;
 			left -= take;
-			QueueRow(layer, account, -take, batch_id, LEDGER_DEBIT, g->grant_id, recharge_id);
+			DebitRow(layer, account, -take, batch_id, g->grant_id, recharge_id, entry);
+			entry = NULL;
 		}
 		/* the owed part; a batch of cost 0 still gets its one debit row */
 		if (left > 0 || cost == 0)
-			QueueRow(layer, account, -left, batch_id, LEDGER_DEBIT, 0, recharge_id);
+			DebitRow(layer, account, -left, batch_id, 0, recharge_id, entry);
 	}
 	else
 	{
@@ -325,7 +340,37 @@ CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id, int64 rech
 	return left;
 }
 
-/* Queues one ledger row and moves the account's running balance by delta. */
+/*
+ * DebitRow
+ *		One debit row: into *entry (the batch row carries it) when there is
+ *		one, else queued.
+ */
+static void
+DebitRow(DebitLayer *layer, CachedAccount *account, int64 delta, int64 batch_id,
+		 int64 grant_id, int64 recharge_id, BatchEntry *entry)
+{
+	if (entry == NULL)
+	{
+		QueueRow(layer, account, delta, batch_id, LEDGER_DEBIT, grant_id, recharge_id);
+		return;
+	}
+	account->balance += delta;
+	account->dirty = true;
+	layer->pending = true;
+	entry->entry_id = CreditsNextEntryId();
+	entry->delta = delta;
+	entry->balance_after = account->balance;
+	entry->grant_id = grant_id;
+	entry->recharge_id = recharge_id;
+}
+
+/*
+ * QueueRow
+ *		Queues one ledger row and moves the account's running balance by
+ *		delta.  On a 0.3.0 schema the row takes its entry_id now, under the
+ *		account lock, so that entry ids follow the account's balance changes
+ *		whether a row is written in the batch or at the end of the statement.
+ */
 static void
 QueueRow(DebitLayer *layer, CachedAccount *account, int64 delta, int64 batch_id,
 		 char kind, int64 grant_id, int64 recharge_id)
@@ -344,6 +389,7 @@ QueueRow(DebitLayer *layer, CachedAccount *account, int64 delta, int64 batch_id,
 	layer->ledger_kind[i] = kind;
 	layer->ledger_grant[i] = grant_id;
 	layer->ledger_recharge[i] = recharge_id;
+	layer->ledger_entry_id[i] = account->entries_in_batch ? CreditsNextEntryId() : 0;
 }
 
 /* A copy of a grants array in cxt (NULL for none). */
@@ -368,7 +414,7 @@ void
 CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 					   const char *channel, text *idempotency_key, int64 cost,
 					   const char *status, bool has_recharge, int64 recharge_id,
-					   int64 owed)
+					   int64 owed, const BatchEntry *entry)
 {
 	BatchCheck	check;
 
@@ -383,6 +429,9 @@ CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 	check.has_recharge = has_recharge;
 	check.recharge_id = recharge_id;
 	check.owed = owed;
+	check.has_entry = entry != NULL;
+	if (entry != NULL)
+		check.entry = *entry;
 	AddCheck(CurrentLayer(), &check);
 }
 
@@ -725,6 +774,7 @@ WriteQueued(DebitLayer *layer, const LedgerAccountRows *accounts,
 	debits.kind = layer->ledger_kind;
 	debits.grant = layer->ledger_grant;
 	debits.recharge = layer->ledger_recharge;
+	debits.entry_id = layer->ledger_entry_id;
 	debits.with_grants = layer->has_grants;
 	LedgerWriteDebits(&debits, accounts, grants);
 }
@@ -753,7 +803,7 @@ CheckNotBusy(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_NESTED_DEBIT),
 				 errmsg("accounts cannot be changed from inside a debit"),
-				 errdetail("A trigger fired by the extension's own writes (to credits.recharges or credits.ledger) tried to change an account or insert a batch."),
+				 errdetail("A trigger fired by the extension's own writes (to credits.recharges, credits.ledger_entries, credits.grants or credits.accounts) tried to change an account or insert a batch."),
 				 errhint("Do that work outside the triggers of the extension's tables, e.g. from a LISTEN credits_recharge client.")));
 }
 
@@ -775,6 +825,7 @@ EnsureCapacity(DebitLayer *layer, int needed)
 		layer->ledger_kind = MemoryContextAlloc(layer->cxt, sizeof(char) * capacity);
 		layer->ledger_grant = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
 		layer->ledger_recharge = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
+		layer->ledger_entry_id = MemoryContextAlloc(layer->cxt, sizeof(int64) * capacity);
 	}
 	else
 	{
@@ -785,6 +836,7 @@ EnsureCapacity(DebitLayer *layer, int needed)
 		layer->ledger_kind = repalloc(layer->ledger_kind, sizeof(char) * capacity);
 		layer->ledger_grant = repalloc(layer->ledger_grant, sizeof(int64) * capacity);
 		layer->ledger_recharge = repalloc(layer->ledger_recharge, sizeof(int64) * capacity);
+		layer->ledger_entry_id = repalloc(layer->ledger_entry_id, sizeof(int64) * capacity);
 	}
 	layer->capacity = capacity;
 }
@@ -828,6 +880,8 @@ MergeIntoParent(DebitLayer *layer)
 	memcpy(parent->ledger_grant + parent->nledger, layer->ledger_grant,
 		   sizeof(int64) * layer->nledger);
 	memcpy(parent->ledger_recharge + parent->nledger, layer->ledger_recharge,
+		   sizeof(int64) * layer->nledger);
+	memcpy(parent->ledger_entry_id + parent->nledger, layer->ledger_entry_id,
 		   sizeof(int64) * layer->nledger);
 	parent->nledger += layer->nledger;
 	parent->pending = parent->pending || layer->pending;
@@ -926,8 +980,46 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 		if (b.owed != c->owed)
 			BatchChanged(rel, c->batch_id, "owed",
 						 psprintf(INT64_FORMAT, b.owed), psprintf(INT64_FORMAT, c->owed));
+		if (c->has_entry)
+			CheckEntry(rel, c, &b);
 	}
 	layer->nchecks = 0;
+}
+
+/* VerifyChecks for the batch's own debit entry (0.3.0 schemas). */
+static void
+CheckEntry(Relation rel, const BatchCheck *c, const StoredBatch *b)
+{
+	static const char *const names[NUM_BATCH_ENTRY_COLUMNS] = {
+		[BATCH_ENTRY_ID] = "entry_id",
+		[BATCH_ENTRY_DELTA] = "entry_delta",
+		[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
+		[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
+		[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
+	};
+	const int64 debited[NUM_BATCH_ENTRY_COLUMNS] = {
+		[BATCH_ENTRY_ID] = c->entry.entry_id,
+		[BATCH_ENTRY_DELTA] = c->entry.delta,
+		[BATCH_ENTRY_BALANCE_AFTER] = c->entry.balance_after,
+		[BATCH_ENTRY_GRANT_ID] = c->entry.grant_id,
+		[BATCH_ENTRY_RECHARGE_ID] = c->entry.recharge_id,
+	};
+
+	for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS; i++)
+	{
+		/* grant and recharge: 0 is null */
+		bool		null_debited = debited[i] == 0 &&
+			(i == BATCH_ENTRY_GRANT_ID || i == BATCH_ENTRY_RECHARGE_ID);
+
+		if (!b->has_entry)
+			BatchChanged(rel, c->batch_id, names[i], "a dropped column",
+						 psprintf(INT64_FORMAT, debited[i]));
+		if (b->entry_isnull[i] != null_debited ||
+			(!null_debited && b->entry[i] != debited[i]))
+			BatchChanged(rel, c->batch_id, names[i],
+						 b->entry_isnull[i] ? "null" : psprintf(INT64_FORMAT, b->entry[i]),
+						 null_debited ? "null" : psprintf(INT64_FORMAT, debited[i]));
+	}
 }
 
 static void

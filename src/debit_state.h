@@ -40,11 +40,27 @@ typedef struct CachedAccount
 	RechargePolicy policy;
 	bool		dirty;			/* balance or in_flight differ from the row */
 	bool		has_grants;		/* a 0.2.0 schema: debits draw from grants */
+	bool		entries_in_batch;	/* a 0.3.0 schema: a batch row carries its
+									 * debit entry; entry ids are taken when
+									 * a row is queued */
 	int			ngrants;		/* open grants, in draw-down order */
 	CachedGrant *grants;		/* in the layer's memory context */
 	ItemPointerData tid;		/* where the locked row was (a hint, as for
 								 * grants) */
 } CachedAccount;
+
+/*
+ * A batch's own debit entry (0.3.0 schemas), for the debit trigger to write
+ * into the batch row: the first ledger row of its debit.
+ */
+typedef struct BatchEntry
+{
+	int64		entry_id;
+	int64		delta;
+	int64		balance_after;
+	int64		grant_id;		/* 0: none (what the batch owed) */
+	int64		recharge_id;	/* 0: none */
+} BatchEntry;
 
 extern void CreditsDebitStateInit(void);
 extern CachedAccount *CreditsFindAccount(int64 account_id);
@@ -53,11 +69,12 @@ extern void CreditsQueueExpiries(CachedAccount *account, TimestampTz now);
 extern bool CreditsCachedPrice(const char *channel, int32 *price);
 extern void CreditsCachePrice(const char *channel, int32 price);
 extern int64 CreditsQueueDebit(CachedAccount *account, int64 cost, int64 batch_id,
-							   int64 recharge_id);
+							   int64 recharge_id, BatchEntry *entry);
 extern void CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 								   const char *channel, text *idempotency_key,
 								   int64 cost, const char *status,
-								   bool has_recharge, int64 recharge_id, int64 owed);
+								   bool has_recharge, int64 recharge_id, int64 owed,
+								   const BatchEntry *entry);
 extern void CreditsQueueBatchAbsent(int64 batch_id);
 extern void CreditsFlushDebits(bool final);
 extern void CreditsFlushAccount(int64 account_id);

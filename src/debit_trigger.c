@@ -85,6 +85,7 @@ typedef struct BatchColumns
 	int			status;
 	int			recharge_id;
 	int			owed;			/* 0.2.0 schemas; else 0 */
+	int			entry[NUM_BATCH_ENTRY_COLUMNS];	/* 0.3.0 schemas; else 0 */
 } BatchColumns;
 
 /* What the trigger decided, to be written into the new row. */
@@ -95,6 +96,7 @@ typedef struct BatchOutcome
 	bool		has_recharge;
 	int64		recharge_id;
 	int64		owed;			/* what its grants could not pay */
+	BatchEntry	entry;			/* its debit entry (0.3.0 schemas) */
 } BatchOutcome;
 
 static void LookUpColumns(TupleDesc tupdesc, BatchColumns *cols);
@@ -149,13 +151,12 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	int32		messages;
 	char	   *channel;
 	text	   *idempotency_key;
-	BatchOutcome out = {0, NULL, false, 0, 0};	/* set in PG_TRY (cppcheck
-												 * 2.17 cannot tell) */
+	BatchOutcome out = {0};		/* set in PG_TRY (cppcheck 2.17 cannot tell) */
 	Oid			save_userid;
 	int			save_sec_context;
-	int			replace_cols[4];
-	Datum		replace_values[4];
-	bool		replace_nulls[4] = {false, false, false, false};
+	int			replace_cols[4 + NUM_BATCH_ENTRY_COLUMNS];
+	Datum		replace_values[4 + NUM_BATCH_ENTRY_COLUMNS];
+	bool		replace_nulls[4 + NUM_BATCH_ENTRY_COLUMNS] = {0};
 	int			nreplace;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -197,6 +198,17 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 						 errdetail("An application inserts account_id, messages, channel and idempotency_key only."),
 						 errhint("Leave \"%s\" out of the INSERT. Restoring a dump? Restore as the table owner or a superuser: rows that carry both cost and status are then taken as restored.",
 								 managed[i])));
+		}
+		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS; i++)
+		{
+			if (cols.entry[i] > 0 && !heap_attisnull(tuple, cols.entry[i], tupdesc))
+				ereport(ERROR,
+						(errcode(ERRCODE_CREDITS_MANAGED_COLUMN),
+						 errmsg("column \"%s\" of send_batches is set by the extension",
+								NameStr(TupleDescAttr(tupdesc, cols.entry[i] - 1)->attname)),
+						 errdetail("An application inserts account_id, messages, channel and idempotency_key only."),
+						 errhint("Leave \"%s\" out of the INSERT.",
+								 NameStr(TupleDescAttr(tupdesc, cols.entry[i] - 1)->attname))));
 		}
 		if (cols.owed > 0)
 		{
@@ -279,6 +291,31 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 		replace_values[nreplace] = Int64GetDatum(out.owed);
 		nreplace++;
 	}
+	if (cols.entry[BATCH_ENTRY_ID] > 0)
+	{
+		/*
+		 * The batch's debit entry (a duplicate, never stored, gets zeros to
+		 * pass NOT NULL, as it gets a cost).  Nulls for no grant or recharge.
+		 */
+		const int64 entry[NUM_BATCH_ENTRY_COLUMNS] = {
+			[BATCH_ENTRY_ID] = out.entry.entry_id,
+			[BATCH_ENTRY_DELTA] = out.entry.delta,
+			[BATCH_ENTRY_BALANCE_AFTER] = out.entry.balance_after,
+			[BATCH_ENTRY_GRANT_ID] = out.entry.grant_id,
+			[BATCH_ENTRY_RECHARGE_ID] = out.entry.recharge_id,
+		};
+
+		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS; i++)
+		{
+			if (cols.entry[i] <= 0)
+				elog(ERROR, "credits: send_batches lacks a column of its debit entry");
+			replace_cols[nreplace] = cols.entry[i];
+			replace_values[nreplace] = Int64GetDatum(entry[i]);
+			replace_nulls[nreplace] = entry[i] == 0 &&
+				(i == BATCH_ENTRY_GRANT_ID || i == BATCH_ENTRY_RECHARGE_ID);
+			nreplace++;
+		}
+	}
 	tuple = heap_modify_tuple_by_cols(tuple, tupdesc, nreplace,
 									  replace_cols, replace_values, replace_nulls);
 	return PointerGetDatum(tuple);
@@ -296,16 +333,27 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 {
 	static const char *const names[] = {
 		"batch_id", "account_id", "messages", "channel",
-		"idempotency_key", "cost", "status", "recharge_id", "owed"
+		"idempotency_key", "cost", "status", "recharge_id",
+		/* optional from here: FIRST_OPTIONAL */
+		"owed",
+		"entry_id", "entry_delta", "entry_balance_after", "entry_grant_id",
+		"entry_recharge_id"
 	};
+#define FIRST_OPTIONAL 8
 	static BatchColumns last;
 	static bool have_last = false;
 	int		   *slots[] = {
 		&cols->batch_id, &cols->account_id, &cols->messages, &cols->channel,
 		&cols->idempotency_key, &cols->cost, &cols->status, &cols->recharge_id,
-		&cols->owed
+		&cols->owed,
+		&cols->entry[BATCH_ENTRY_ID], &cols->entry[BATCH_ENTRY_DELTA],
+		&cols->entry[BATCH_ENTRY_BALANCE_AFTER], &cols->entry[BATCH_ENTRY_GRANT_ID],
+		&cols->entry[BATCH_ENTRY_RECHARGE_ID]
 	};
 	int			n = (int) lengthof(names);
+	int			found_optional = 0;
+
+	StaticAssertStmt(lengthof(names) == lengthof(slots), "one slot per column");
 
 	*cols = last;
 	if (have_last)
@@ -330,15 +378,17 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 	for (int i = 0; i < n; i++)
 	{
 		*slots[i] = SPI_fnumber(tupdesc, names[i]);
-		/* owed is 0.2.0's; an older schema has none */
-		if (*slots[i] <= 0 && strcmp(names[i], "owed") != 0)
+		/* owed is 0.2.0's, the entry columns 0.3.0's; older schemas lack them */
+		if (*slots[i] <= 0 && i < FIRST_OPTIONAL)
 			elog(ERROR, "credits: send_batches has no column \"%s\"", names[i]);
+		if (*slots[i] <= 0)
+			*slots[i] = 0;
+		else if (i >= FIRST_OPTIONAL)
+			found_optional++;
 	}
-	if (cols->owed < 0)
-		cols->owed = 0;
-	/* reused only when every column, owed included, exists */
+	/* reused only when every column, the optional ones included, exists */
 	last = *cols;
-	have_last = cols->owed > 0;
+	have_last = found_optional == n - FIRST_OPTIONAL;
 }
 
 /*
@@ -353,7 +403,7 @@ static BatchOutcome
 DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		   const char *channel, text *idempotency_key, bool check_later)
 {
-	BatchOutcome out = {0, "ready", false, 0, 0};
+	BatchOutcome out = {0, "ready", false, 0, 0, {0}};
 	bool		connected = false;
 	CachedAccount *account;
 	int32		price;
@@ -469,11 +519,12 @@ DebitBatch(int64 batch_id, int64 account_id, int32 messages,
 		out.status = "awaiting_credits";
 
 	out.owed = CreditsQueueDebit(account, out.cost, batch_id,
-								 out.has_recharge ? out.recharge_id : 0);
+								 out.has_recharge ? out.recharge_id : 0, &out.entry);
 	if (check_later)
 		CreditsQueueBatchCheck(batch_id, account_id, messages, channel,
 							   idempotency_key, out.cost, out.status,
-							   out.has_recharge, out.recharge_id, out.owed);
+							   out.has_recharge, out.recharge_id, out.owed,
+							   account->entries_in_batch ? &out.entry : NULL);
 
 	if (connected)
 		SPI_finish();
@@ -556,6 +607,7 @@ LockAccount(int64 account_id)
 	memset(&account, 0, sizeof(account));
 	account.account_id = account_id;
 	account.has_grants = CreditsHasGrants();
+	account.entries_in_batch = CreditsEntriesInBatches();
 	if (!CreditsLockAccountDirect(account_id, &account.balance, &account.in_flight,
 								  &account.tid))
 		ereport(ERROR,

@@ -51,7 +51,9 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "commands/sequence.h"
 #include "executor/tuptable.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -91,6 +93,10 @@ typedef struct CreditsRelations
 	AttrNumber	batch_status;
 	AttrNumber	batch_recharge_id;
 	AttrNumber	batch_owed;		/* 0.2.0; else InvalidAttrNumber */
+	bool		entries_in_batches; /* 0.3.0: send_batches carries the debit
+									 * entry, TABLE_LEDGER is ledger_entries */
+	AttrNumber	batch_entry[NUM_BATCH_ENTRY_COLUMNS];	/* 0.3.0 */
+	Oid			ledger_sequence;	/* entry_id's, found on first use */
 	bool		has_grants;		/* a 0.2.0 schema: grants exist */
 	AttrNumber	grant_id;
 	AttrNumber	grant_remaining;
@@ -105,7 +111,8 @@ static const char *const table_names[NUM_CREDITS_TABLES][2] = {
 	[TABLE_POLICIES] = {"auto_recharge", "auto_recharge_pkey"},
 	[TABLE_PRICES] = {"prices", "prices_pkey"},
 	[TABLE_BATCHES] = {"send_batches", "send_batches_pkey"},
-	[TABLE_LEDGER] = {"ledger", NULL},	/* written only (row_write.c) */
+	[TABLE_LEDGER] = {"ledger", NULL},	/* written only (row_write.c);
+										 * "ledger_entries" from 0.3.0 */
 	[TABLE_GRANTS] = {"grants", "grants_open_idx"},
 	[TABLE_GRANTS_BY_ID] = {"grants", "grants_pkey"},
 };
@@ -297,6 +304,12 @@ CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch)
 		batch->has_recharge = !isnull;
 		batch->owed = rels.batch_owed == InvalidAttrNumber ? 0 :
 			SlotInt8(row.slot, rels.batch_owed, &isnull);
+		batch->has_entry = rels.entries_in_batches;
+		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS && batch->has_entry; i++)
+		{
+			batch->entry[i] = SlotInt8(row.slot, rels.batch_entry[i], &isnull);
+			batch->entry_isnull[i] = isnull;
+		}
 	}
 	EndKeyedRow(&row);
 	return found;
@@ -312,6 +325,49 @@ CreditsHasGrants(void)
 {
 	ResolveRelations();
 	return rels.has_grants;
+}
+
+/*
+ * CreditsEntriesInBatches
+ *		Whether the schema is 0.3.0 or later: a batch row carries its debit
+ *		entry, the ledger's other entries are in credits.ledger_entries and
+ *		credits.ledger is a view over both.
+ */
+bool
+CreditsEntriesInBatches(void)
+{
+	ResolveRelations();
+	return rels.entries_in_batches;
+}
+
+/*
+ * CreditsNextEntryId
+ *		A new entry_id from the ledger table's identity sequence (0.3.0
+ *		schemas: a debit takes its entry ids when it is decided, under the
+ *		account lock, so that they follow the account's balance changes).
+ */
+int64
+CreditsNextEntryId(void)
+{
+	ResolveRelations();
+	if (!OidIsValid(rels.ledger_sequence))
+	{
+		Relation	rel = table_open(rels.oids[TABLE_LEDGER].table, AccessShareLock);
+		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), "entry_id");
+		Oid			seq = attnum == InvalidAttrNumber ? InvalidOid :
+			credits_identity_sequence_if_any(rel, attnum);
+
+		table_close(rel, NoLock);
+		if (!OidIsValid(seq))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("credits.ledger_entries.entry_id is not an identity column"),
+					 errdetail("Debits number their ledger entries from its identity sequence."),
+					 errhint("Restore it: ALTER TABLE credits.ledger_entries ALTER COLUMN entry_id ADD GENERATED ALWAYS AS IDENTITY, then set the sequence past max(entry_id) of credits.ledger.")));
+		/* kept until the names are resolved again (relcache invalidation) */
+		rels.ledger_sequence = seq;
+	}
+	return nextval_internal(rels.ledger_sequence, false);
 }
 
 /*
@@ -515,9 +571,12 @@ ResolveRelations(void)
 		callback_registered = true;
 	}
 	nsp = get_namespace_oid("credits", false);
+	/* 0.3.0 renamed the ledger table; credits.ledger is a view then */
+	found.entries_in_batches = OidIsValid(get_relname_relid("ledger_entries", nsp));
 	for (int i = 0; i < TABLE_GRANTS; i++)
 	{
-		found.oids[i].table = RelationOid(nsp, table_names[i][0]);
+		found.oids[i].table = RelationOid(nsp, i == TABLE_LEDGER && found.entries_in_batches ?
+										  "ledger_entries" : table_names[i][0]);
 		found.oids[i].index = table_names[i][1] == NULL ? InvalidOid :
 			RelationOid(nsp, table_names[i][1]);
 	}
@@ -561,6 +620,19 @@ ResolveRelations(void)
 	found.batch_status = ColumnNumber(batches, "status");
 	found.batch_recharge_id = ColumnNumber(batches, "recharge_id");
 	found.batch_owed = get_attnum(batches, "owed");
+	if (found.entries_in_batches)
+	{
+		static const char *const entry_names[NUM_BATCH_ENTRY_COLUMNS] = {
+			[BATCH_ENTRY_ID] = "entry_id",
+			[BATCH_ENTRY_DELTA] = "entry_delta",
+			[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
+			[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
+			[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
+		};
+
+		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS; i++)
+			found.batch_entry[i] = ColumnNumber(batches, entry_names[i]);
+	}
 	found.valid = (invalidations == invalidations_before);
 	rels = found;
 	generation++;

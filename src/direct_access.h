@@ -36,6 +36,17 @@ typedef enum CreditsTable
 	NUM_CREDITS_TABLES
 } CreditsTable;
 
+/* The columns of a batch's debit entry (0.3.0 schemas), in this order. */
+typedef enum BatchEntryColumn
+{
+	BATCH_ENTRY_ID,
+	BATCH_ENTRY_DELTA,
+	BATCH_ENTRY_BALANCE_AFTER,
+	BATCH_ENTRY_GRANT_ID,		/* null: what the batch owed */
+	BATCH_ENTRY_RECHARGE_ID,	/* null: it awaited none */
+	NUM_BATCH_ENTRY_COLUMNS
+} BatchEntryColumn;
+
 /* A stored send batch, as read back by CreditsReadBatchDirect. */
 typedef struct StoredBatch
 {
@@ -48,6 +59,9 @@ typedef struct StoredBatch
 	bool		has_recharge;
 	int64		recharge_id;
 	int64		owed;			/* 0 before 0.2.0 */
+	bool		has_entry;		/* 0.3.0: the entry columns below exist */
+	int64		entry[NUM_BATCH_ENTRY_COLUMNS];
+	bool		entry_isnull[NUM_BATCH_ENTRY_COLUMNS];
 } StoredBatch;
 
 extern bool CreditsLockAccountDirect(int64 account_id, int64 *balance, int64 *in_flight,
@@ -56,6 +70,8 @@ extern void CreditsReadPolicyDirect(int64 account_id, RechargePolicy *policy);
 extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
 extern bool CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch);
 extern bool CreditsHasGrants(void);
+extern bool CreditsEntriesInBatches(void);
+extern int64 CreditsNextEntryId(void);
 
 /* for row_write.c */
 struct TupleTableSlot;

@@ -203,13 +203,15 @@ static void
 WriteDebitsSql(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 			   const LedgerGrantRows *grants)
 {
-	Datum		values[7];
+	Datum		values[8];
 	int			first_account = 0;
 	int			first_grant = 0;
 
 	if (debits->with_grants)
 	{
-		if (debits->n == 1 && accounts->n == 1 && grants->n == 1 &&
+		bool		entry_ids = debits->n > 0 && debits->entry_id[0] != 0;
+
+		if (!entry_ids && debits->n == 1 && accounts->n == 1 && grants->n == 1 &&
 			accounts->account[0] == debits->account[0] &&
 			debits->kind[0] == LEDGER_DEBIT && debits->grant[0] == grants->grant[0])
 		{
@@ -239,7 +241,14 @@ WriteDebitsSql(const LedgerDebits *debits, const LedgerAccountRows *accounts,
 														false, TYPALIGN_INT));
 			values[5] = Int8ArrayDatum(debits->grant, debits->n);
 			values[6] = Int8ArrayDatum(debits->recharge, debits->n);
-			CreditsExecPlan(PLAN_WRITE_LEDGER_ROWS, values, NULL, debits->n);
+			if (entry_ids)
+			{
+				/* 0.3.0: the rows' entry ids were taken when they were queued */
+				values[7] = Int8ArrayDatum(debits->entry_id, debits->n);
+				CreditsExecPlan(PLAN_WRITE_LEDGER_ENTRIES, values, NULL, debits->n);
+			}
+			else
+				CreditsExecPlan(PLAN_WRITE_LEDGER_ROWS, values, NULL, debits->n);
 		}
 		for (int i = first_grant; i < grants->n; i++)
 		{
@@ -490,7 +499,8 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 	values[0] = Int64GetDatum(batch_id);
 	CreditsExecPlan(PLAN_BATCH_OWED, values, NULL, 1);
 	owed = ResultInt8(0, 1);
-	CreditsExecPlan(PLAN_BATCH_FUNDING, values, NULL, -1);
+	CreditsExecPlan(CreditsEntriesInBatches() ? PLAN_BATCH_FUNDING_ENTRIES : PLAN_BATCH_FUNDING,
+					values, NULL, -1);
 	n = SPI_processed;
 	grant = palloc(sizeof(int64) * (n > 0 ? n : 1));
 	amount = palloc(sizeof(int64) * (n > 0 ? n : 1));
@@ -505,7 +515,8 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 
 	/*
 	 * A batch debited before 0.2.0 has one debit row, without a grant or a
-	 * recharge_id (so not in ledger_batch_idx): its whole cost.
+	 * recharge_id (so not in ledger_batch_idx): its whole cost.  (On a 0.3.0
+	 * schema that row is the batch's own entry, read with the others.)
 	 */
 	if (debit_rows == 0)
 		grantless += cost;

@@ -33,6 +33,7 @@ typedef struct LedgerDebits
 	char	   *kind;			/* LEDGER_DEBIT or LEDGER_EXPIRE */
 	int64	   *grant;			/* 0: none */
 	int64	   *recharge;		/* 0: none */
+	int64	   *entry_id;		/* taken when queued (0.3.0); 0: at write */
 	bool		with_grants;	/* a 0.2.0 schema (ledger.grant_id exists) */
 } LedgerDebits;
 

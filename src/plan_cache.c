@@ -18,6 +18,13 @@
  * under the search_path of whichever session first debits a batch, and a
  * hostile schema placed before pg_catalog must not be able to supply "=".
  *
+ * One text serves every schema version where it can: on a 0.3.0 schema,
+ * where credits.ledger is a view, "INSERT INTO credits.ledger" is prepared
+ * as an insert into credits.ledger_entries (the table it was renamed to),
+ * and a plan prepared for the other layout is prepared again (a session
+ * that was connected when ALTER EXTENSION UPDATE ran).  Statements that
+ * differ otherwise have plans of their own.
+ *
  * Locking: none here.  Callers hold the locks the statements rely on (the
  * account row lock, see debit_trigger.c).
  *
@@ -29,6 +36,7 @@
 #include "executor/spi.h"
 
 #include "credits.h"
+#include "direct_access.h"
 #include "plan_cache.h"
 
 #define EQ " OPERATOR(pg_catalog.=) "
@@ -400,9 +408,53 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		" GROUP BY l.grant_id ORDER BY 1",
 		1, {INT8OID}
 	},
+
+	/* ledger.c, 0.3.0 schemas: the batch row is its own debit entry */
+	[PLAN_WRITE_LEDGER_ENTRIES] = {
+		"INSERT INTO credits.ledger_entries"
+		" (entry_id, account_id, delta, balance_after, kind, batch_id, grant_id, recharge_id)"
+		" OVERRIDING SYSTEM VALUE"
+		" SELECT u.entry_id, u.account_id, u.delta, u.balance_after, u.kind,"
+		"        CASE WHEN u.batch_id" EQ "0 THEN NULL ELSE u.batch_id END,"
+		"        CASE WHEN u.grant_id" EQ "0 THEN NULL ELSE u.grant_id END,"
+		"        CASE WHEN u.recharge_id" EQ "0 THEN NULL ELSE u.recharge_id END"
+		"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		"                   pg_catalog.unnest($3), pg_catalog.unnest($4),"
+		"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
+		"                   pg_catalog.unnest($7), pg_catalog.unnest($8))"
+		"        AS u(account_id, delta, balance_after, batch_id, kind, grant_id, recharge_id,"
+		"             entry_id)",
+		8, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+			INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
+	},
+	/*
+	 * PLAN_BATCH_FUNDING: the batch's own entry, by its primary key, and
+	 * its other rows, by ledger_batch_idx.  Every debit row counts: a batch
+	 * debited before 0.2.0 has its one (grantless) debit row here too.
+	 */
+	[PLAN_BATCH_FUNDING_ENTRIES] = {
+		"SELECT COALESCE(l.grant_id, 0),"
+		"       (OPERATOR(pg_catalog.-) pg_catalog.sum(l.delta))::pg_catalog.int8,"
+		"       pg_catalog.count(*) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'debit')"
+		"  FROM (SELECT b.entry_grant_id AS grant_id, b.entry_delta AS delta,"
+		"               'debit'::pg_catalog.text AS kind"
+		"          FROM credits.send_batches b WHERE b.batch_id" EQ "$1"
+		"        UNION ALL"
+		"        SELECT e.grant_id, e.delta, e.kind FROM credits.ledger_entries e"
+		"         WHERE e.batch_id" EQ "$1"
+		"           AND e.kind OPERATOR(pg_catalog.=) ANY ('{debit,repay,refund}'::pg_catalog.text[])"
+		"           AND (e.kind OPERATOR(pg_catalog.<>) 'debit' OR e.recharge_id IS NOT NULL)) l"
+		" GROUP BY l.grant_id ORDER BY 1",
+		1, {INT8OID}
+	},
 };
 
 static SPIPlanPtr plans[NUM_CREDITS_PLANS];
+
+/* Whether each kept plan was prepared for a 0.3.0 schema; see the header. */
+static bool plan_for_entries[NUM_CREDITS_PLANS];
+
+static char *SqlFor(const char *sql, bool entries_in_batches);
 
 /*
  * CreditsGetPlan
@@ -412,9 +464,17 @@ static SPIPlanPtr plans[NUM_CREDITS_PLANS];
 SPIPlanPtr
 CreditsGetPlan(CreditsPlanId id)
 {
+	bool		entries_in_batches = CreditsEntriesInBatches();
+
+	if (plans[id] != NULL && plan_for_entries[id] != entries_in_batches)
+	{
+		SPI_freeplan(plans[id]);
+		plans[id] = NULL;
+	}
 	if (plans[id] == NULL)
 	{
 		const CreditsPlanSpec *spec = &plan_specs[id];
+		char	   *sql = SqlFor(spec->sql, entries_in_batches);
 		SPIPlanPtr	plan;
 
 		/*
@@ -422,16 +482,38 @@ CreditsGetPlan(CreditsPlanId id)
 		 * execution (the parameters change each time), and planning these
 		 * small statements costs more than running them.
 		 */
-		plan = SPI_prepare_cursor(spec->sql, spec->nargs, (Oid *) spec->argtypes,
+		plan = SPI_prepare_cursor(sql, spec->nargs, (Oid *) spec->argtypes,
 								  CURSOR_OPT_GENERIC_PLAN);
 		if (plan == NULL)
 			elog(ERROR, "credits: SPI_prepare failed for \"%s\": %s",
-				 spec->sql, SPI_result_code_string(SPI_result));
+				 sql, SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "credits: SPI_keepplan failed");
 		plans[id] = plan;
+		plan_for_entries[id] = entries_in_batches;
 	}
 	return plans[id];
+}
+
+/*
+ * SqlFor
+ *		A statement's text for the schema: on a 0.3.0 one, an insert into
+ *		the ledger goes to credits.ledger_entries.
+ */
+static char *
+SqlFor(const char *sql, bool entries_in_batches)
+{
+	static const char table[] = "INSERT INTO credits.ledger";
+	const char *at = strstr(sql, table);
+	char		next;
+
+	if (!entries_in_batches || at == NULL)
+		return (char *) sql;
+	next = at[sizeof(table) - 1];
+	if (next != ' ' && next != '\0')
+		return (char *) sql;	/* credits.ledger_entries already */
+	return psprintf("%.*s%s_entries%s", (int) (at - sql), sql, table,
+					at + sizeof(table) - 1);
 }
 
 /*

@@ -71,6 +71,9 @@ typedef enum CreditsPlanId
 	PLAN_MOVE_OWED,				/* owed += $2 */
 	PLAN_BATCH_OWED,			/* $1 batch: what it owes */
 	PLAN_BATCH_FUNDING,			/* $1 batch: net credits per grant (0: none) */
+	/* ledger.c, 0.3.0 schemas */
+	PLAN_WRITE_LEDGER_ENTRIES,	/* queued rows with their entry ids */
+	PLAN_BATCH_FUNDING_ENTRIES, /* PLAN_BATCH_FUNDING with the batch's entry */
 	NUM_CREDITS_PLANS
 } CreditsPlanId;
 

@@ -383,7 +383,9 @@ RowWriterInsertLedger(RowWriter *w, const LedgerDebits *rows)
 			nulls = slot->tts_isnull;
 			memset(nulls, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 #define SET(c, v) (values[col[c] - 1] = (v), nulls[col[c] - 1] = false)
-			SET(COL_ENTRY_ID, Int64GetDatum(nextval_internal(w->ledger_sequence, false)));
+			/* 0.3.0: taken when the row was queued (debit_state.c) */
+			SET(COL_ENTRY_ID, Int64GetDatum(rows->entry_id[i] != 0 ? rows->entry_id[i] :
+											nextval_internal(w->ledger_sequence, false)));
 			SET(COL_ACCOUNT_ID, Int64GetDatum(rows->account[i]));
 			SET(COL_DELTA, Int64GetDatum(rows->delta[i]));
 			SET(COL_BALANCE_AFTER, Int64GetDatum(rows->balance_after[i]));
