@@ -1502,6 +1502,7 @@ SELECT credits.open_account(1, 100), credits.enable_auto_recharge(1, 0, 1000);
 SELECT credits.grant_credits(1, 20, 'promo');
 INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30), (1, 150);
 CREATE VIEW public.my_ledger AS SELECT * FROM credits.ledger;
+CREATE MATERIALIZED VIEW public.my_sums AS SELECT account_id, sum(delta) AS total FROM credits.ledger GROUP BY account_id;
 CREATE FUNCTION public.my_total(bigint) RETURNS bigint LANGUAGE sql STABLE
 BEGIN ATOMIC SELECT sum(delta) FROM credits.ledger WHERE account_id = \$1; END;
 -- a function whose body is text reads credits.ledger by name when it runs
@@ -1514,6 +1515,7 @@ fails_with "$PREV with a DBA's view and a BEGIN ATOMIC function reading credits.
 out=$(pg -d refuse20 -c "ALTER EXTENSION credits UPDATE" 2>&1)
 expect "the refusal names the view" "view public.my_ledger" "$out"
 expect "the refusal names the function" "my_total" "$out"
+expect "the refusal names the materialized view" "my_sums" "$out"
 note "the refusal: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
 table_dump refuse20 "$WORK/refuse_after"
 same "refused: still at $PREV, credits.ledger still a table, no ledger_entries, no entry columns" \
@@ -1524,9 +1526,9 @@ same_files "refused: every row of every table as it was" "$WORK/refuse_before" "
 same "refused: the database goes on at $PREV (a debit, the DBA's view, verify)" \
 	"$(q refuse20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5) RETURNING cost")|$(q refuse20 "SELECT count(*) FROM public.my_ledger WHERE kind = 'debit'")|$(q refuse20 "SELECT count(*) FROM credits.verify()")" \
 	"5|5|0"
-fails_with "with the view dropped, the BEGIN ATOMIC function alone: still refused" refuse20 MC029 \
-	"DROP VIEW public.my_ledger; ALTER EXTENSION credits UPDATE"
-out=$(q refuse20 "DROP VIEW public.my_ledger; DROP FUNCTION public.my_total(bigint); ALTER EXTENSION credits UPDATE")
+fails_with "with the view and the materialized view dropped, the BEGIN ATOMIC function alone: still refused" refuse20 MC029 \
+	"DROP VIEW public.my_ledger; DROP MATERIALIZED VIEW public.my_sums; ALTER EXTENSION credits UPDATE"
+out=$(q refuse20 "DROP VIEW public.my_ledger; DROP MATERIALIZED VIEW public.my_sums; DROP FUNCTION public.my_total(bigint); ALTER EXTENSION credits UPDATE")
 same "with both dropped, the update runs (the text-bodied function does not hold it back)" \
 	"$out|$(q refuse20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "|$NEW"
 same "after it: the view created again reads all 5 debit rows (1 + 3 of two grants and owed + 1), the text-bodied function too; verify() returns no rows" \
@@ -1550,6 +1552,56 @@ expect "the refusal names the batch" "Batch $(q refuse20b "SELECT max(batch_id) 
 table_dump refuse20b "$WORK/refuseb_after"
 same "refused: still at $PREV with every row as it was" \
 	"$(q refuse20b "SELECT extversion FROM pg_extension WHERE extname = 'credits'")|$(cmp -s "$WORK/refuseb_before" "$WORK/refuseb_after" && echo same)" "$PREV|same"
+
+################################################################################
+say "2g. what a DBA gave on or hung off the ledger table, after the update"
+# Grants on credits.ledger (to PUBLIC, with grant option, on columns) are
+# the DBA's: whoever could read the ledger before the update reads the view
+# after it.  A DBA's foreign key to the ledger would follow the table and
+# block the move of the first debits: refused like a view.  A DBA's trigger
+# on the ledger table moves with it (noted: it no longer sees first debits).
+"$PG_BIN/createdb" dba20
+pg -d dba20 >"$WORK/dba20.log" 2>&1 <<SQL || { not_ok "set-up of dba20"; sed 's/^/#   /' "$WORK/dba20.log" | head; }
+CREATE EXTENSION credits VERSION '$PREV';
+SELECT credits.open_account(1, 100), credits.grant_credits(1, 20, 'promo');
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30), (1, 80);
+GRANT USAGE ON SCHEMA credits TO PUBLIC;
+GRANT SELECT ON credits.ledger TO PUBLIC;
+GRANT SELECT ON credits.ledger TO regress_upg_admin WITH GRANT OPTION;
+GRANT SELECT (entry_id, account_id, delta) ON credits.ledger TO regress_upg_worker;
+CREATE TABLE public.audit (entry_id bigint, kind text);
+CREATE FUNCTION public.audit_ledger() RETURNS trigger LANGUAGE plpgsql AS
+\$\$BEGIN INSERT INTO public.audit VALUES (NEW.entry_id, NEW.kind); RETURN NULL; END\$\$;
+CREATE TRIGGER audit AFTER INSERT ON credits.ledger FOR EACH ROW EXECUTE FUNCTION public.audit_ledger();
+CREATE TABLE public.disputes (entry_id bigint REFERENCES credits.ledger (entry_id), reason text);
+INSERT INTO public.disputes SELECT min(entry_id), 'wrong price' FROM credits.ledger WHERE kind = 'debit';
+SQL
+fails_with "a DBA's table with a foreign key to credits.ledger: the update is refused" dba20 MC029 "ALTER EXTENSION credits UPDATE"
+out=$(pg -d dba20 -c "ALTER EXTENSION credits UPDATE" 2>&1)
+expect "the refusal names the foreign key" "disputes" "$out"
+privs() {	# privs DB: who reads what of credits.ledger (the worker's column grants, PUBLIC aside)
+	q "$1" "SELECT has_table_privilege('regress_upg_nobody', 'credits.ledger', 'SELECT') || ' ' ||
+	              has_table_privilege('regress_upg_admin', 'credits.ledger', 'SELECT WITH GRANT OPTION') || ' ' ||
+	              coalesce((SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a, aclexplode(a.attacl) x
+	                         WHERE a.attrelid = 'credits.ledger'::regclass AND x.grantee = 'regress_upg_worker'::regrole
+	                           AND x.privilege_type = 'SELECT'), 'no column grant')"
+}
+privs_before=$(privs dba20)
+same "$PREV: PUBLIC reads the ledger, admin with grant option, worker three columns" "$privs_before" "true true entry_id,account_id,delta"
+out=$(q dba20 "DROP TABLE public.disputes; ALTER EXTENSION credits UPDATE")
+same "without the foreign key, the update runs" "$out|$(q dba20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "|$NEW"
+same "updated: the same roles read the same of credits.ledger, the view (PUBLIC's SELECT, the grant option, the column grants)" "$(privs dba20)" "$privs_before"
+same "updated: PUBLIC's SELECT is PUBLIC's on the view alone: nothing else in schema credits opened" \
+	"$(q dba20 "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c
+	           WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v', 'S') AND has_table_privilege('regress_upg_nobody', c.oid, 'SELECT')")" \
+	"ledger,ledger_entries"
+note "updated: credits.ledger ACL $(q dba20 "SELECT coalesce(relacl::text, 'default') FROM pg_class WHERE oid = 'credits.ledger'::regclass"), column ACLs $(q dba20 "SELECT coalesce(string_agg(attname || ' ' || attacl::text, ', '), 'none') FROM pg_attribute WHERE attrelid = 'credits.ledger'::regclass AND attacl IS NOT NULL")"
+same "updated: PUBLIC reads the rows of the view (as it read the table's)" \
+	"$(q dba20 "$NOBODY SELECT count(*) FROM credits.ledger")" "$(q dba20 "SELECT count(*) FROM credits.ledger")"
+audit_before=$(q dba20 "SELECT count(*) FROM public.audit")
+q dba20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 3)" >/dev/null
+note "a DBA's AFTER INSERT trigger on the ledger table is on $(q dba20 "SELECT tgrelid::regclass FROM pg_trigger WHERE tgname = 'audit'") after the update; a debit after it added $(( $(q dba20 "SELECT count(*) FROM public.audit") - audit_before )) audit rows (one before the update: the debit's entry is on the batch row now)"
+same "updated: verify() returns no rows" "$(q dba20 "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
 say "3. $NEW in the updated database"
