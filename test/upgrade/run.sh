@@ -1604,6 +1604,64 @@ note "a DBA's AFTER INSERT trigger on the ledger table is on $(q dba20 "SELECT t
 same "updated: verify() returns no rows" "$(q dba20 "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
+say "2h. the update from $PREV rolled back, inside a transaction, and while debits wait on it"
+# The library's caches (the table layout: the ledger table or the batch
+# row's entry) must follow the catalog: forward at the update, back when it
+# rolls back, and for a statement that waited on the update's locks.
+"$PG_BIN/createdb" rolled_back20
+out=$("$PG_BIN/psql" -X -q -At -d rolled_back20 2>&1 <<SQL
+CREATE EXTENSION credits VERSION '$PREV';
+SELECT 'account ' || (credits.open_account(1, 100)).account_id;
+SELECT 'promo ' || (credits.grant_credits(1, 50, 'promo') > 0);
+SELECT 'policy ' || (credits.enable_auto_recharge(1, 0, 1000)).enabled;
+\set VERBOSITY sqlstate
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 10);
+BEGIN;
+ALTER EXTENSION credits UPDATE;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 20);
+SELECT 'in the update: entry ' || (entry_id IS NOT NULL) || ', ledger_entries debits ' || (SELECT count(*) FROM credits.ledger_entries WHERE kind = 'debit') FROM credits.send_batches WHERE messages = 20;
+ROLLBACK;
+SELECT 'version ' || extversion FROM pg_extension WHERE extname = 'credits';
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30), (1, 100);
+SELECT 'debit rows ' || string_agg(b.messages || ':' || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l JOIN credits.send_batches b USING (batch_id) WHERE l.kind = 'debit';
+SELECT 'problems ' || count(*) FROM credits.verify();
+BEGIN;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5);
+ALTER EXTENSION credits UPDATE;
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 6), (1, 7);
+SELECT 'refunded ' || (credits.disable_auto_recharge(1)).enabled;
+COMMIT;
+SELECT 'version ' || extversion FROM pg_extension WHERE extname = 'credits';
+SELECT 'batches ' || string_agg(messages || ':' || status || ':' || entry_delta, ',' ORDER BY batch_id) FROM credits.send_batches;
+SELECT 'ledger_entries debits ' || string_agg(b.messages || ':' || e.delta, ',' ORDER BY e.entry_id) FROM credits.ledger_entries e JOIN credits.send_batches b USING (batch_id) WHERE e.kind = 'debit';
+SELECT 'problems ' || count(*) FROM credits.verify();
+SQL
+)
+same "an update from $PREV rolled back: the session goes on at $PREV (the ledger table written again); an update between debits of one transaction, and the refunds after it" \
+	"$(grep -v '^NOTICE' <<<"$out" | tr '\n' ' ')" \
+	"account 1 promo true policy true in the update: entry true, ledger_entries debits 0 version $PREV debit rows 10:-10,30:-30,100:-60,100:-40 problems 0 refunded false version $NEW batches 10:ready:-10,30:ready:-30,100:ready:-60,5:ready:-5,6:failed:-5,7:failed:-7 ledger_entries debits 100:-40,6:-1 problems 0 "
+
+# A debit that waits on the update's locks, in a session that debited
+# before it.
+"$PG_BIN/createdb" race20
+q race20 "CREATE EXTENSION credits VERSION '$PREV'; SELECT credits.open_account(1, 1000), credits.grant_credits(1, 10, 'promo')" >/dev/null
+session_open race20
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 1);"
+"$PG_BIN/psql" -X -q -d race20 -c "BEGIN; ALTER EXTENSION credits UPDATE; SELECT pg_sleep(2); COMMIT;" >/dev/null 2>"$WORK/race20.log" &
+updater=$!
+locked=no
+for ((i = 0; i < 50; i++)); do
+	[ "$(q race20 "SELECT count(*) FROM pg_locks WHERE relation = 'credits.send_batches'::regclass AND mode = 'AccessExclusiveLock' AND granted")" -gt 0 ] && { locked=yes; break; }
+	sleep 0.1
+done
+session "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 2), (1, 1000);"
+wait $updater
+session_close
+same "a multi-row debit that waited on the update (its session debited before it): written the $NEW way, entries on the batch rows, the second of two grants in ledger_entries" \
+	"$locked|$session_out|$(cat "$WORK/race20.log")|$(q race20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")|$(q race20 "SELECT string_agg(b.messages || ':' || b.entry_delta || ':' || (SELECT coalesce(string_agg(e.delta::text, ','), '-') FROM credits.ledger_entries e WHERE e.batch_id = b.batch_id AND e.kind = 'debit'), ' ' ORDER BY b.batch_id) FROM credits.send_batches b")|$(q race20 "SELECT count(*) FROM credits.verify()")" \
+	"yes|||$NEW|1:-1:- 2:-2:- 1000:-997:-3|0"
+
+################################################################################
 say "3. $NEW in the updated database"
 fails_with "$NEW trigger: a batch above the balance" upg MC001 \
 	"$APP INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 1000000)"
