@@ -1535,6 +1535,13 @@ same "after it: the view created again reads all 5 debit rows (1 + 3 of two gran
 	"$(q refuse20 "CREATE VIEW public.my_ledger AS SELECT * FROM credits.ledger; SELECT count(*) FROM public.my_ledger WHERE kind = 'debit'")|$(q refuse20 "SELECT public.my_debits(1)")|$(q refuse20 "SELECT * FROM credits.verify()")" \
 	"5|5|"
 
+same "verify() check 21: a ledger_entries row given a batch's entry_id (behind the extension's back) is reported" \
+	"$(q refuse20 "SET session_replication_role = replica;
+	               INSERT INTO credits.ledger_entries (entry_id, account_id, delta, balance_after, kind, note) OVERRIDING SYSTEM VALUE
+	               SELECT entry_id, account_id, 0, entry_balance_after, 'grant', 'a copy' FROM credits.send_batches ORDER BY batch_id LIMIT 1;
+	               SELECT problem FROM credits.verify() WHERE problem LIKE '%entries (%'")" \
+	"$(q refuse20 "SELECT format('ledger entry %s is 2 entries (debit of batch %s, grant)', entry_id, batch_id) FROM credits.send_batches ORDER BY batch_id LIMIT 1")"
+
 # A batch without its debit row (a damaged database: verify() check 5).
 "$PG_BIN/createdb" refuse20b
 pg -d refuse20b >"$WORK/refuse20b.log" 2>&1 <<SQL || { not_ok "set-up of refuse20b"; sed 's/^/#   /' "$WORK/refuse20b.log" | head; }
@@ -2119,6 +2126,11 @@ grants restored_new20 "$WORK/grants20_restored"
 same_files "the updated $PREV database restored: every grant, the reporting role's on credits.ledger included (pg_init_privs)" "$WORK/grants20_final" "$WORK/grants20_restored"
 same "the updated $PREV database restored: the reporting role reads credits.ledger" \
 	"$(q restored_new20 "$REPORTING SELECT count(*) FROM credits.ledger")" "$(q upg20 "SELECT count(*) FROM credits.ledger")"
+"$PG_BIN/createdb" restored_new20_par
+PGOPTIONS='-c session_replication_role=replica' "$PG_BIN/pg_restore" -j 3 -d restored_new20_par "$WORK/new20.dump" >"$WORK/restore_new20_par.log" 2>&1
+same "a parallel restore (pg_restore -j 3, session_replication_role = replica) of the updated $PREV database: no error, every table identical, the same grants, verify() empty" \
+	"$?|$(head -3 "$WORK/restore_new20_par.log")|$(table_dump restored_new20_par "$WORK/restored_new20_par"; cmp -s "$WORK/upg20_final" "$WORK/restored_new20_par" && echo same)|$(grants restored_new20_par "$WORK/grants20_par"; cmp -s "$WORK/grants20_final" "$WORK/grants20_par" && echo same)|$(q restored_new20_par "SELECT count(*) FROM credits.verify()")" \
+	"0||same|same|0"
 same "the updated $PREV database restored: sequences continue, a new debit and verify()" \
 	"$(q restored_new20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 2) RETURNING (batch_id > (SELECT max(batch_id) FROM credits.send_batches)) || ':' || (entry_id > (SELECT max(entry_id) FROM credits.ledger))")|$(q restored_new20 "SELECT count(*) FROM credits.verify()")" \
 	"true:true|0"
