@@ -8,7 +8,7 @@
 -- done; everything is rolled back.
 
 BEGIN;
-SELECT plan(251);
+SELECT plan(252);
 
 --------------------------------------------------------------------------------
 -- Extension and schema
@@ -219,10 +219,10 @@ SELECT results_eq(
 		FROM pg_catalog.pg_attribute a
 	   WHERE a.attrelid = 'credits.send_batches'::regclass AND a.attname LIKE 'entry%' AND NOT a.attisdropped
 	   ORDER BY a.attnum$$,
-	$$VALUES ('entry_id', 'bigint', true), ('entry_delta', 'bigint', true),
-			 ('entry_balance_after', 'bigint', true), ('entry_grant_id', 'bigint', false),
+	$$VALUES ('entry_id', 'bigint', false), ('entry_delta', 'bigint', false),
+			 ('entry_balance_after', 'bigint', false), ('entry_grant_id', 'bigint', false),
 			 ('entry_recharge_id', 'bigint', false)$$,
-	'send_batches carries its debit entry (0.3.0): entry_id, entry_delta, entry_balance_after not null, entry_grant_id and entry_recharge_id nullable');
+	'send_batches carries its debit entry (0.3.0), nullable: batches debited before 0.3.0 have none');
 
 --------------------------------------------------------------------------------
 -- credits.grants (0.2.0)
@@ -625,8 +625,10 @@ SELECT triggers_are('credits', 'send_batches', ARRAY['credits_debit', 'credits_f
 	'send_batches has exactly the debit, flush and guard triggers');
 SELECT triggers_are('credits', 'ledger_entries', ARRAY['credits_guard', 'credits_guard_truncate'],
 	'ledger_entries has exactly the guard triggers');
-SELECT triggers_are('credits', 'ledger', ARRAY['credits_guard'],
-	'the ledger view has exactly the guard trigger');
+SELECT triggers_are('credits', 'ledger', ARRAY['credits_guard', 'credits_restore'],
+	'the ledger view has exactly the guard and restore triggers');
+SELECT trigger_is('credits', 'ledger', 'credits_restore', 'credits', 'restore_ledger_entry',
+	'ledger.credits_restore calls credits.restore_ledger_entry()');
 SELECT trigger_is('credits', 'send_batches', 'credits_debit', 'credits', 'debit_batch',
 	'send_batches.credits_debit calls credits.debit_batch()');
 SELECT trigger_is('credits', 'send_batches', 'credits_guard', 'credits', 'guard_batch',
@@ -649,7 +651,9 @@ SELECT results_eq(
 	   ORDER BY 1, 2$$,
 	$$VALUES
 		('credits.ledger', 'credits_guard',
-		 'CREATE TRIGGER credits_guard INSTEAD OF INSERT OR DELETE OR UPDATE ON credits.ledger FOR EACH ROW'),
+		 'CREATE TRIGGER credits_guard INSTEAD OF DELETE OR UPDATE ON credits.ledger FOR EACH ROW'),
+		('credits.ledger', 'credits_restore',
+		 'CREATE TRIGGER credits_restore INSTEAD OF INSERT ON credits.ledger FOR EACH ROW'),
 		('credits.ledger_entries', 'credits_guard',
 		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.ledger_entries FOR EACH ROW'),
 		('credits.ledger_entries', 'credits_guard_truncate',
