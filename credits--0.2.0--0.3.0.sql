@@ -18,12 +18,14 @@
  * that draws from several grants keeps its further "debit" rows in
  * ledger_entries.
  *
- * Upgrading: the table is renamed, every batch takes its first debit row
- * (the lowest entry_id) into its new columns and that row leaves
- * ledger_entries.  Entry ids, deltas, balances after, grants and recharges
- * are carried as they were; each entry's created_at becomes its batch's
- * (the same unless the application set a batch's created_at).  No balance
- * changes.  send_batches is rewritten once.
+ * Upgrading: the table is renamed and the columns are added, nothing is
+ * rewritten or moved.  Batches debited before the update keep their debit
+ * rows in ledger_entries (their entry_* columns are null): the view shows
+ * the ledger exactly as before, and every reader, refunds included, reads
+ * both forms.  No balance changes.  For the same reason a dump taken
+ * before 0.3.0 restores into 0.3.0: its ledger rows go into ledger_entries
+ * (credits.restore_ledger_entry, for the roles that may restore), its
+ * batches keep null entries.
  */
 
 --------------------------------------------------------------------------------
@@ -82,26 +84,6 @@ BEGIN
 END
 $$;
 
--- Every batch has its debit row (verify() check 5).  A database where one
--- lacks it is broken already; say so rather than fail on NOT NULL.
-DO $$
-DECLARE
-	missing bigint;
-	example bigint;
-BEGIN
-	SELECT count(*), min(b.batch_id) INTO missing, example
-	  FROM credits.send_batches b
-	 WHERE NOT EXISTS (SELECT FROM credits.ledger l
-						WHERE l.batch_id = b.batch_id AND l.kind = 'debit');
-	IF missing > 0 THEN
-		RAISE EXCEPTION 'credits 0.3.0 cannot update: % batches have no debit ledger row', missing
-			USING ERRCODE = 'MC029',
-				  DETAIL = format('Batch %s is one of them; credits.verify() lists them all.', example),
-				  HINT = 'Repair the database (credits.verify() must return no row), then update.';
-	END IF;
-END
-$$;
-
 --------------------------------------------------------------------------------
 -- The ledger's other entries
 --------------------------------------------------------------------------------
@@ -121,7 +103,7 @@ ALTER TABLE credits.send_batches
 	ADD COLUMN entry_grant_id bigint,
 	ADD COLUMN entry_recharge_id bigint;
 COMMENT ON COLUMN credits.send_batches.entry_id IS
-	'The batch''s debit entry in credits.ledger: its entry_id (from the ledger''s sequence, in the order of the account''s balance changes). Set by the extension.';
+	'The batch''s debit entry in credits.ledger: its entry_id (from the ledger''s sequence, in the order of the account''s balance changes). Set by the extension; null for a batch debited before 0.3.0, whose debit rows are in credits.ledger_entries.';
 COMMENT ON COLUMN credits.send_batches.entry_delta IS
 	'Its delta: minus what the batch drew from entry_grant_id, or (no grant) minus what it owed. -cost unless it drew from several grants. Set by the extension.';
 COMMENT ON COLUMN credits.send_batches.entry_balance_after IS
@@ -131,42 +113,15 @@ COMMENT ON COLUMN credits.send_batches.entry_grant_id IS
 COMMENT ON COLUMN credits.send_batches.entry_recharge_id IS
 	'The recharge the batch awaited when it was debited (recharge_id may point elsewhere since). Set by the extension.';
 
--- Each batch takes its first debit row.  The guards refuse these writes
--- for every role; they are off for the two statements.
-ALTER TABLE credits.send_batches DISABLE TRIGGER credits_guard;
-ALTER TABLE credits.ledger_entries DISABLE TRIGGER credits_guard;
-
-UPDATE credits.send_batches b
-   SET entry_id = d.entry_id,
-	   entry_delta = d.delta,
-	   entry_balance_after = d.balance_after,
-	   entry_grant_id = d.grant_id,
-	   entry_recharge_id = d.recharge_id
-  FROM (SELECT DISTINCT ON (l.batch_id) l.*
-		  FROM credits.ledger_entries l
-		 WHERE l.kind = 'debit'
-		 ORDER BY l.batch_id, l.entry_id) d
- WHERE d.batch_id = b.batch_id;
-
-DELETE FROM credits.ledger_entries l
- USING credits.send_batches b
- WHERE l.entry_id = b.entry_id;
-
-ALTER TABLE credits.send_batches ENABLE TRIGGER credits_guard;
-ALTER TABLE credits.ledger_entries ENABLE TRIGGER credits_guard;
-
-ALTER TABLE credits.send_batches
-	ALTER COLUMN entry_id SET NOT NULL,
-	ALTER COLUMN entry_delta SET NOT NULL,
-	ALTER COLUMN entry_balance_after SET NOT NULL;
-
 --------------------------------------------------------------------------------
 -- The ledger readers read
 --------------------------------------------------------------------------------
 
 -- No index on the batches' entries: that is the point.  An account's
 -- history is found by send_batches' (account_id, idempotency_key) index
--- and sorted; a batch's entries by its primary key.
+-- and sorted; a batch's entries by its primary key.  A batch debited
+-- before 0.3.0 has no entry of its own (entry_id null): its debit rows are
+-- in ledger_entries.
 CREATE VIEW credits.ledger WITH (security_barrier = true) AS
 SELECT b.entry_id,
 	   b.account_id,
@@ -179,6 +134,7 @@ SELECT b.entry_id,
 	   b.created_at,
 	   b.entry_grant_id AS grant_id
   FROM credits.send_batches b
+ WHERE b.entry_id IS NOT NULL
 UNION ALL
 SELECT e.entry_id,
 	   e.account_id,
@@ -193,8 +149,19 @@ SELECT e.entry_id,
   FROM credits.ledger_entries e;
 -- Append-only still, with the ledger's own SQLSTATE (MC009) rather than
 -- "cannot update view".  (TRUNCATE of a view is refused by PostgreSQL.)
-CREATE TRIGGER credits_guard INSTEAD OF INSERT OR UPDATE OR DELETE ON credits.ledger
+-- An INSERT is a restore of a dump taken before 0.3.0 (COPY credits.ledger)
+-- when the role may restore (the table owner or a superuser, acting as
+-- itself, as for send_batches' restored rows): the row goes into
+-- ledger_entries as it was.  Anyone else gets MC009.
+CREATE TRIGGER credits_guard INSTEAD OF UPDATE OR DELETE ON credits.ledger
 	FOR EACH ROW EXECUTE FUNCTION credits.guard_ledger();
+CREATE FUNCTION credits.restore_ledger_entry() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'credits_restore_ledger_entry';
+COMMENT ON FUNCTION credits.restore_ledger_entry() IS
+	'INSTEAD OF INSERT trigger on the credits.ledger view: a restoring role''s row (a dump taken before 0.3.0) goes into credits.ledger_entries; MC009 for anyone else.';
+REVOKE ALL ON FUNCTION credits.restore_ledger_entry() FROM PUBLIC;
+CREATE TRIGGER credits_restore INSTEAD OF INSERT ON credits.ledger
+	FOR EACH ROW EXECUTE FUNCTION credits.restore_ledger_entry();
 COMMENT ON VIEW credits.ledger IS
 	'The journal: one row per balance change; for every account, balance = sum(delta) and balance_after is the running sum in entry_id order. Debits come from their send_batches rows, every other entry from credits.ledger_entries.';
 
@@ -448,6 +415,17 @@ AS $$
 	  FROM credits.ledger l
 	 GROUP BY l.entry_id
 	HAVING count(*) > 1
+	UNION ALL
+	-- 22. a batch's debit entry is whole (or absent: debited before 0.3.0)
+	SELECT b.account_id,
+		   format('batch %s has a partial debit entry: entry_id %s, delta %s, balance after %s, grant %s, recharge %s',
+				  b.batch_id, coalesce(b.entry_id::text, 'null'), coalesce(b.entry_delta::text, 'null'),
+				  coalesce(b.entry_balance_after::text, 'null'), coalesce(b.entry_grant_id::text, 'null'),
+				  coalesce(b.entry_recharge_id::text, 'null'))
+	  FROM credits.send_batches b
+	 WHERE (b.entry_id IS NULL) <> (b.entry_delta IS NULL)
+		OR (b.entry_id IS NULL) <> (b.entry_balance_after IS NULL)
+		OR (b.entry_id IS NULL AND (b.entry_grant_id IS NOT NULL OR b.entry_recharge_id IS NOT NULL))
 	UNION ALL
 	-- 12. every account with ledger rows exists
 	SELECT l.account_id, 'ledger rows for an account that does not exist'

@@ -12,7 +12,7 @@ CREATE TABLE bench.pl_recharges (recharge_id bigint GENERATED ALWAYS AS IDENTITY
 CREATE INDEX ON bench.pl_recharges (account_id) WHERE status = 'pending';
 CREATE TABLE bench.pl_batches (LIKE bench.bare_batches INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 ALTER TABLE bench.pl_batches ALTER COLUMN batch_id ADD GENERATED ALWAYS AS IDENTITY;
-CREATE TABLE bench.pl_ledger (LIKE credits.ledger INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+CREATE TABLE bench.pl_ledger (LIKE :ledger_table INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 ALTER TABLE bench.pl_ledger ALTER COLUMN entry_id ADD GENERATED ALWAYS AS IDENTITY;
 ALTER TABLE bench.pl_ledger ADD PRIMARY KEY (entry_id);
 CREATE INDEX ON bench.pl_ledger (account_id, entry_id);

@@ -7,12 +7,24 @@ CREATE SCHEMA bench;
 CREATE TABLE bench.bare_batches (LIKE credits.send_batches INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 ALTER TABLE bench.bare_batches ALTER COLUMN batch_id ADD GENERATED ALWAYS AS IDENTITY;
 ALTER TABLE bench.bare_batches ALTER COLUMN cost DROP NOT NULL, ALTER COLUMN status DROP NOT NULL;
+-- (0.3.0: the batch's debit entry, set by the extension, null here)
+DO $$
+BEGIN
+	IF to_regclass('credits.ledger_entries') IS NOT NULL THEN
+		ALTER TABLE bench.bare_batches ALTER COLUMN entry_id DROP NOT NULL,
+			ALTER COLUMN entry_delta DROP NOT NULL, ALTER COLUMN entry_balance_after DROP NOT NULL;
+	END IF;
+END
+$$;
+-- The ledger's table: credits.ledger until 0.2.0, credits.ledger_entries
+-- behind the credits.ledger view from 0.3.0.
+SELECT coalesce(to_regclass('credits.ledger_entries'), 'credits.ledger'::regclass) AS ledger_table \gset
 
 -- hand-written SQL: the three writes done by the client in one statement.
 CREATE TABLE bench.hand_accounts (account_id bigint PRIMARY KEY, balance bigint NOT NULL);
 CREATE TABLE bench.hand_batches (LIKE bench.bare_batches INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 ALTER TABLE bench.hand_batches ALTER COLUMN batch_id ADD GENERATED ALWAYS AS IDENTITY;
-CREATE TABLE bench.hand_ledger (LIKE credits.ledger INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+CREATE TABLE bench.hand_ledger (LIKE :ledger_table INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 ALTER TABLE bench.hand_ledger ALTER COLUMN entry_id ADD GENERATED ALWAYS AS IDENTITY;
 ALTER TABLE bench.hand_ledger ADD PRIMARY KEY (entry_id);
 CREATE INDEX ON bench.hand_ledger (account_id, entry_id);

@@ -40,8 +40,6 @@ DELETE FROM credits.ledger WHERE account_id = 500;
 \echo :LAST_ERROR_SQLSTATE
 TRUNCATE credits.ledger;
 \echo :LAST_ERROR_SQLSTATE
-INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (500, 1, 1, 'grant');
-\echo :LAST_ERROR_SQLSTATE
 -- and so is the table of its entries other than the batches'
 UPDATE credits.ledger_entries SET delta = 0 WHERE account_id = 500;
 \echo :LAST_ERROR_SQLSTATE

@@ -289,11 +289,35 @@ SELECT * FROM regress_totals(1230);
 SELECT entry_id, delta, balance_after, kind, grant_id, recharge_id
   FROM credits.ledger WHERE account_id = 1230 AND batch_id IS NOT NULL ORDER BY entry_id;
 ROLLBACK;
--- a restored row carries its debit entry: without it, nothing is stored
-\set VERBOSITY sqlstate
-INSERT INTO credits.send_batches (account_id, messages, cost, status) VALUES (1230, 10, 10, 'ready');
-\set VERBOSITY default
+-- a restored row without a debit entry is a batch debited before 0.3.0
+-- (its debit rows are restored into ledger_entries beside it): stored as
+-- is too; alone, verify() says what it lacks
+BEGIN;
+INSERT INTO credits.send_batches (account_id, messages, cost, status) VALUES (1230, 10, 10, 'ready')
+RETURNING cost, status, entry_id, entry_delta, entry_balance_after, entry_grant_id, entry_recharge_id;
 SELECT * FROM regress_totals(1230);
+SELECT regexp_replace(problem, 'batch \d+', 'batch #') AS problem FROM credits.verify() WHERE account_id = 1230;
+ROLLBACK;
+-- A dump taken before 0.3.0 restores the ledger into credits.ledger, a view
+-- now: a role that may restore gets each row stored in ledger_entries as it
+-- was (INSERT and COPY); inside a SECURITY DEFINER function it is a write
+-- like any other, refused (MC009).
+BEGIN;
+INSERT INTO credits.ledger (entry_id, account_id, delta, balance_after, kind, note, created_at)
+VALUES (1230100, 1230, 0, 100, 'grant', 'restored', '2026-01-01 00:00:00+00');
+COPY credits.ledger (entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, created_at, grant_id) FROM stdin;
+1230101	1230	0	100	grant	\N	\N	copied	2026-01-02 00:00:00+00	\N
+\.
+SELECT entry_id, account_id, delta, balance_after, kind, note, created_at AT TIME ZONE 'UTC' AS created_utc
+  FROM credits.ledger_entries WHERE entry_id IN (1230100, 1230101) ORDER BY entry_id;
+CREATE FUNCTION regress_forge_entry() RETURNS void SECURITY DEFINER LANGUAGE sql
+	AS $$ INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (1230, 5, 105, 'grant') $$;
+SAVEPOINT s;
+SELECT regress_forge_entry();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO s;
+SELECT count(*) AS forged FROM credits.ledger WHERE account_id = 1230 AND delta = 5;
+ROLLBACK;
 -- cost alone (or status alone) is not a restored row
 INSERT INTO credits.send_batches (account_id, messages, cost) VALUES (1230, 10, 10);
 \echo :LAST_ERROR_SQLSTATE

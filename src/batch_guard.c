@@ -34,6 +34,7 @@
 #include "utils/rel.h"
 
 #include "credits.h"
+#include "ledger.h"
 
 static bool ColumnChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
 						  const char *name);
@@ -187,6 +188,50 @@ CreditsGuardLedgerTrigger(FunctionCallInfo fcinfo)
 			 errhint("The extension writes the ledger: add credits with credits.add_credits() or credits.grant_credits().") :
 			 errhint("Correct a balance with a new entry, e.g. credits.add_credits().")));
 	PG_RETURN_NULL();			/* not reached */
+}
+
+/*
+ * credits_restore_ledger_entry
+ *		INSTEAD OF INSERT row trigger on the credits.ledger view (0.3.0).  A
+ *		dump taken before 0.3.0 holds the ledger as a table: restoring it
+ *		inserts into the view.  A role that may restore (CreditsMayRestore)
+ *		gets each row stored in credits.ledger_entries as it was (ledger.c
+ *		writes it); anyone else gets MC009, as for any other write.
+ */
+PG_FUNCTION_INFO_V1(credits_restore_ledger_entry);
+
+Datum
+credits_restore_ledger_entry(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	static const char *const names[LEDGER_RESTORED_COLUMNS] = {
+		"entry_id", "account_id", "delta", "balance_after", "kind", "batch_id",
+		"recharge_id", "note", "created_at", "grant_id"
+	};
+	Datum		values[LEDGER_RESTORED_COLUMNS];
+	bool		nulls[LEDGER_RESTORED_COLUMNS];
+	TupleDesc	desc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_INSTEAD(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_restore_ledger_entry: must be fired INSTEAD OF INSERT FOR EACH ROW")));
+	if (!CreditsMayRestore(RelationGetRelid(trigdata->tg_relation)))
+		return CreditsGuardLedgerTrigger(fcinfo);
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	for (int i = 0; i < LEDGER_RESTORED_COLUMNS; i++)
+	{
+		int			attnum = SPI_fnumber(desc, names[i]);
+
+		if (attnum <= 0)
+			elog(ERROR, "credits: the ledger view has no column \"%s\"", names[i]);
+		values[i] = heap_getattr(trigdata->tg_trigtuple, attnum, desc, &nulls[i]);
+	}
+	LedgerRestoreEntry(values, nulls);
+	return PointerGetDatum(trigdata->tg_trigtuple);
 }
 
 /* Whether column "name" differs between the two row versions. */

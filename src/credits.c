@@ -37,6 +37,8 @@
 #include <limits.h>
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -202,3 +204,22 @@ credits_now(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(CreditsNow());
 }
+
+/*
+ * CreditsMayRestore
+ *		Whether the current role may write rows as a restore does (pg_restore,
+ *		psql -f of a dump): a role that owns the relation, or a superuser,
+ *		acting as itself.  Not inside a SECURITY DEFINER function or any other
+ *		code that runs as another role (SECURITY_LOCAL_USERID_CHANGE), nor in
+ *		a security-restricted operation: a superuser-owned function must not
+ *		become a way for its callers to write rows without the checks.  A
+ *		restore runs as the restoring role itself.
+ */
+bool
+CreditsMayRestore(Oid relid)
+{
+	if (InLocalUserIdChange() || InSecurityRestrictedOperation())
+		return false;
+	return superuser() || credits_owns_relation(relid, GetUserId());
+}
+

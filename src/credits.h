@@ -77,6 +77,7 @@ extern int	CreditsClockOffset;
 
 #include "datatype/timestamp.h"
 extern TimestampTz CreditsNow(void);
+extern bool CreditsMayRestore(Oid relid);
 
 /*
  * The implementations behind the SQL entry points.  Each file's current

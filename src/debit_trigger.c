@@ -294,8 +294,8 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	if (cols.entry[BATCH_ENTRY_ID] > 0)
 	{
 		/*
-		 * The batch's debit entry (a duplicate, never stored, gets zeros to
-		 * pass NOT NULL, as it gets a cost).  Nulls for no grant or recharge.
+		 * The batch's debit entry; none for a duplicate (never stored).
+		 * Nulls for no grant or recharge.
 		 */
 		const int64 entry[NUM_BATCH_ENTRY_COLUMNS] = {
 			[BATCH_ENTRY_ID] = out.entry.entry_id,
@@ -311,8 +311,8 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 				elog(ERROR, "credits: send_batches lacks a column of its debit entry");
 			replace_cols[nreplace] = cols.entry[i];
 			replace_values[nreplace] = Int64GetDatum(entry[i]);
-			replace_nulls[nreplace] = entry[i] == 0 &&
-				(i == BATCH_ENTRY_GRANT_ID || i == BATCH_ENTRY_RECHARGE_ID);
+			replace_nulls[nreplace] = out.entry.entry_id == 0 ||
+				(entry[i] == 0 && (i == BATCH_ENTRY_GRANT_ID || i == BATCH_ENTRY_RECHARGE_ID));
 			nreplace++;
 		}
 	}
@@ -549,9 +549,7 @@ IsRestoredRow(Relation rel, HeapTuple tuple, TupleDesc tupdesc,
 	if (heap_attisnull(tuple, cols->cost, tupdesc) ||
 		heap_attisnull(tuple, cols->status, tupdesc))
 		return false;
-	if (InLocalUserIdChange() || InSecurityRestrictedOperation())
-		return false;
-	return superuser() || credits_owns_relation(RelationGetRelid(rel), GetUserId());
+	return CreditsMayRestore(RelationGetRelid(rel));
 }
 
 /*

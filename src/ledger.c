@@ -587,6 +587,26 @@ LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_id, int64 cos
 }
 
 /*
+ * LedgerRestoreEntry
+ *		Stores a restored ledger row (the columns of the credits.ledger view,
+ *		in its order) in credits.ledger_entries as it was: its entry_id (a
+ *		new one if null) and created_at (now if null).  Nothing else moves:
+ *		the accounts and grants of the dump are restored as they were too.
+ */
+void
+LedgerRestoreEntry(const Datum *values, const bool *nulls)
+{
+	char		n[LEDGER_RESTORED_COLUMNS];
+
+	for (int i = 0; i < LEDGER_RESTORED_COLUMNS; i++)
+		n[i] = nulls[i] ? 'n' : ' ';
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "credits: SPI_connect failed");
+	CreditsExecPlan(PLAN_RESTORE_ENTRY, (Datum *) values, n, 1);
+	SPI_finish();
+}
+
+/*
  * MoveGrant
  *		remaining += delta (closed_at set when it reaches 0, cleared when it
  *		leaves 0); returns the new remaining and, if asked, the expiry.

@@ -89,4 +89,8 @@ extern void LedgerRefundBatch(int64 account_id, int64 batch_id, int64 recharge_i
 							  int64 cost);
 extern void LedgerRepayOwed(int64 account_id);
 
+/* 0.3.0 schemas: a ledger row of a dump taken before 0.3.0 */
+#define LEDGER_RESTORED_COLUMNS 10
+extern void LedgerRestoreEntry(const Datum *values, const bool *nulls);
+
 #endif							/* CREDITS_LEDGER_H */

@@ -49,7 +49,7 @@ typedef struct CreditsPlanSpec
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[9];
+	Oid			argtypes[10];
 } CreditsPlanSpec;
 
 static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
@@ -428,9 +428,9 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 			INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
 	},
 	/*
-	 * PLAN_BATCH_FUNDING: the batch's own entry, by its primary key, and
-	 * its other rows, by ledger_batch_idx.  Every debit row counts: a batch
-	 * debited before 0.2.0 has its one (grantless) debit row here too.
+	 * PLAN_BATCH_FUNDING with the batch's own entry, by its primary key
+	 * (a batch debited before 0.3.0 has none: its debit rows are in
+	 * ledger_entries, read as before).
 	 */
 	[PLAN_BATCH_FUNDING_ENTRIES] = {
 		"SELECT COALESCE(l.grant_id, 0),"
@@ -438,7 +438,8 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		"       pg_catalog.count(*) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'debit')"
 		"  FROM (SELECT b.entry_grant_id AS grant_id, b.entry_delta AS delta,"
 		"               'debit'::pg_catalog.text AS kind"
-		"          FROM credits.send_batches b WHERE b.batch_id" EQ "$1"
+		"          FROM credits.send_batches b"
+		"         WHERE b.batch_id" EQ "$1 AND b.entry_id IS NOT NULL"
 		"        UNION ALL"
 		"        SELECT e.grant_id, e.delta, e.kind FROM credits.ledger_entries e"
 		"         WHERE e.batch_id" EQ "$1"
@@ -446,6 +447,17 @@ static const CreditsPlanSpec plan_specs[NUM_CREDITS_PLANS] = {
 		"           AND (e.kind OPERATOR(pg_catalog.<>) 'debit' OR e.recharge_id IS NOT NULL)) l"
 		" GROUP BY l.grant_id ORDER BY 1",
 		1, {INT8OID}
+	},
+	/* A row of a dump taken before 0.3.0, as it was (batch_guard.c). */
+	[PLAN_RESTORE_ENTRY] = {
+		"INSERT INTO credits.ledger_entries"
+		" (entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note,"
+		"  created_at, grant_id)"
+		" OVERRIDING SYSTEM VALUE"
+		" VALUES (COALESCE($1, pg_catalog.nextval('credits.ledger_entry_id_seq'::pg_catalog.regclass)),"
+		"         $2, $3, $4, $5, $6, $7, $8, COALESCE($9, pg_catalog.now()), $10)",
+		10, {INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID, TEXTOID,
+			 TIMESTAMPTZOID, INT8OID}
 	},
 };
 

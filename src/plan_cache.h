@@ -74,6 +74,7 @@ typedef enum CreditsPlanId
 	/* ledger.c, 0.3.0 schemas */
 	PLAN_WRITE_LEDGER_ENTRIES,	/* queued rows with their entry ids */
 	PLAN_BATCH_FUNDING_ENTRIES, /* PLAN_BATCH_FUNDING with the batch's entry */
+	PLAN_RESTORE_ENTRY,			/* a restored row of the ledger view */
 	NUM_CREDITS_PLANS
 } CreditsPlanId;
 

@@ -269,7 +269,7 @@ keeps_working() {
 	id=$(cut -d/ -f1 <<<"$out")
 	check "$name: its batch_id ($id) is above every batch_id of src ($max_batch)" \
 		test "$id" -gt "$max_batch" 2>/dev/null
-	id=$(q "$db" "SELECT entry_id FROM credits.ledger l JOIN credits.send_batches b USING (batch_id)
+	id=$(q "$db" "SELECT l.entry_id FROM credits.ledger l JOIN credits.send_batches b USING (batch_id)
 	              WHERE b.idempotency_key = 'after-restore' AND l.kind = 'debit'" 2>&1 | head -1)
 	check "$name: its ledger entry_id ($id) is above every entry_id of src ($max_entry)" \
 		test "$id" -gt "$max_entry" 2>/dev/null

@@ -8,7 +8,7 @@
 -- done; everything is rolled back.
 
 BEGIN;
-SELECT plan(245);
+SELECT plan(252);
 
 --------------------------------------------------------------------------------
 -- Extension and schema
@@ -32,8 +32,8 @@ SELECT is(
 	'extension credits is not relocatable');
 
 SELECT tables_are('credits',
-	ARRAY['accounts', 'prices', 'send_batches', 'auto_recharge', 'recharges', 'ledger', 'grants', 'plans'],
-	'schema credits has exactly the eight tables (grants and plans since 0.2.0)');
+	ARRAY['accounts', 'prices', 'send_batches', 'auto_recharge', 'recharges', 'ledger_entries', 'grants', 'plans'],
+	'schema credits has exactly the eight tables (grants and plans since 0.2.0; ledger_entries, the ledger table renamed, since 0.3.0)');
 
 --------------------------------------------------------------------------------
 -- credits.accounts
@@ -183,10 +183,9 @@ SELECT col_type_is('credits', 'recharges', 'failure_reason', 'text', 'recharges.
 -- credits.ledger
 --------------------------------------------------------------------------------
 
-SELECT has_table('credits', 'ledger', 'table credits.ledger exists');
+SELECT has_view('credits', 'ledger', 'credits.ledger is a view (0.3.0): the batches'' debit entries and ledger_entries');
 SELECT has_column('credits', 'ledger', 'entry_id', 'ledger.entry_id exists');
 SELECT col_type_is('credits', 'ledger', 'entry_id', 'bigint', 'ledger.entry_id is bigint');
-SELECT col_is_pk('credits', 'ledger', 'entry_id', 'ledger.entry_id is the primary key');
 SELECT has_column('credits', 'ledger', 'account_id', 'ledger.account_id exists');
 SELECT col_type_is('credits', 'ledger', 'account_id', 'bigint', 'ledger.account_id is bigint');
 SELECT has_column('credits', 'ledger', 'delta', 'ledger.delta exists');
@@ -204,7 +203,26 @@ SELECT col_type_is('credits', 'ledger', 'created_at', 'timestamp with time zone'
 	'ledger.created_at is timestamptz');
 SELECT has_column('credits', 'ledger', 'grant_id', 'ledger.grant_id exists (0.2.0)');
 SELECT col_type_is('credits', 'ledger', 'grant_id', 'bigint', 'ledger.grant_id is bigint');
-SELECT col_is_null('credits', 'ledger', 'grant_id', 'ledger.grant_id is nullable (owed parts, rows before 0.2.0)');
+SELECT has_table('credits', 'ledger_entries', 'table credits.ledger_entries exists');
+SELECT col_is_pk('credits', 'ledger_entries', 'entry_id', 'ledger_entries.entry_id is the primary key');
+SELECT is(
+	(SELECT string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
+	   FROM pg_catalog.pg_attribute a
+	  WHERE a.attrelid = 'credits.ledger_entries'::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+	(SELECT string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
+	   FROM pg_catalog.pg_attribute a
+	  WHERE a.attrelid = 'credits.ledger'::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+	'ledger_entries has the columns of the ledger view, in the same order and types');
+SELECT col_is_null('credits', 'ledger_entries', 'grant_id', 'ledger_entries.grant_id is nullable (owed parts, rows before 0.2.0)');
+SELECT results_eq(
+	$$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+		FROM pg_catalog.pg_attribute a
+	   WHERE a.attrelid = 'credits.send_batches'::regclass AND a.attname LIKE 'entry%' AND NOT a.attisdropped
+	   ORDER BY a.attnum$$,
+	$$VALUES ('entry_id', 'bigint', false), ('entry_delta', 'bigint', false),
+			 ('entry_balance_after', 'bigint', false), ('entry_grant_id', 'bigint', false),
+			 ('entry_recharge_id', 'bigint', false)$$,
+	'send_batches carries its debit entry (0.3.0), nullable: batches debited before 0.3.0 have none');
 
 --------------------------------------------------------------------------------
 -- credits.grants (0.2.0)
@@ -364,18 +382,18 @@ SELECT results_eq(
 SELECT results_eq(
 	$$SELECT i.indexrelid::regclass::text, pg_catalog.pg_get_indexdef(i.indexrelid)
 		FROM pg_catalog.pg_index i
-	   WHERE i.indrelid IN ('credits.ledger'::regclass, 'credits.send_batches'::regclass)
+	   WHERE i.indrelid IN ('credits.ledger_entries'::regclass, 'credits.send_batches'::regclass)
 		 AND i.indexrelid::regclass::text IN ('credits.ledger_one_refund_per_batch_grant', 'credits.ledger_batch_idx',
 											  'credits.ledger_grant_events_idx', 'credits.send_batches_owed_idx',
 											  'credits.ledger_one_refund_per_batch')
 	   ORDER BY 1$$,
 	$$VALUES
 		('credits.ledger_batch_idx',
-		 'CREATE INDEX ledger_batch_idx ON credits.ledger USING btree (batch_id) WHERE ((batch_id IS NOT NULL) AND ((kind <> ''debit''::text) OR (recharge_id IS NOT NULL)))'),
+		 'CREATE INDEX ledger_batch_idx ON credits.ledger_entries USING btree (batch_id) WHERE ((batch_id IS NOT NULL) AND ((kind <> ''debit''::text) OR (recharge_id IS NOT NULL)))'),
 		('credits.ledger_grant_events_idx',
-		 'CREATE INDEX ledger_grant_events_idx ON credits.ledger USING btree (grant_id) WHERE (kind = ANY (ARRAY[''refund''::text, ''expire''::text]))'),
+		 'CREATE INDEX ledger_grant_events_idx ON credits.ledger_entries USING btree (grant_id) WHERE (kind = ANY (ARRAY[''refund''::text, ''expire''::text]))'),
 		('credits.ledger_one_refund_per_batch_grant',
-		 'CREATE UNIQUE INDEX ledger_one_refund_per_batch_grant ON credits.ledger USING btree (batch_id, COALESCE(grant_id, (0)::bigint)) WHERE (kind = ''refund''::text)'),
+		 'CREATE UNIQUE INDEX ledger_one_refund_per_batch_grant ON credits.ledger_entries USING btree (batch_id, COALESCE(grant_id, (0)::bigint)) WHERE (kind = ''refund''::text)'),
 		('credits.send_batches_owed_idx',
 		 'CREATE INDEX send_batches_owed_idx ON credits.send_batches USING btree (account_id, batch_id) WHERE (owed > 0)')$$,
 	'ledger and send_batches: one refund per batch and grant (not per batch), the refund and grant-event indexes, the debts index');
@@ -391,7 +409,7 @@ SELECT results_eq(
 	   WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'r'
 		 AND a.attidentity IN ('a', 'd') AND NOT a.attisdropped
 	   ORDER BY 1, 2$$,
-	$$VALUES ('grants', 'grant_id'), ('ledger', 'entry_id'), ('recharges', 'recharge_id'), ('send_batches', 'batch_id')$$,
+	$$VALUES ('grants', 'grant_id'), ('ledger_entries', 'entry_id'), ('recharges', 'recharge_id'), ('send_batches', 'batch_id')$$,
 	'batch_id, recharge_id, entry_id and grant_id are the identity columns');
 
 SELECT set_eq(
@@ -399,7 +417,7 @@ SELECT set_eq(
 			 unnest(e.extconfig) AS x(oid) JOIN pg_catalog.pg_class c ON c.oid = x.oid
 	   WHERE e.extname = 'credits' AND c.relkind = 'r'$$,
 	ARRAY['credits.accounts', 'credits.prices', 'credits.send_batches',
-		  'credits.auto_recharge', 'credits.recharges', 'credits.ledger',
+		  'credits.auto_recharge', 'credits.recharges', 'credits.ledger_entries',
 		  'credits.grants', 'credits.plans'],
 	'all eight tables are registered with pg_extension_config_dump');
 SELECT set_eq(
@@ -428,7 +446,7 @@ SELECT matches(
 	'recharges.status is one of pending, processing, succeeded, failed, cancelled');
 SELECT matches(
 	(SELECT pg_catalog.pg_get_constraintdef(c.oid) FROM pg_catalog.pg_constraint c
-	  WHERE c.conrelid = 'credits.ledger'::regclass AND c.contype = 'c'
+	  WHERE c.conrelid = 'credits.ledger_entries'::regclass AND c.contype = 'c'
 		AND pg_catalog.pg_get_constraintdef(c.oid) LIKE '%kind%'),
 	'open.*grant.*debit.*recharge.*refund.*plan.*expire.*repay',
 	'ledger.kind is one of open, grant, debit, recharge, refund, plan, expire, repay');
@@ -605,8 +623,12 @@ SELECT is_empty(
 
 SELECT triggers_are('credits', 'send_batches', ARRAY['credits_debit', 'credits_flush', 'credits_guard', 'credits_guard_truncate'],
 	'send_batches has exactly the debit, flush and guard triggers');
-SELECT triggers_are('credits', 'ledger', ARRAY['credits_guard', 'credits_guard_truncate'],
-	'ledger has exactly the guard triggers');
+SELECT triggers_are('credits', 'ledger_entries', ARRAY['credits_guard', 'credits_guard_truncate'],
+	'ledger_entries has exactly the guard triggers');
+SELECT triggers_are('credits', 'ledger', ARRAY['credits_guard', 'credits_restore'],
+	'the ledger view has exactly the guard and restore triggers');
+SELECT trigger_is('credits', 'ledger', 'credits_restore', 'credits', 'restore_ledger_entry',
+	'ledger.credits_restore calls credits.restore_ledger_entry()');
 SELECT trigger_is('credits', 'send_batches', 'credits_debit', 'credits', 'debit_batch',
 	'send_batches.credits_debit calls credits.debit_batch()');
 SELECT trigger_is('credits', 'send_batches', 'credits_guard', 'credits', 'guard_batch',
@@ -615,20 +637,27 @@ SELECT trigger_is('credits', 'send_batches', 'credits_guard_truncate', 'credits'
 	'send_batches.credits_guard_truncate calls credits.guard_batch()');
 SELECT trigger_is('credits', 'ledger', 'credits_guard', 'credits', 'guard_ledger',
 	'ledger.credits_guard calls credits.guard_ledger()');
-SELECT trigger_is('credits', 'ledger', 'credits_guard_truncate', 'credits', 'guard_ledger',
-	'ledger.credits_guard_truncate calls credits.guard_ledger()');
+SELECT trigger_is('credits', 'ledger_entries', 'credits_guard', 'credits', 'guard_ledger',
+	'ledger_entries.credits_guard calls credits.guard_ledger()');
+SELECT trigger_is('credits', 'ledger_entries', 'credits_guard_truncate', 'credits', 'guard_ledger',
+	'ledger_entries.credits_guard_truncate calls credits.guard_ledger()');
 SELECT results_eq(
 	$$SELECT t.tgrelid::regclass::text, t.tgname::text COLLATE "default",
 			 regexp_replace(pg_catalog.pg_get_triggerdef(t.oid), ' EXECUTE .*$', '')
 		FROM pg_catalog.pg_trigger t
-	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass)
+	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass,
+						   'credits.ledger_entries'::regclass)
 		 AND NOT t.tgisinternal
 	   ORDER BY 1, 2$$,
 	$$VALUES
 		('credits.ledger', 'credits_guard',
-		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.ledger FOR EACH ROW'),
-		('credits.ledger', 'credits_guard_truncate',
-		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.ledger FOR EACH STATEMENT'),
+		 'CREATE TRIGGER credits_guard INSTEAD OF DELETE OR UPDATE ON credits.ledger FOR EACH ROW'),
+		('credits.ledger', 'credits_restore',
+		 'CREATE TRIGGER credits_restore INSTEAD OF INSERT ON credits.ledger FOR EACH ROW'),
+		('credits.ledger_entries', 'credits_guard',
+		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.ledger_entries FOR EACH ROW'),
+		('credits.ledger_entries', 'credits_guard_truncate',
+		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.ledger_entries FOR EACH STATEMENT'),
 		('credits.send_batches', 'credits_debit',
 		 'CREATE TRIGGER credits_debit BEFORE INSERT ON credits.send_batches FOR EACH ROW'),
 		('credits.send_batches', 'credits_flush',
@@ -637,10 +666,11 @@ SELECT results_eq(
 		 'CREATE TRIGGER credits_guard BEFORE DELETE OR UPDATE ON credits.send_batches FOR EACH ROW'),
 		('credits.send_batches', 'credits_guard_truncate',
 		 'CREATE TRIGGER credits_guard_truncate BEFORE TRUNCATE ON credits.send_batches FOR EACH STATEMENT')$$,
-	'triggers: BEFORE per row for INSERT/UPDATE/DELETE, BEFORE TRUNCATE per statement, and the AFTER INSERT statement flush');
+	'triggers: BEFORE per row for INSERT/UPDATE/DELETE, BEFORE TRUNCATE per statement, INSTEAD OF on the ledger view, and the AFTER INSERT statement flush');
 SELECT is_empty(
 	$$SELECT t.tgname FROM pg_catalog.pg_trigger t
-	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass)
+	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass,
+						   'credits.ledger_entries'::regclass)
 		 AND NOT t.tgisinternal AND t.tgenabled <> 'O'$$,
 	'the credits triggers are enabled');
 
@@ -716,6 +746,8 @@ SELECT table_privs_are('credits', 'send_batches', 'public', ARRAY[]::text[],
 	'PUBLIC has no privilege on credits.send_batches');
 SELECT table_privs_are('credits', 'ledger', 'public', ARRAY[]::text[],
 	'PUBLIC has no privilege on credits.ledger');
+SELECT table_privs_are('credits', 'ledger_entries', 'public', ARRAY[]::text[],
+	'PUBLIC has no privilege on credits.ledger_entries');
 SELECT table_privs_are('credits', 'grants', 'public', ARRAY[]::text[],
 	'PUBLIC has no privilege on credits.grants');
 SELECT table_privs_are('credits', 'plans', 'public', ARRAY[]::text[],

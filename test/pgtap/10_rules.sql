@@ -6,7 +6,7 @@
 -- idempotency key.  Everything runs in one transaction that is rolled back.
 
 BEGIN;
-SELECT plan(229);
+SELECT plan(232);
 
 -- Helpers, gone at ROLLBACK.
 CREATE FUNCTION pg_temp.bal(bigint) RETURNS bigint LANGUAGE sql AS
@@ -706,7 +706,13 @@ SELECT throws_ok($$UPDATE credits.ledger SET delta = 0 WHERE account_id = 1070$$
 SELECT throws_ok($$DELETE FROM credits.ledger WHERE account_id = 1070$$,
 	'MC009', NULL, 'DELETE from the ledger: MC009');
 SELECT throws_ok($$TRUNCATE credits.ledger$$,
-	'MC009', NULL, 'TRUNCATE of the ledger: MC009');
+	'42809', NULL, 'TRUNCATE of the ledger (a view since 0.3.0): refused by PostgreSQL, 42809');
+SELECT throws_ok($$TRUNCATE credits.ledger_entries$$,
+	'MC009', NULL, 'TRUNCATE of ledger_entries: MC009');
+SELECT throws_ok($$UPDATE credits.ledger_entries SET delta = 0 WHERE account_id = 1070$$,
+	'MC009', NULL, 'UPDATE of ledger_entries: MC009');
+SELECT throws_ok($$UPDATE credits.send_batches SET entry_delta = 0 WHERE account_id = 1070$$,
+	'MC008', NULL, 'UPDATE of a batch''s debit entry: MC008');
 SELECT is(pg_temp.entries(1070), 2::bigint, 'the ledger rows are still there');
 SELECT is(pg_temp.bal(1070), 90::bigint, 'account 1070: balance 90');
 
@@ -792,8 +798,8 @@ SELECT throws_ok($$TRUNCATE credits.send_batches$$,
 	'MC008', NULL, 'a role with TRUNCATE on send_batches still cannot truncate: MC008');
 SELECT throws_ok($$DELETE FROM credits.ledger WHERE account_id = 1080$$,
 	'MC009', NULL, 'a role with DELETE on the ledger still cannot delete: MC009');
-SELECT throws_ok($$TRUNCATE credits.ledger$$,
-	'MC009', NULL, 'a role with TRUNCATE on the ledger still cannot truncate: MC009');
+SELECT throws_ok($$TRUNCATE credits.ledger_entries$$,
+	'MC009', NULL, 'a role with TRUNCATE on ledger_entries still cannot truncate: MC009');
 RESET ROLE;
 
 -- Rule 11: a role with no grant beyond USAGE on the schema (what PUBLIC has, plus USAGE).

@@ -315,7 +315,7 @@ INSERT INTO cases (description, sql, sqlstate) VALUES
 ('DELETE of a ledger row',
 	$$DELETE FROM credits.ledger WHERE account_id = 3001$$, 'MC009'),
 ('TRUNCATE of the ledger',
-	$$TRUNCATE credits.ledger$$, 'MC009');
+	$$TRUNCATE credits.ledger_entries$$, 'MC009');
 
 -- Odd and huge strings in keys, channels, references, notes and reasons
 INSERT INTO cases (description, sql, sqlstate, message) VALUES

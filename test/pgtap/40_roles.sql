@@ -35,7 +35,7 @@
 -- (roles included) is rolled back.
 
 BEGIN;
-SELECT plan(344);
+SELECT plan(345);
 
 CREATE ROLE regress_app;
 CREATE ROLE regress_worker;
@@ -154,7 +154,7 @@ SELECT is(pg_temp.privileges_of('regress_reporting'),
 	'reporting: SELECT on the report views, grants and plans, nothing else');
 SELECT is(pg_temp.privileges_of('regress_auditor'),
 	ARRAY['account_overview:SELECT', 'accounts:SELECT', 'auto_recharge:SELECT', 'balance_by_grant:SELECT',
-		  'grants:SELECT', 'ledger:SELECT', 'plans:SELECT',
+		  'grants:SELECT', 'ledger:SELECT', 'ledger_entries:SELECT', 'plans:SELECT',
 		  'prices:SELECT', 'recharge_history:SELECT', 'recharge_queue:SELECT', 'recharges:SELECT', 'schema:USAGE',
 		  'send_batches:SELECT', 'usage_daily:SELECT', 'usage_monthly:SELECT'],
 	'auditor: SELECT on every table and view (grants and plans included), nothing else');
@@ -546,7 +546,7 @@ SELECT is(pg_temp.attack('regress_cron', $$SELECT credits.renew_plans()$$), 'ok'
 RESET credits.clock_offset;
 -- A 0.1 account (a balance, no grant), as restored from an old dump.
 INSERT INTO credits.accounts (account_id, balance) VALUES (4008, 70);
-INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4008, 70, 70, 'open');
+INSERT INTO credits.ledger_entries (account_id, delta, balance_after, kind) VALUES (4008, 70, 70, 'open');
 SELECT is(pg_temp.attack(NULL, $$SELECT credits.carry_over_balances()$$), 'ok',
 	'attack: carry_over_balances (superuser)');
 
@@ -628,7 +628,7 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_app', 'INSERT into the ledger', $$INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (4002, 1000, 1070, 'grant')$$),
 ('regress_app', 'UPDATE of the ledger', $$UPDATE credits.ledger SET delta = 0$$),
 ('regress_app', 'DELETE from the ledger', $$DELETE FROM credits.ledger$$),
-('regress_app', 'TRUNCATE the ledger', $$TRUNCATE credits.ledger$$),
+('regress_app', 'TRUNCATE the ledger', $$TRUNCATE credits.ledger_entries$$),
 ('regress_app', 'INSERT of a policy', $$INSERT INTO credits.auto_recharge (account_id, enabled, min_balance, max_credits) VALUES (4002, true, 0, 1000000)$$),
 ('regress_app', 'UPDATE of policies', $$UPDATE credits.auto_recharge SET max_credits = 9000000000000000000$$),
 ('regress_app', 'DELETE of policies', $$DELETE FROM credits.auto_recharge$$),
@@ -668,7 +668,7 @@ INSERT INTO denied (role, description, sql) VALUES
 ('regress_app', 'SET session_replication_role = replica', $$SET session_replication_role = replica$$),
 ('regress_app', 'SET LOCAL session_replication_role = replica', $$SET LOCAL session_replication_role = replica$$),
 ('regress_app', 'CREATE TRIGGER on send_batches', $$CREATE TRIGGER regress_skip BEFORE INSERT ON credits.send_batches FOR EACH ROW EXECUTE FUNCTION regress_evil.skip()$$),
-('regress_app', 'CREATE TRIGGER on the ledger', $$CREATE TRIGGER regress_skip BEFORE INSERT ON credits.ledger FOR EACH ROW EXECUTE FUNCTION regress_evil.skip()$$),
+('regress_app', 'CREATE TRIGGER on the ledger', $$CREATE TRIGGER regress_skip BEFORE INSERT ON credits.ledger_entries FOR EACH ROW EXECUTE FUNCTION regress_evil.skip()$$),
 ('regress_app', 'CREATE RULE ... DO INSTEAD NOTHING on send_batches', $$CREATE RULE regress_skip AS ON INSERT TO credits.send_batches DO INSTEAD NOTHING$$),
 ('regress_app', 'a child table INHERITS send_batches (rows without the trigger)', $$CREATE TABLE regress_evil.child () INHERITS (credits.send_batches)$$),
 ('regress_app', 'ENABLE ROW LEVEL SECURITY on accounts', $$ALTER TABLE credits.accounts ENABLE ROW LEVEL SECURITY$$),
