@@ -1481,6 +1481,16 @@ same "nothing in schema credits is open to PUBLIC after the update (functions, t
 	          WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'v', 'S')
 	            AND (has_table_privilege('regress_upg_nobody', c.oid, 'SELECT') OR has_table_privilege('regress_upg_nobody', c.oid, 'INSERT')
 	                 OR has_table_privilege('regress_upg_nobody', c.oid, 'UPDATE') OR has_table_privilege('regress_upg_nobody', c.oid, 'DELETE'))")" "|"
+same "batch_funding of a batch debited after the update from two grants: its batch row's entry and its ledger_entries row" \
+	"$(q upg20 "$REPORTING SELECT string_agg(source || ':' || abs(credits), ',' ORDER BY source) FROM credits.batch_funding($(q upg20 "SELECT max(batch_id) FROM credits.send_batches WHERE account_id = 2"))")" \
+	"promo:20,signup:100"
+# Grants of $PREV lapsing and a plan of $PREV renewing after the update.
+same "expire_grants after the update (the clock 31 days on): the expiring promos of $PREV still open lapse (3's, refunded after the update; 4's, before it; 14's and 15's)" \
+	"$(q upg20 "LOAD 'credits'; SET credits.clock_offset = $((31 * 86400)); SELECT credits.expire_grants(now() + interval '31 days' - interval '1 minute')")|$(q upg20 "SELECT string_agg(account_id || ':' || delta, ',' ORDER BY account_id) FROM credits.ledger WHERE kind = 'expire' AND account_id IN (3, 4, 14, 15)")|$(balances upg20 "3, 4, 14, 15")" \
+	"4|3:-30,4:-30,14:-30,15:-30|3:50/50/0 4:50/50/0 14:50/50/0 15:50/50/0"
+same "renew_plans after the update (the clock 45 days on): the plans of $PREV renew, 2's and 9's (9: an expire row, a plan row)" \
+	"$(q upg20 "LOAD 'credits'; SET credits.clock_offset = $((45 * 86400)); SELECT credits.renew_plans(now() + interval '45 days' - interval '1 minute')")|$(q upg20 "SELECT string_agg(kind || ':' || delta, ',' ORDER BY entry_id) FROM credits.ledger WHERE account_id = 9 AND kind IN ('plan', 'expire')")|$(balances upg20 9)" \
+	"2|plan:400,expire:-300,plan:400,expire:-400,plan:400|9:400/400/0"
 same "$PREV, updated, after new debits and the settlements: verify() returns no rows" "$(q upg20 "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
@@ -1975,11 +1985,15 @@ q fresh "CREATE EXTENSION credits" >/dev/null
 q stepped "CREATE EXTENSION credits VERSION '$OLD'; ALTER EXTENSION credits UPDATE" >/dev/null
 q stepped11 "CREATE EXTENSION credits VERSION '$MID'; ALTER EXTENSION credits UPDATE" >/dev/null
 q stepped20 "CREATE EXTENSION credits VERSION '$PREV'; ALTER EXTENSION credits UPDATE" >/dev/null
+"$PG_BIN/createdb" stepped_twice
+q stepped_twice "CREATE EXTENSION credits VERSION '$OLD'; ALTER EXTENSION credits UPDATE TO '$PREV'" >/dev/null
+q stepped_twice "ALTER EXTENSION credits UPDATE" >/dev/null
 same "a fresh CREATE EXTENSION credits installs $NEW" "$(q fresh "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "$NEW"
 catalog fresh "$WORK/cat_fresh" acl
 catalog stepped "$WORK/cat_stepped" acl
 catalog stepped11 "$WORK/cat_stepped11" acl
 catalog stepped20 "$WORK/cat_stepped20" acl
+catalog stepped_twice "$WORK/cat_stepped_twice" acl
 catalog upg "$WORK/cat_upg"
 catalog upg11 "$WORK/cat_upg11"
 catalog upg20 "$WORK/cat_upg20"
@@ -1989,6 +2003,7 @@ for part in dx extension functions relations columns constraints indexes trigger
 	same_files "fresh and $OLD + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped/$part"
 	same_files "fresh and $MID + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped11/$part"
 	same_files "fresh and $PREV + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped20/$part"
+	same_files "fresh and $OLD + UPDATE TO '$PREV' + UPDATE: same $part (grants included)" "$WORK/cat_fresh/$part" "$WORK/cat_stepped_twice/$part"
 done
 # The workload databases: the same objects; their grants differ by design,
 # but not what pg_init_privs records (a DBA's grants are dumped).
