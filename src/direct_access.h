@@ -71,6 +71,7 @@ extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
 extern bool CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch);
 extern bool CreditsHasGrants(void);
 extern bool CreditsEntriesInBatches(void);
+extern bool CreditsBatchesHaveOtherArbiters(void);
 extern int64 CreditsNextEntryId(void);
 
 /* for row_write.c */
