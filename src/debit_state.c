@@ -1000,13 +1000,7 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 static void
 CheckEntry(Relation rel, const BatchCheck *c, const StoredBatch *b)
 {
-	static const char *const names[NUM_BATCH_ENTRY_COLUMNS] = {
-		[BATCH_ENTRY_ID] = "entry_id",
-		[BATCH_ENTRY_DELTA] = "entry_delta",
-		[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
-		[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
-		[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
-	};
+	const char *const *names = CreditsBatchEntryNames;
 	const int64 debited[NUM_BATCH_ENTRY_COLUMNS] = {
 		[BATCH_ENTRY_ID] = c->entry.entry_id,
 		[BATCH_ENTRY_DELTA] = c->entry.delta,

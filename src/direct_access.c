@@ -122,6 +122,15 @@ static const char *const table_names[NUM_CREDITS_TABLES][2] = {
 
 static CreditsRelations rels;
 
+/* The names of a batch's entry columns, in BatchEntryColumn order. */
+const char *const CreditsBatchEntryNames[NUM_BATCH_ENTRY_COLUMNS] = {
+	[BATCH_ENTRY_ID] = "entry_id",
+	[BATCH_ENTRY_DELTA] = "entry_delta",
+	[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
+	[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
+	[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
+};
+
 /* A row read by key, and what must be released after. */
 typedef struct KeyedRow
 {
@@ -674,16 +683,8 @@ ResolveRelations(void)
 	found.batch_owed = get_attnum(batches, "owed");
 	if (found.entries_in_batches)
 	{
-		static const char *const entry_names[NUM_BATCH_ENTRY_COLUMNS] = {
-			[BATCH_ENTRY_ID] = "entry_id",
-			[BATCH_ENTRY_DELTA] = "entry_delta",
-			[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
-			[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
-			[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
-		};
-
 		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS; i++)
-			found.batch_entry[i] = ColumnNumber(batches, entry_names[i]);
+			found.batch_entry[i] = ColumnNumber(batches, CreditsBatchEntryNames[i]);
 	}
 	found.batch_other_arbiters = OtherArbiters(batches, found.batch_account_id,
 											   found.batch_idempotency_key);

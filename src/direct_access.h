@@ -47,6 +47,8 @@ typedef enum BatchEntryColumn
 	NUM_BATCH_ENTRY_COLUMNS
 } BatchEntryColumn;
 
+extern const char *const CreditsBatchEntryNames[NUM_BATCH_ENTRY_COLUMNS];
+
 /* A stored send batch, as read back by CreditsReadBatchDirect. */
 typedef struct StoredBatch
 {
