@@ -73,7 +73,8 @@ ISOLATION = \
 	expire_vs_refund \
 	renew_vs_settle \
 	expiring_notify \
-	grant_edit_vs_debit
+	grant_edit_vs_debit \
+	entry_order
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS = -I$(srcdir)/src -DCREDITS_VERSION="\"$(EXTVERSION)\""

@@ -84,6 +84,61 @@ BEGIN
 END
 $$;
 
+-- What a DBA put on the ledger table itself stays on it (ledger_entries)
+-- and would stop applying to batches' debits, which the batch rows carry
+-- from now on: triggers, rules, CHECK, UNIQUE, foreign key and exclusion
+-- constraints, unique indexes and columns of the DBA's own.  Row-level
+-- security would stop applying to readers of the view (a view reads its
+-- tables as its owner).  Refuse, and name them: the DBA drops them,
+-- updates, and puts them where they belong (send_batches for debits,
+-- ledger_entries for the rest, a view of their own for row filters).
+DO $$
+DECLARE
+	own text;
+BEGIN
+	SELECT string_agg(what, ', ' ORDER BY what) INTO own
+	  FROM (SELECT format('trigger %s', t.tgname) AS what
+			  FROM pg_catalog.pg_trigger t
+			 WHERE t.tgrelid = 'credits.ledger'::pg_catalog.regclass AND NOT t.tgisinternal
+			   AND t.tgname NOT IN ('credits_guard', 'credits_guard_truncate')
+			UNION ALL
+			SELECT format('rule %s', r.rulename)
+			  FROM pg_catalog.pg_rewrite r
+			 WHERE r.ev_class = 'credits.ledger'::pg_catalog.regclass
+			UNION ALL
+			SELECT format('constraint %s', c.conname)
+			  FROM pg_catalog.pg_constraint c
+			 WHERE c.conrelid = 'credits.ledger'::pg_catalog.regclass
+			   AND c.conname NOT IN ('ledger_pkey', 'ledger_kind_check')
+			UNION ALL
+			SELECT format('unique index %s', x.relname)
+			  FROM pg_catalog.pg_index i
+			  JOIN pg_catalog.pg_class x ON x.oid = i.indexrelid
+			 WHERE i.indrelid = 'credits.ledger'::pg_catalog.regclass AND i.indisunique
+			   AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c WHERE c.conindid = i.indexrelid)
+			   AND x.relname NOT IN ('ledger_one_refund_per_batch_grant', 'ledger_one_credit_per_recharge')
+			UNION ALL
+			SELECT format('column %s', a.attname)
+			  FROM pg_catalog.pg_attribute a
+			 WHERE a.attrelid = 'credits.ledger'::pg_catalog.regclass AND a.attnum > 0
+			   AND NOT a.attisdropped
+			   AND a.attname NOT IN ('entry_id', 'account_id', 'delta', 'balance_after', 'kind',
+									 'batch_id', 'recharge_id', 'note', 'created_at', 'grant_id')
+			UNION ALL
+			SELECT 'row-level security'
+			  FROM pg_catalog.pg_class c
+			 WHERE c.oid = 'credits.ledger'::pg_catalog.regclass
+			   AND (c.relrowsecurity OR EXISTS (SELECT FROM pg_catalog.pg_policy p
+												 WHERE p.polrelid = c.oid))) o;
+	IF own IS NOT NULL THEN
+		RAISE EXCEPTION 'credits 0.3.0 cannot update while credits.ledger carries objects of your own'
+			USING ERRCODE = 'MC029',
+				  DETAIL = format('From 0.3.0 a batch''s debit entry is its send_batches row, so these would no longer apply to debits: %s.', own),
+				  HINT = 'Drop them, run ALTER EXTENSION credits UPDATE, then recreate them: on credits.send_batches for debits, on credits.ledger_entries for the other entries (README, Upgrading).';
+	END IF;
+END
+$$;
+
 --------------------------------------------------------------------------------
 -- The ledger's other entries
 --------------------------------------------------------------------------------
@@ -162,12 +217,23 @@ COMMENT ON FUNCTION credits.restore_ledger_entry() IS
 REVOKE ALL ON FUNCTION credits.restore_ledger_entry() FROM PUBLIC;
 CREATE TRIGGER credits_restore INSTEAD OF INSERT ON credits.ledger
 	FOR EACH ROW EXECUTE FUNCTION credits.restore_ledger_entry();
+-- It must fire under session_replication_role = replica too, the mode a
+-- parallel restore needs: a trigger that does not fire there would let
+-- COPY into the view report its rows and store none.  ALTER TABLE refuses
+-- ENABLE ALWAYS TRIGGER on a view, so it is set here, and the view's
+-- relation cache entry is invalidated (ALTER VIEW) so that every session
+-- sees it.
+UPDATE pg_catalog.pg_trigger SET tgenabled = 'A'
+ WHERE tgrelid = 'credits.ledger'::pg_catalog.regclass AND tgname = 'credits_restore';
+ALTER VIEW credits.ledger SET (security_barrier = true);
 COMMENT ON VIEW credits.ledger IS
 	'The journal: one row per balance change; for every account, balance = sum(delta) and balance_after is the running sum in entry_id order. Debits come from their send_batches rows, every other entry from credits.ledger_entries.';
 
--- Whoever could read the ledger table can read the view.  These grants are
--- the DBA's, not the extension's: pg_init_privs is set back to what a fresh
--- install records, so that pg_dump keeps them.
+-- Whoever could read the ledger table can read the view (PUBLIC included,
+-- if a DBA granted it).  These grants are the DBA's, not the extension's:
+-- pg_init_privs is set back to what a fresh install records, so that
+-- pg_dump keeps them.
+REVOKE ALL ON credits.ledger FROM PUBLIC;
 DO $$
 DECLARE
 	g record;
@@ -186,7 +252,6 @@ BEGIN
 	END LOOP;
 END
 $$;
-REVOKE ALL ON credits.ledger FROM PUBLIC;
 UPDATE pg_catalog.pg_init_privs ip
    SET initprivs = pg_catalog.acldefault('r', c.relowner)
   FROM pg_catalog.pg_class c

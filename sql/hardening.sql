@@ -308,8 +308,15 @@ VALUES (1230100, 1230, 0, 100, 'grant', 'restored', '2026-01-01 00:00:00+00');
 COPY credits.ledger (entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, created_at, grant_id) FROM stdin;
 1230101	1230	0	100	grant	\N	\N	copied	2026-01-02 00:00:00+00	\N
 \.
+-- also with session_replication_role = replica (a parallel restore): the
+-- trigger fires always, or COPY would report rows it never stored
+SET LOCAL session_replication_role = replica;
+COPY credits.ledger (entry_id, account_id, delta, balance_after, kind, note, created_at) FROM stdin;
+1230102	1230	0	100	grant	replica	2026-01-03 00:00:00+00
+\.
+RESET session_replication_role;
 SELECT entry_id, account_id, delta, balance_after, kind, note, created_at AT TIME ZONE 'UTC' AS created_utc
-  FROM credits.ledger_entries WHERE entry_id IN (1230100, 1230101) ORDER BY entry_id;
+  FROM credits.ledger_entries WHERE entry_id IN (1230100, 1230101, 1230102) ORDER BY entry_id;
 CREATE FUNCTION regress_forge_entry() RETURNS void SECURITY DEFINER LANGUAGE sql
 	AS $$ INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (1230, 5, 105, 'grant') $$;
 SAVEPOINT s;
@@ -379,4 +386,34 @@ SELECT status FROM credits.complete_recharge(1240000, 'ref-1241');
 SELECT cost, status, owed FROM credits.send_batches WHERE account_id = 1241;
 SELECT kind, delta, balance_after, grant_id IS NOT NULL AS has_grant FROM credits.ledger
  WHERE account_id = 1241 ORDER BY entry_id;
+SELECT * FROM credits.verify();
+
+--
+-- ON CONFLICT DO NOTHING on a unique index of a DBA's (not the idempotency
+-- key, which the debit checks first): the row would be debited, then
+-- skipped.  With such an index every debited row is read back at the end of
+-- the statement, and a skipped one refuses the statement (MC022): nothing
+-- is debited.  (A conflict that raises 23505 rolls back anyway.)
+--
+SELECT balance FROM credits.open_account(1250, 100);
+ALTER TABLE credits.send_batches ADD COLUMN regress_ext_ref text;
+CREATE UNIQUE INDEX regress_ext_ref ON credits.send_batches (account_id, regress_ext_ref);
+INSERT INTO credits.send_batches (account_id, messages, regress_ext_ref) VALUES (1250, 5, 'a');
+INSERT INTO credits.send_batches (account_id, messages, regress_ext_ref) VALUES (1250, 5, 'a')
+	ON CONFLICT (account_id, regress_ext_ref) DO NOTHING;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO credits.send_batches (account_id, messages, regress_ext_ref) VALUES (1250, 7, 'b'), (1250, 5, 'a')
+	ON CONFLICT DO NOTHING;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO credits.send_batches (account_id, messages, regress_ext_ref) VALUES (1250, 5, 'a');
+\echo :LAST_ERROR_SQLSTATE
+-- rows that do not conflict are debited as usual, read back or not
+INSERT INTO credits.send_batches (account_id, messages, regress_ext_ref) VALUES (1250, 7, 'b'), (1250, 3, 'c')
+	ON CONFLICT DO NOTHING;
+SELECT * FROM regress_totals(1250);
+DROP INDEX credits.regress_ext_ref;
+ALTER TABLE credits.send_batches DROP COLUMN regress_ext_ref;
+-- and without the index, nothing is read back: a statement debits as before
+INSERT INTO credits.send_batches (account_id, messages) VALUES (1250, 1);
+SELECT * FROM regress_totals(1250);
 SELECT * FROM credits.verify();

@@ -34,6 +34,7 @@
 #include "utils/rel.h"
 
 #include "credits.h"
+#include "direct_access.h"
 #include "ledger.h"
 
 static bool ColumnChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
@@ -105,10 +106,7 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 		};
 
 		/* 0.3.0: the batch's own debit entry, a ledger entry like any */
-		static const char *const entry[] = {
-			"entry_id", "entry_delta", "entry_balance_after", "entry_grant_id",
-			"entry_recharge_id"
-		};
+		const char *const *entry = CreditsBatchEntryNames;
 
 		for (int i = 0; i < (int) lengthof(debited); i++)
 			if (ColumnChanged(oldtup, newtup, desc, debited[i]))
@@ -116,7 +114,7 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
 						 errmsg("column \"%s\" of a send batch cannot be changed", debited[i]),
 						 errdetail("The batch was priced and debited when it was inserted.")));
-		for (int i = 0; i < (int) lengthof(entry) && SPI_fnumber(desc, entry[i]) > 0; i++)
+		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS && CreditsEntriesInBatches(); i++)
 			if (ColumnChanged(oldtup, newtup, desc, entry[i]))
 				ereport(ERROR,
 						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),

@@ -69,6 +69,9 @@
 #include "ledger.h"
 #include "plan_cache.h"
 
+/* What LaterTriggerNames says when there is none. */
+#define NO_LATER_TRIGGERS "none found"
+
 /* Ledger rows queued before they are written mid-statement. */
 #define FLUSH_CHUNK 8192
 
@@ -944,6 +947,13 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 						 errhint("Make that trigger fire before credits_debit (triggers fire in name order), or do its work in an AFTER trigger.")));
 			continue;
 		}
+		if (!stored && strcmp(LaterTriggerNames(rel), NO_LATER_TRIGGERS) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT),
+					 errmsg("send batch %lld was debited but not stored", (long long) c->batch_id),
+					 errdetail("ON CONFLICT DO NOTHING skipped it for a unique index or exclusion constraint other than (account_id, idempotency_key), which the debit cannot check first, after %lld credits were debited for it.",
+							   (long long) c->cost),
+					 errhint("Make duplicate batches conflict on (account_id, idempotency_key) (an idempotency key), or let the conflict raise an error instead of DO NOTHING.")));
 		if (!stored)
 			ereport(ERROR,
 					(errcode(ERRCODE_CREDITS_BATCH_CHANGED_AFTER_DEBIT),
@@ -990,13 +1000,7 @@ VerifyChecks(DebitLayer *layer, Relation rel)
 static void
 CheckEntry(Relation rel, const BatchCheck *c, const StoredBatch *b)
 {
-	static const char *const names[NUM_BATCH_ENTRY_COLUMNS] = {
-		[BATCH_ENTRY_ID] = "entry_id",
-		[BATCH_ENTRY_DELTA] = "entry_delta",
-		[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
-		[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
-		[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
-	};
+	const char *const *names = CreditsBatchEntryNames;
 	const int64 debited[NUM_BATCH_ENTRY_COLUMNS] = {
 		[BATCH_ENTRY_ID] = c->entry.entry_id,
 		[BATCH_ENTRY_DELTA] = c->entry.delta,
@@ -1051,7 +1055,7 @@ LaterTriggerNames(Relation rel)
 								 TRIGGER_TYPE_INSERT))
 			appendStringInfo(&names, "%s\"%s\"", names.len > 0 ? ", " : "", t->tgname);
 	}
-	return names.len > 0 ? names.data : "none found";
+	return names.len > 0 ? names.data : NO_LATER_TRIGGERS;
 }
 
 static void

@@ -174,6 +174,9 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	tupdesc = RelationGetDescr(rel);
 	tuple = trigdata->tg_trigtuple;
 	LookUpColumns(tupdesc, &cols);
+	/* the entry columns are the extension's only in a 0.3.0 schema */
+	if (!CreditsEntriesInBatches())
+		memset(cols.entry, 0, sizeof(cols.entry));
 
 	/*
 	 * A row that already carries its cost and status, written by the table
@@ -264,7 +267,7 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	PG_TRY();
 	{
 		out = DebitBatch(batch_id, account_id, messages, channel, idempotency_key,
-						 LaterRowTriggers(trigdata));
+						 LaterRowTriggers(trigdata) || CreditsBatchesHaveOtherArbiters());
 	}
 	PG_FINALLY();
 	{

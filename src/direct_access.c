@@ -53,6 +53,7 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_index.h"
 #include "commands/sequence.h"
 #include "executor/tuptable.h"
 #include "storage/lmgr.h"
@@ -60,6 +61,7 @@
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -97,6 +99,7 @@ typedef struct CreditsRelations
 									 * entry, TABLE_LEDGER is ledger_entries */
 	AttrNumber	batch_entry[NUM_BATCH_ENTRY_COLUMNS];	/* 0.3.0 */
 	Oid			ledger_sequence;	/* entry_id's, found on first use */
+	bool		batch_other_arbiters;	/* see CreditsBatchesHaveOtherArbiters */
 	bool		has_grants;		/* a 0.2.0 schema: grants exist */
 	AttrNumber	grant_id;
 	AttrNumber	grant_remaining;
@@ -118,6 +121,15 @@ static const char *const table_names[NUM_CREDITS_TABLES][2] = {
 };
 
 static CreditsRelations rels;
+
+/* The names of a batch's entry columns, in BatchEntryColumn order. */
+const char *const CreditsBatchEntryNames[NUM_BATCH_ENTRY_COLUMNS] = {
+	[BATCH_ENTRY_ID] = "entry_id",
+	[BATCH_ENTRY_DELTA] = "entry_delta",
+	[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
+	[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
+	[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
+};
 
 /* A row read by key, and what must be released after. */
 typedef struct KeyedRow
@@ -145,6 +157,7 @@ static bool BeginKeyedRow(KeyedRow *row, CreditsTable which, Datum key,
 						  RegProcedure eqproc, Snapshot snapshot);
 static void EndKeyedRow(KeyedRow *row);
 static void InvalidateRelations(Datum arg, Oid relid);
+static bool OtherArbiters(Oid relid, AttrNumber account_id, AttrNumber idempotency_key);
 
 /*
  * CreditsLockAccountDirect
@@ -338,6 +351,54 @@ CreditsEntriesInBatches(void)
 {
 	ResolveRelations();
 	return rels.entries_in_batches;
+}
+
+/*
+ * CreditsBatchesHaveOtherArbiters
+ *		Whether send_batches has a unique index or exclusion constraint of a
+ *		DBA's besides its primary key and (account_id, idempotency_key).  The
+ *		trigger checks only the idempotency key before it debits; a row that
+ *		conflicts on another one is debited and then skipped by ON CONFLICT
+ *		DO NOTHING.  With such an index every debited row is read back at
+ *		the end of the statement (debit_state.c), so that is refused (MC022)
+ *		instead of losing the debit.
+ */
+bool
+CreditsBatchesHaveOtherArbiters(void)
+{
+	ResolveRelations();
+	return rels.batch_other_arbiters;
+}
+
+/* See CreditsBatchesHaveOtherArbiters; read when the names are resolved. */
+static bool
+OtherArbiters(Oid relid, AttrNumber account_id, AttrNumber idempotency_key)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		other = false;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "credits: cache lookup failed for index %u", lfirst_oid(lc));
+		index = (Form_pg_index) GETSTRUCT(tuple);
+		if ((index->indisunique || index->indisexclusion) && !index->indisprimary &&
+			!(index->indisunique && !index->indisexclusion && index->indnkeyatts == 2 &&
+			  index->indkey.values[0] == account_id &&
+			  index->indkey.values[1] == idempotency_key &&
+			  heap_attisnull(tuple, Anum_pg_index_indexprs, NULL) &&
+			  heap_attisnull(tuple, Anum_pg_index_indpred, NULL)))
+			other = true;
+		ReleaseSysCache(tuple);
+	}
+	list_free(indexes);
+	table_close(rel, AccessShareLock);
+	return other;
 }
 
 /*
@@ -622,17 +683,11 @@ ResolveRelations(void)
 	found.batch_owed = get_attnum(batches, "owed");
 	if (found.entries_in_batches)
 	{
-		static const char *const entry_names[NUM_BATCH_ENTRY_COLUMNS] = {
-			[BATCH_ENTRY_ID] = "entry_id",
-			[BATCH_ENTRY_DELTA] = "entry_delta",
-			[BATCH_ENTRY_BALANCE_AFTER] = "entry_balance_after",
-			[BATCH_ENTRY_GRANT_ID] = "entry_grant_id",
-			[BATCH_ENTRY_RECHARGE_ID] = "entry_recharge_id",
-		};
-
 		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS; i++)
-			found.batch_entry[i] = ColumnNumber(batches, entry_names[i]);
+			found.batch_entry[i] = ColumnNumber(batches, CreditsBatchEntryNames[i]);
 	}
+	found.batch_other_arbiters = OtherArbiters(batches, found.batch_account_id,
+											   found.batch_idempotency_key);
 	found.valid = (invalidations == invalidations_before);
 	rels = found;
 	generation++;

@@ -47,6 +47,8 @@ typedef enum BatchEntryColumn
 	NUM_BATCH_ENTRY_COLUMNS
 } BatchEntryColumn;
 
+extern const char *const CreditsBatchEntryNames[NUM_BATCH_ENTRY_COLUMNS];
+
 /* A stored send batch, as read back by CreditsReadBatchDirect. */
 typedef struct StoredBatch
 {
@@ -71,6 +73,7 @@ extern bool CreditsReadPriceDirect(const char *channel, int32 *price);
 extern bool CreditsReadBatchDirect(int64 batch_id, StoredBatch *batch);
 extern bool CreditsHasGrants(void);
 extern bool CreditsEntriesInBatches(void);
+extern bool CreditsBatchesHaveOtherArbiters(void);
 extern int64 CreditsNextEntryId(void);
 
 /* for row_write.c */
