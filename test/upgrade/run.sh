@@ -1472,6 +1472,7 @@ same "reporting: the report views, balance_by_grant, batch_funding of a batch of
 	          FROM credits.batch_funding($b2)")" \
 	"t|t|t|2|plan:1000,signup:200"
 fails_with "reporting: still cannot read send_batches" upg20 42501 "$REPORTING SELECT count(*) FROM credits.send_batches"
+note "reporting, COPY credits.ledger TO STDOUT (the table form, as \\copy credits.ledger does) after the update: $(code upg20 "$REPORTING COPY credits.ledger TO STDOUT") (a view: COPY (SELECT * FROM credits.ledger) TO works: $(code upg20 "$REPORTING COPY (SELECT * FROM credits.ledger) TO STDOUT"))"
 same "policy admin: add_credits, enable_auto_recharge, expire_recharges and verify" \
 	"$(q upg20 "$ADMIN SELECT credits.add_credits(12, 100); SELECT (credits.enable_auto_recharge(12, 0, 500)).enabled;
 	          SELECT credits.expire_recharges(); SELECT count(*) FROM credits.verify()" | tr '\n' ' ')" "100 t 0 0 "
@@ -1567,9 +1568,9 @@ same "... the update (nothing moves) runs, and verify() still reports exactly th
 say "2g. what a DBA gave on or hung off the ledger table, after the update"
 # Grants on credits.ledger (to PUBLIC, with grant option, on columns) are
 # the DBA's: whoever could read the ledger before the update reads the view
-# after it.  A DBA's foreign key to the ledger would follow the table and
-# block the move of the first debits: refused like a view.  A DBA's trigger
-# on the ledger table moves with it (noted: it no longer sees first debits).
+# after it.  A DBA's foreign key to the ledger, trigger, CHECK constraint or
+# column on it would stop applying to debits (the batch rows carry them):
+# refused (MC029), each named, nothing changed; with them gone it runs.
 "$PG_BIN/createdb" dba20
 pg -d dba20 >"$WORK/dba20.log" 2>&1 <<SQL || { not_ok "set-up of dba20"; sed 's/^/#   /' "$WORK/dba20.log" | head; }
 CREATE EXTENSION credits VERSION '$PREV';
@@ -1583,12 +1584,25 @@ CREATE TABLE public.audit (entry_id bigint, kind text);
 CREATE FUNCTION public.audit_ledger() RETURNS trigger LANGUAGE plpgsql AS
 \$\$BEGIN INSERT INTO public.audit VALUES (NEW.entry_id, NEW.kind); RETURN NULL; END\$\$;
 CREATE TRIGGER audit AFTER INSERT ON credits.ledger FOR EACH ROW EXECUTE FUNCTION public.audit_ledger();
+ALTER TABLE credits.ledger ADD COLUMN audited boolean;
+ALTER TABLE credits.ledger ADD CONSTRAINT dba_nonzero CHECK (delta <> 0 OR kind = 'open');
 CREATE TABLE public.disputes (entry_id bigint REFERENCES credits.ledger (entry_id), reason text);
 INSERT INTO public.disputes SELECT min(entry_id), 'wrong price' FROM credits.ledger WHERE kind = 'debit';
 SQL
 fails_with "a DBA's table with a foreign key to credits.ledger: the update is refused" dba20 MC029 "ALTER EXTENSION credits UPDATE"
 out=$(pg -d dba20 -c "ALTER EXTENSION credits UPDATE" 2>&1)
 expect "the refusal names the foreign key" "disputes" "$out"
+table_dump dba20 "$WORK/dba20_before"
+fails_with "without the foreign key, the DBA's trigger, CHECK and column on the ledger table: the update is refused" dba20 MC029 \
+	"DROP TABLE public.disputes; ALTER EXTENSION credits UPDATE"
+out=$(pg -d dba20 -c "DROP TABLE public.disputes; ALTER EXTENSION credits UPDATE" 2>&1)
+expect "the refusal names the trigger" "trigger audit" "$out"
+expect "the refusal names the CHECK constraint" "constraint dba_nonzero" "$out"
+expect "the refusal names the column" "column audited" "$out"
+note "the refusal: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+table_dump dba20 "$WORK/dba20_after"
+same "refused: still at $PREV, every row as it was" \
+	"$(q dba20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")|$(cmp -s "$WORK/dba20_before" "$WORK/dba20_after" && echo same)" "$PREV|same"
 privs() {	# privs DB: who reads what of credits.ledger (the worker's column grants, PUBLIC aside)
 	q "$1" "SELECT has_table_privilege('regress_upg_nobody', 'credits.ledger', 'SELECT') || ' ' ||
 	              has_table_privilege('regress_upg_admin', 'credits.ledger', 'SELECT WITH GRANT OPTION') || ' ' ||
@@ -1598,8 +1612,9 @@ privs() {	# privs DB: who reads what of credits.ledger (the worker's column gran
 }
 privs_before=$(privs dba20)
 same "$PREV: PUBLIC reads the ledger, admin with grant option, worker three columns" "$privs_before" "true true entry_id,account_id,delta"
-out=$(q dba20 "DROP TABLE public.disputes; ALTER EXTENSION credits UPDATE")
-same "without the foreign key, the update runs" "$out|$(q dba20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "|$NEW"
+out=$(q dba20 "DROP TABLE public.disputes; DROP TRIGGER audit ON credits.ledger; ALTER TABLE credits.ledger DROP CONSTRAINT dba_nonzero, DROP COLUMN audited;
+               ALTER EXTENSION credits UPDATE")
+same "with all of them gone, the update runs" "$out|$(q dba20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")" "|$NEW"
 same "updated: the same roles read the same of credits.ledger, the view (PUBLIC's SELECT, the grant option, the column grants)" "$(privs dba20)" "$privs_before"
 same "updated: PUBLIC's SELECT is PUBLIC's on the view alone: nothing else in schema credits opened" \
 	"$(q dba20 "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c
@@ -1608,9 +1623,10 @@ same "updated: PUBLIC's SELECT is PUBLIC's on the view alone: nothing else in sc
 note "updated: credits.ledger ACL $(q dba20 "SELECT coalesce(relacl::text, 'default') FROM pg_class WHERE oid = 'credits.ledger'::regclass"), column ACLs $(q dba20 "SELECT coalesce(string_agg(attname || ' ' || attacl::text, ', '), 'none') FROM pg_attribute WHERE attrelid = 'credits.ledger'::regclass AND attacl IS NOT NULL")"
 same "updated: PUBLIC reads the rows of the view (as it read the table's)" \
 	"$(q dba20 "$NOBODY SELECT count(*) FROM credits.ledger")" "$(q dba20 "SELECT count(*) FROM credits.ledger")"
-audit_before=$(q dba20 "SELECT count(*) FROM public.audit")
-q dba20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 3)" >/dev/null
-note "a DBA's AFTER INSERT trigger on the ledger table is on $(q dba20 "SELECT tgrelid::regclass FROM pg_trigger WHERE tgname = 'audit'") after the update; a debit after it added $(( $(q dba20 "SELECT count(*) FROM public.audit") - audit_before )) audit rows (one before the update: the debit's entry is on the batch row now)"
+same "updated: with a dropped column in ledger_entries (the DBA's), add_credits and a debit of two grants write their rows" \
+	"$(q dba20 "SELECT credits.add_credits(1, 50)")|$(q dba20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 30) RETURNING cost")|$(q dba20 "SELECT string_agg(g.source || ':' || l.delta, ',' ORDER BY l.entry_id) FROM credits.ledger l JOIN credits.grants g USING (grant_id)
+	          WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches)")" \
+	"60|30|promo:-10,purchase:-20"
 same "updated: verify() returns no rows" "$(q dba20 "SELECT * FROM credits.verify()")" ""
 
 ################################################################################
@@ -2082,6 +2098,11 @@ same "restored from $PREV into $NEW: verify() returns no rows; the reporting rol
 same "restored from $PREV into $NEW: new debits (two grants), the refund of a batch of the dump, verify()" \
 	"$(q restored_prev_plain "SELECT credits.grant_credits(2, 50, 'promo') > 0; INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5), (2, 120) RETURNING cost" | tr '\n' ' ')|$(q restored_prev_plain "SELECT (credits.fail_recharge(recharge_id, 'declined', claim_token)).status FROM credits.recharges WHERE account_id = 3")|$(q restored_prev_plain "SELECT string_agg(kind || ':' || delta, ',' ORDER BY entry_id) FROM credits.ledger WHERE account_id = 3 AND kind = 'refund'")|$(q restored_prev_plain "SELECT count(*) FROM credits.verify()")" \
 	"t 5 120 |failed|refund:20,refund:50,refund:30|0"
+"$PG_BIN/createdb" restored_prev_par
+PGOPTIONS='-c session_replication_role=replica' "$PG_BIN/pg_restore" -j 3 -d restored_prev_par "$WORK/prev.dump" >"$WORK/restore_prev_par.log" 2>&1
+same "the $PREV dump restored into $NEW in parallel (pg_restore -j 3, session_replication_role = replica): no error, the ledger as it was, verify() empty" \
+	"$?|$(head -3 "$WORK/restore_prev_par.log")|$(pg -d restored_prev_par -c "COPY (SELECT * FROM credits.ledger ORDER BY entry_id) TO STDOUT" | cmp -s - "$WORK/ledger_before_upg20" && echo same)|$(q restored_prev_par "SELECT count(*) FROM credits.verify()")" \
+	"0||same|0"
 fails_with "restored into $NEW: an INSERT into the ledger view by a role that may not restore is refused" restored_prev_plain MC009 \
 	"GRANT USAGE ON SCHEMA credits TO regress_upg_admin; GRANT INSERT ON credits.ledger TO regress_upg_admin; $ADMIN INSERT INTO credits.ledger (account_id, delta, balance_after, kind) VALUES (1, 0, 0, 'open')"
 
