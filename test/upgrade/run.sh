@@ -297,12 +297,6 @@ ledger_before() {
 	pg -d "$1" -c "COPY (SELECT entry_id, account_id, delta, balance_after, kind, batch_id, recharge_id, note, created_at, $g
 	                     FROM credits.ledger ORDER BY entry_id) TO STDOUT" >"$2"
 }
-# qb DB FILE SQL: q with FILE (from ledger_before) loaded as temp table "before".
-qb() {
-	pg -d "$1" -At -c "CREATE TEMP TABLE before (entry_id bigint, account_id bigint, delta bigint, balance_after bigint,
-	                   kind text, batch_id bigint, recharge_id bigint, note text, created_at timestamptz, grant_id bigint)" \
-		-c "\\copy before FROM '$2'" -c "$3" 2>&1
-}
 LEDGER_COLUMNS="entry_id:bigint,account_id:bigint,delta:bigint,balance_after:bigint,kind:text,batch_id:bigint,recharge_id:bigint,note:text,created_at:timestamp with time zone,grant_id:bigint"
 # entry_checks DB LABEL FILE: what the update to 0.3.0 must have made of the
 # ledger (FILE: ledger_before, taken right before it), checked right after it.
