@@ -99,7 +99,9 @@
 #      0.3.0 databases: debits and settlement work, their SQLSTATE classes;
 #      keep10 and keep11 without grant tables or columns, one ledger row per
 #      debit, recharge and refund; keep20 writing its ledger table (debit
-#      rows per grant, repay pairs, refunds), no entry columns.
+#      rows per grant, repay pairs, refunds), no entry columns; and
+#      databases at 0.1.0, 0.1.1 and 0.2.0 with a DBA's view named
+#      credits.ledger_entries still debit the way of their version.
 #
 # Prints "ok - ..." / "not ok - ..." per check, "# ..." notes, and
 # "N passed, N failed"; exits non-zero on any failure.  Safe to run again:
@@ -2272,6 +2274,29 @@ fails_with "$PREV, never updated: DELETE from the ledger table" keep20 MC009 "DE
 same "$PREV, never updated: the ledger kinds, one ledger row per entry in the table, and verify() returns no rows" \
 	"$(q keep20 "SELECT string_agg(DISTINCT kind, ',') FROM credits.ledger")|$(q keep20 "SELECT count(*) FROM credits.ledger")|$(q keep20 "SELECT * FROM credits.verify()")" \
 	"debit,grant,open,recharge,refund,repay|17|"
+
+# The library tells a $NEW schema by its tables, not by a DBA's objects: a
+# DBA's own relation named credits.ledger_entries (a view over the ledger)
+# in a database not yet at $NEW must not make it write the $NEW way.
+for v in $OLD $MID $PREV; do
+	db=ownrel_${v//./}
+	"$PG_BIN/createdb" $db
+	q $db "CREATE EXTENSION credits VERSION '$v'; SELECT credits.open_account(1, 100);
+	       CREATE VIEW credits.ledger_entries AS SELECT * FROM credits.ledger" >/dev/null
+	same "$v, never updated, with a DBA's view named credits.ledger_entries: a debit writes the ledger table, verify() empty" \
+		"$(q $db "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5) RETURNING cost")|$(q $db "SELECT count(*) FROM credits.ledger WHERE kind = 'debit'")|$(q $db "SELECT count(*) FROM credits.verify()")" \
+		"5|1|0"
+done
+# The same for 0.2.0's tables in a 0.1 database (a library-wide rule since 0.2.0).
+for v in $OLD $MID; do
+	db=owngrants_${v//./}
+	"$PG_BIN/createdb" $db
+	q $db "CREATE EXTENSION credits VERSION '$v'; SELECT credits.open_account(1, 100);
+	       CREATE VIEW credits.grants AS SELECT account_id, balance FROM credits.accounts" >/dev/null
+	same "$v, never updated, with a DBA's view named credits.grants: a debit works as in $v, verify() empty" \
+		"$(q $db "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5) RETURNING cost")|$(q $db "SELECT count(*) FROM credits.ledger WHERE kind = 'debit'")|$(q $db "SELECT count(*) FROM credits.verify()")" \
+		"5|1|0"
+done
 
 elapsed=$(( $(date +%s) - built ))
 check "the suite ran in under five minutes (the frozen suites, 0.2.0's bulk included, take most of it; $elapsed s after a build of $((built - started)) s)" test "$elapsed" -lt 300
