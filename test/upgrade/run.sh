@@ -67,8 +67,10 @@
 #      function then reads the view); verify()'s check 21; a batch without a
 #      debit row is not refused, verify() still reports it.  2g: a DBA's
 #      grants on the ledger (PUBLIC, grant option, columns) read the view
-#      after the update; a DBA's foreign key to the ledger is refused; a
-#      DBA's trigger on the ledger table (noted).  2h: the update from 0.2.0
+#      after the update; a DBA's foreign key to the ledger, trigger, CHECK
+#      and column on it are refused (MC029), each named, nothing changed; a
+#      dropped column left in ledger_entries; a DBA's publication of the
+#      ledger table refused or still carrying the debits.  2h: the update from 0.2.0
 #      rolled back (the session writes the ledger table again), run between
 #      debits of one transaction, and a debit waiting on its locks.
 #   3. the new version in that database: MC codes (the entry columns' and
@@ -1624,6 +1626,17 @@ same "updated: with a dropped column in ledger_entries (the DBA's), add_credits 
 	          WHERE l.batch_id = (SELECT max(batch_id) FROM credits.send_batches)")" \
 	"60|30|promo:-10,purchase:-20"
 same "updated: verify() returns no rows" "$(q dba20 "SELECT * FROM credits.verify()")" ""
+
+# A DBA's publication of the ledger table (change data capture to a
+# warehouse): it would follow the table and stop carrying debits.
+"$PG_BIN/createdb" pub20
+q pub20 "CREATE EXTENSION credits VERSION '$PREV'; SELECT credits.open_account(1, 100);
+         INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5);
+         CREATE PUBLICATION ledger_cdc FOR TABLE credits.ledger" >/dev/null 2>&1
+out=$(code pub20 "ALTER EXTENSION credits UPDATE")
+note "a DBA's publication FOR TABLE credits.ledger: the update gives $out; the publication then carries $(q pub20 "SELECT coalesce(string_agg(schemaname || '.' || tablename, ', '), 'nothing') FROM pg_publication_tables WHERE pubname = 'ledger_cdc'")"
+same "a DBA's publication FOR TABLE credits.ledger: the update is refused (MC029), or the publication still carries every debit entry" \
+	"$([ "$out" = MC029 ] && echo ok || q pub20 "SELECT CASE WHEN count(*) FILTER (WHERE tablename = 'send_batches') > 0 THEN 'ok' ELSE 'updated (' || coalesce(string_agg(tablename, ','), 'nothing') || ' published, not the batches'' debit entries)' END FROM pg_publication_tables WHERE pubname = 'ledger_cdc'")" "ok"
 
 ################################################################################
 say "2h. the update from $PREV rolled back, inside a transaction, and while debits wait on it"
