@@ -78,7 +78,7 @@ BEGIN
 	IF dependents IS NOT NULL THEN
 		RAISE EXCEPTION 'credits 0.3.0 cannot update while objects of your own read credits.ledger'
 			USING ERRCODE = 'MC029',
-				  DETAIL = format('They would read credits.ledger_entries after the update, without the batches'' debits: %s.', dependents),
+				  DETAIL = format('They would read credits.ledger_entries after the update, without the debits of the batches inserted after it: %s.', dependents),
 				  HINT = 'Drop them, run ALTER EXTENSION credits UPDATE, and create them again: they then read the credits.ledger view.';
 	END IF;
 END
@@ -87,7 +87,8 @@ $$;
 -- What a DBA put on the ledger table itself stays on it (ledger_entries)
 -- and would stop applying to batches' debits, which the batch rows carry
 -- from now on: triggers, rules, CHECK, UNIQUE, foreign key and exclusion
--- constraints, unique indexes and columns of the DBA's own.  Row-level
+-- constraints, unique indexes, columns and publications (FOR TABLE) of the
+-- DBA's own.  Row-level
 -- security would stop applying to readers of the view (a view reads its
 -- tables as its owner).  Refuse, and name them: the DBA drops them,
 -- updates, and puts them where they belong (send_batches for debits,
@@ -125,6 +126,11 @@ BEGIN
 			   AND a.attname NOT IN ('entry_id', 'account_id', 'delta', 'balance_after', 'kind',
 									 'batch_id', 'recharge_id', 'note', 'created_at', 'grant_id')
 			UNION ALL
+			SELECT format('publication %s', p.pubname)
+			  FROM pg_catalog.pg_publication_rel pr
+			  JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+			 WHERE pr.prrelid = 'credits.ledger'::pg_catalog.regclass
+			UNION ALL
 			SELECT 'row-level security'
 			  FROM pg_catalog.pg_class c
 			 WHERE c.oid = 'credits.ledger'::pg_catalog.regclass
@@ -134,7 +140,7 @@ BEGIN
 		RAISE EXCEPTION 'credits 0.3.0 cannot update while credits.ledger carries objects of your own'
 			USING ERRCODE = 'MC029',
 				  DETAIL = format('From 0.3.0 a batch''s debit entry is its send_batches row, so these would no longer apply to debits: %s.', own),
-				  HINT = 'Drop them, run ALTER EXTENSION credits UPDATE, then recreate them: on credits.send_batches for debits, on credits.ledger_entries for the other entries (README, Upgrading).';
+				  HINT = 'Drop them, run ALTER EXTENSION credits UPDATE, then recreate them: on credits.send_batches for debits, on credits.ledger_entries for the other entries; a publication publishes both (README, Upgrading).';
 	END IF;
 END
 $$;
@@ -250,6 +256,19 @@ BEGIN
 							ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
 					   CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
 	END LOOP;
+	-- and column by column (GRANT SELECT (entry_id, delta) ON credits.ledger)
+	FOR g IN
+		SELECT a.attname, x.grantee, x.is_grantable
+		  FROM pg_catalog.pg_attribute a,
+			   LATERAL pg_catalog.aclexplode(a.attacl) x
+		 WHERE a.attrelid = 'credits.ledger_entries'::pg_catalog.regclass AND a.attnum > 0
+		   AND NOT a.attisdropped AND x.privilege_type = 'SELECT'
+	LOOP
+		EXECUTE format('GRANT SELECT (%I) ON credits.ledger TO %s%s', g.attname,
+					   CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+							ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+					   CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
 END
 $$;
 UPDATE pg_catalog.pg_init_privs ip
@@ -259,6 +278,11 @@ UPDATE pg_catalog.pg_init_privs ip
    AND ip.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
    AND ip.objsubid = 0
    AND c.oid = ip.objoid;
+-- a fresh install records no column privileges for the view
+DELETE FROM pg_catalog.pg_init_privs ip
+ WHERE ip.objoid = 'credits.ledger'::pg_catalog.regclass
+   AND ip.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND ip.objsubid <> 0;
 
 --------------------------------------------------------------------------------
 -- Audit

@@ -806,7 +806,9 @@ CheckNotBusy(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_NESTED_DEBIT),
 				 errmsg("accounts cannot be changed from inside a debit"),
-				 errdetail("A trigger fired by the extension's own writes (to credits.recharges, credits.ledger_entries, credits.grants or credits.accounts) tried to change an account or insert a batch."),
+				 CreditsEntriesInBatches() ?
+				 errdetail("A trigger fired by the extension's own writes (to credits.recharges, credits.ledger_entries, credits.grants or credits.accounts) tried to change an account or insert a batch.") :
+				 errdetail("A trigger fired by the extension's own writes (to credits.recharges or credits.ledger) tried to change an account or insert a batch."),
 				 errhint("Do that work outside the triggers of the extension's tables, e.g. from a LISTEN credits_recharge client.")));
 }
 

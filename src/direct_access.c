@@ -53,6 +53,7 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "commands/sequence.h"
 #include "executor/tuptable.h"
@@ -158,6 +159,7 @@ static bool BeginKeyedRow(KeyedRow *row, CreditsTable which, Datum key,
 static void EndKeyedRow(KeyedRow *row);
 static void InvalidateRelations(Datum arg, Oid relid);
 static bool OtherArbiters(Oid relid, AttrNumber account_id, AttrNumber idempotency_key);
+static bool ExtensionRelation(Oid nsp, const char *name, Oid extension);
 
 /*
  * CreditsLockAccountDirect
@@ -368,6 +370,16 @@ CreditsBatchesHaveOtherArbiters(void)
 {
 	ResolveRelations();
 	return rels.batch_other_arbiters;
+}
+
+/* Whether credits.<name> exists and belongs to the extension. */
+static bool
+ExtensionRelation(Oid nsp, const char *name, Oid extension)
+{
+	Oid			relid = get_relname_relid(name, nsp);
+
+	return OidIsValid(relid) && OidIsValid(extension) &&
+		getExtensionOfObject(RelationRelationId, relid) == extension;
 }
 
 /* See CreditsBatchesHaveOtherArbiters; read when the names are resolved. */
@@ -623,6 +635,7 @@ ResolveRelations(void)
 	Oid			accounts;
 	Oid			policies;
 	Oid			batches;
+	Oid			extension;
 
 	if (rels.valid)
 		return;
@@ -632,8 +645,14 @@ ResolveRelations(void)
 		callback_registered = true;
 	}
 	nsp = get_namespace_oid("credits", false);
-	/* 0.3.0 renamed the ledger table; credits.ledger is a view then */
-	found.entries_in_batches = OidIsValid(get_relname_relid("ledger_entries", nsp));
+	extension = getExtensionOfObject(RelationRelationId, RelationOid(nsp, "send_batches"));
+	/*
+	 * 0.3.0 renamed the ledger table; credits.ledger is a view then.  Only
+	 * the extension's own relations count: a DBA's table that happens to be
+	 * called credits.ledger_entries (or credits.grants, below) in an older
+	 * schema changes nothing.
+	 */
+	found.entries_in_batches = ExtensionRelation(nsp, "ledger_entries", extension);
 	for (int i = 0; i < TABLE_GRANTS; i++)
 	{
 		found.oids[i].table = RelationOid(nsp, i == TABLE_LEDGER && found.entries_in_batches ?
@@ -646,7 +665,7 @@ ResolveRelations(void)
 	 * alone tells which: a 0.2.0 schema whose grants index was renamed must
 	 * not be debited as a 0.1 one (grants ignored), so then it is an error.
 	 */
-	found.has_grants = OidIsValid(get_relname_relid(table_names[TABLE_GRANTS][0], nsp));
+	found.has_grants = ExtensionRelation(nsp, table_names[TABLE_GRANTS][0], extension);
 	for (int i = TABLE_GRANTS; i < NUM_CREDITS_TABLES && found.has_grants; i++)
 	{
 		found.oids[i].table = RelationOid(nsp, table_names[i][0]);

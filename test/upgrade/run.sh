@@ -70,7 +70,9 @@
 #      after the update; a DBA's foreign key to the ledger, trigger, CHECK
 #      and column on it are refused (MC029), each named, nothing changed; a
 #      dropped column left in ledger_entries; a DBA's publication of the
-#      ledger table refused or still carrying the debits.  2h: the update from 0.2.0
+#      ledger table refused; row-level security on it refused (a tenant
+#      still reads only its rows); a DBA's own column send_batches.entry_id
+#      in a database at 0.2.0 left alone by the library.  2h: the update from 0.2.0
 #      rolled back (the session writes the ledger table again), run between
 #      debits of one transaction, and a debit waiting on its locks.
 #   3. the new version in that database: MC codes (the entry columns' and
@@ -1637,6 +1639,35 @@ out=$(code pub20 "ALTER EXTENSION credits UPDATE")
 note "a DBA's publication FOR TABLE credits.ledger: the update gives $out; the publication then carries $(q pub20 "SELECT coalesce(string_agg(schemaname || '.' || tablename, ', '), 'nothing') FROM pg_publication_tables WHERE pubname = 'ledger_cdc'")"
 same "a DBA's publication FOR TABLE credits.ledger: the update is refused (MC029), or the publication still carries every debit entry" \
 	"$([ "$out" = MC029 ] && echo ok || q pub20 "SELECT CASE WHEN count(*) FILTER (WHERE tablename = 'send_batches') > 0 THEN 'ok' ELSE 'updated (' || coalesce(string_agg(tablename, ','), 'nothing') || ' published, not the batches'' debit entries)' END FROM pg_publication_tables WHERE pubname = 'ledger_cdc'")" "ok"
+
+# Row-level security on the ledger table (a tenant filter): the view reads
+# its tables as its owner, so the filter would stop applying to the
+# tenant's reads of credits.ledger.  Refused, and the tenant still sees
+# only its own rows.
+"$PG_BIN/createdb" rls20
+q rls20 "CREATE EXTENSION credits VERSION '$PREV';
+         SELECT credits.open_account(1, 100), credits.open_account(2, 100);
+         INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5), (2, 7);
+         GRANT USAGE ON SCHEMA credits TO regress_upg_reporting;
+         GRANT SELECT ON credits.ledger TO regress_upg_reporting;
+         ALTER TABLE credits.ledger ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_one ON credits.ledger TO regress_upg_reporting USING (account_id = 1)" >/dev/null 2>&1
+tenant_rows() { q rls20 "$REPORTING SELECT string_agg(DISTINCT account_id::text, ',') || '/' || count(*) FROM credits.ledger"; }
+same "$PREV: a tenant under row-level security reads its own ledger rows" "$(tenant_rows)" "1/2"
+fails_with "row-level security on the ledger table: the update is refused" rls20 MC029 "ALTER EXTENSION credits UPDATE"
+expect "the refusal names row-level security" "row-level security" "$(pg -d rls20 -c "ALTER EXTENSION credits UPDATE" 2>&1)"
+same "refused: still at $PREV, the tenant still reads only its rows" \
+	"$(q rls20 "SELECT extversion FROM pg_extension WHERE extname = 'credits'")|$(tenant_rows)" "$PREV|1/2"
+
+# A DBA's own column named entry_id in send_batches of a database not yet
+# updated: the entry columns are the extension's only in a 0.3.0 schema, so
+# the library debits as $PREV does and leaves the DBA's column alone.
+"$PG_BIN/createdb" col20
+q col20 "CREATE EXTENSION credits VERSION '$PREV'; SELECT credits.open_account(1, 100);
+         ALTER TABLE credits.send_batches ADD COLUMN entry_id bigint DEFAULT 42" >/dev/null 2>&1
+same "$PREV with a DBA's column send_batches.entry_id: a batch is debited as in $PREV, the column keeps its default, a ledger row per debit" \
+	"$(q col20 "INSERT INTO credits.send_batches (account_id, messages) VALUES (1, 5) RETURNING cost || '/' || entry_id")|$(q col20 "SELECT count(*) FROM credits.ledger WHERE kind = 'debit'")|$(q col20 "SELECT * FROM credits.verify()")" \
+	"5/42|1|"
 
 ################################################################################
 say "2h. the update from $PREV rolled back, inside a transaction, and while debits wait on it"
