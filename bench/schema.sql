@@ -36,7 +36,7 @@ CREATE INDEX ON bench.hand_ledger (account_id, entry_id);
 -- first, priority 10) and a purchase grant, each of `initial` credits, so a
 -- debit draws from the plan grant.  With initial 0 (auto-recharge shortfalls)
 -- an account starts with nothing and no grant: every debit owes.
--- credits at 0.1.0 (bench/run's second database) has no grants: a balance.
+-- credits at 0.1.0 (the 0.1.0 database of bench/profile) has no grants: a balance.
 CREATE FUNCTION bench.setup_accounts(n integer, initial bigint, auto boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
