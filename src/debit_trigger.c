@@ -294,6 +294,8 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 		replace_values[nreplace] = Int64GetDatum(out.owed);
 		nreplace++;
 	}
+	if (cols.entry[BATCH_ENTRY_ID] <= 0 && CreditsEntriesInBatches())
+		elog(ERROR, "credits: send_batches lacks the columns of its debit entry");
 	if (cols.entry[BATCH_ENTRY_ID] > 0)
 	{
 		/*
@@ -344,7 +346,7 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 	};
 #define FIRST_OPTIONAL 8
 	static BatchColumns last;
-	static bool have_last = false;
+	static int	last_natts = -1;
 	int		   *slots[] = {
 		&cols->batch_id, &cols->account_id, &cols->messages, &cols->channel,
 		&cols->idempotency_key, &cols->cost, &cols->status, &cols->recharge_id,
@@ -354,12 +356,16 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 		&cols->entry[BATCH_ENTRY_RECHARGE_ID]
 	};
 	int			n = (int) lengthof(names);
-	int			found_optional = 0;
 
 	StaticAssertStmt(lengthof(names) == lengthof(slots), "one slot per column");
 
+	/*
+	 * An optional column found absent stays absent while the number of
+	 * attributes is the same (adding one, as the 0.2.0 and 0.3.0 updates
+	 * do, changes it); every column found is checked where it was.
+	 */
 	*cols = last;
-	if (have_last)
+	if (last_natts == tupdesc->natts)
 	{
 		bool		same = true;
 
@@ -367,6 +373,8 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 		{
 			Form_pg_attribute attr;
 
+			if (*slots[i] == 0 && i >= FIRST_OPTIONAL)
+				continue;
 			if (*slots[i] <= 0 || *slots[i] > tupdesc->natts)
 			{
 				same = false;
@@ -386,12 +394,9 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 			elog(ERROR, "credits: send_batches has no column \"%s\"", names[i]);
 		if (*slots[i] <= 0)
 			*slots[i] = 0;
-		else if (i >= FIRST_OPTIONAL)
-			found_optional++;
 	}
-	/* reused only when every column, the optional ones included, exists */
 	last = *cols;
-	have_last = found_optional == n - FIRST_OPTIONAL;
+	last_natts = tupdesc->natts;
 }
 
 /*
