@@ -421,6 +421,7 @@ CreditsQueueBatchCheck(int64 batch_id, int64 account_id, int32 messages,
 {
 	BatchCheck	check;
 
+	memset(&check, 0, sizeof(check));
 	check.batch_id = batch_id;
 	check.absent = false;
 	check.account_id = account_id;

@@ -390,7 +390,7 @@ LookUpColumns(TupleDesc tupdesc, BatchColumns *cols)
 	{
 		*slots[i] = SPI_fnumber(tupdesc, names[i]);
 		/* owed is 0.2.0's, the entry columns 0.3.0's; older schemas lack them */
-		if (*slots[i] <= 0 && i < FIRST_OPTIONAL)
+		if (i < FIRST_OPTIONAL && *slots[i] <= 0)
 			elog(ERROR, "credits: send_batches has no column \"%s\"", names[i]);
 		if (*slots[i] <= 0)
 			*slots[i] = 0;
