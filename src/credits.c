@@ -36,6 +36,7 @@
 
 #include <limits.h>
 
+#include "catalog/pg_class.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"

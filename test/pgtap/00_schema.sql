@@ -8,7 +8,7 @@
 -- done; everything is rolled back.
 
 BEGIN;
-SELECT plan(252);
+SELECT plan(253);
 
 --------------------------------------------------------------------------------
 -- Extension and schema
@@ -671,8 +671,11 @@ SELECT is_empty(
 	$$SELECT t.tgname FROM pg_catalog.pg_trigger t
 	   WHERE t.tgrelid IN ('credits.send_batches'::regclass, 'credits.ledger'::regclass,
 						   'credits.ledger_entries'::regclass)
-		 AND NOT t.tgisinternal AND t.tgenabled <> 'O'$$,
+		 AND NOT t.tgisinternal AND t.tgenabled <> 'O' AND t.tgname <> 'credits_restore'$$,
 	'the credits triggers are enabled');
+SELECT is((SELECT t.tgenabled::text FROM pg_catalog.pg_trigger t
+			WHERE t.tgrelid = 'credits.ledger'::regclass AND t.tgname = 'credits_restore'),
+	'A', 'the ledger view''s restore trigger fires always, under session_replication_role = replica too');
 
 --------------------------------------------------------------------------------
 -- Report views of 0.2.0
