@@ -107,6 +107,7 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 
 		/* 0.3.0: the batch's own debit entry, a ledger entry like any */
 		const char *const *entry = CreditsBatchEntryNames;
+		bool		has_entry = CreditsEntriesInBatches();
 
 		for (int i = 0; i < (int) lengthof(debited); i++)
 			if (ColumnChanged(oldtup, newtup, desc, debited[i]))
@@ -114,7 +115,7 @@ CreditsGuardBatchTrigger(FunctionCallInfo fcinfo)
 						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),
 						 errmsg("column \"%s\" of a send batch cannot be changed", debited[i]),
 						 errdetail("The batch was priced and debited when it was inserted.")));
-		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS && CreditsEntriesInBatches(); i++)
+		for (int i = 0; i < NUM_BATCH_ENTRY_COLUMNS && has_entry; i++)
 			if (ColumnChanged(oldtup, newtup, desc, entry[i]))
 				ereport(ERROR,
 						(errcode(ERRCODE_CREDITS_BATCH_IMMUTABLE),

@@ -177,6 +177,8 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 	/* the entry columns are the extension's only in a 0.3.0 schema */
 	if (!CreditsEntriesInBatches())
 		memset(cols.entry, 0, sizeof(cols.entry));
+	else if (cols.entry[BATCH_ENTRY_ID] <= 0)
+		elog(ERROR, "credits: send_batches lacks the columns of its debit entry");
 
 	/*
 	 * A row that already carries its cost and status, written by the table
@@ -294,8 +296,6 @@ CreditsDebitBatchTrigger(FunctionCallInfo fcinfo)
 		replace_values[nreplace] = Int64GetDatum(out.owed);
 		nreplace++;
 	}
-	if (cols.entry[BATCH_ENTRY_ID] <= 0 && CreditsEntriesInBatches())
-		elog(ERROR, "credits: send_batches lacks the columns of its debit entry");
 	if (cols.entry[BATCH_ENTRY_ID] > 0)
 	{
 		/*
